@@ -1,0 +1,21 @@
+"""Plate indexes, image reading, and store readers/writers."""
+
+from .images import ImageReadError, image_shape, read_field, read_image
+from .plate_index import (
+    BBBC021_CHANNELS,
+    METADATA_COLUMNS,
+    PlateIndexError,
+    channels_of,
+    from_bbbc021,
+    from_csv,
+    from_pattern,
+    read_index,
+    validate_index,
+    write_index,
+)
+
+__all__ = [
+    "BBBC021_CHANNELS", "METADATA_COLUMNS", "ImageReadError", "PlateIndexError", "channels_of",
+    "from_bbbc021", "from_csv", "from_pattern", "image_shape", "read_field", "read_image",
+    "read_index", "validate_index", "write_index",
+]

@@ -1,0 +1,52 @@
+"""Read field images from disk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+from .plate_index import PATH_PREFIX, channels_of
+
+
+class ImageReadError(OSError):
+    """An image file is missing, corrupt or not a 2-D single-channel image."""
+
+
+def image_shape(path: str) -> tuple[int, ...]:
+    """Shape of the first page of a TIFF, read from its header only."""
+    with tifffile.TiffFile(path) as tif:
+        return tuple(tif.pages[0].shape)
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read one 2-D image, shape (H, W), dtype as stored. Raises `ImageReadError` with the path."""
+    try:
+        image = tifffile.imread(path)
+    except Exception as err:  # corrupt, truncated, not a TIFF, missing
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
+    image = np.squeeze(image)
+    if image.ndim != 2:
+        raise ImageReadError(f"image {path} has shape {image.shape}; expected one 2-D plane")
+    return image
+
+
+def read_field(row: pd.Series | dict, channels: list[str] | None = None) -> np.ndarray:
+    """Read all channels of one field (a plate index row).
+
+    Returns
+    -------
+    ndarray, shape (C, H, W), the stored dtype (uint16 for BBBC021), channels in ``channels``
+    order (default: the row's ``path_<channel>`` order).
+    """
+    row = dict(row)
+    if channels is None:
+        channels = [k[len(PATH_PREFIX):] for k in row if str(k).startswith(PATH_PREFIX)]
+    planes = [read_image(row[PATH_PREFIX + ch]) for ch in channels]
+    shapes = {p.shape for p in planes}
+    if len(shapes) > 1:
+        raise ImageReadError(f"field {row.get('field_id')}: channels of different shapes {[p.shape for p in planes]}")
+    return np.stack(planes)
+
+
+__all__ = ["ImageReadError", "image_shape", "read_image", "read_field", "channels_of"]

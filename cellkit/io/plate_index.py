@@ -1,0 +1,320 @@
+"""Plate index: one row per field, with metadata and one image path per channel.
+
+Columns (see DESIGN.md): ``field_id, plate, well, site, batch, compound,
+concentration, moa`` and ``path_<channel>`` for each channel, in channel order.
+``field_id`` is ``<plate>/<well>/<site>``. Paths are absolute strings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .._atomic import atomic_path
+
+METADATA_COLUMNS = ["field_id", "plate", "well", "site", "batch", "compound", "concentration", "moa"]
+PATH_PREFIX = "path_"
+
+# BBBC021 file-name channel codes and the names cellkit uses for them.
+BBBC021_CHANNELS = {"DAPI": "DNA", "Tubulin": "Tubulin", "Actin": "Actin"}
+
+
+class PlateIndexError(ValueError):
+    """A plate index or its inputs are invalid. ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[str], *, title: str = "invalid plate index"):
+        self.problems = list(problems)
+        shown = self.problems[:20]
+        more = len(self.problems) - len(shown)
+        text = f"{title}: {len(self.problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in shown)
+        if more:
+            text += f"\n  ... and {more} more"
+        super().__init__(text)
+
+
+def channels_of(index: pd.DataFrame) -> list[str]:
+    """Channel names of a plate index, in column order (``path_DNA`` -> ``DNA``)."""
+    return [c[len(PATH_PREFIX):] for c in index.columns if c.startswith(PATH_PREFIX)]
+
+
+def batch_from_plate(plate: str) -> str:
+    """BBBC021 batch = the week prefix of the plate name (``Week4_27481`` -> ``Week4``)."""
+    return str(plate).split("_")[0]
+
+
+def _require_columns(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise PlateIndexError(
+            [f"missing column {c!r}" for c in missing] + [f"columns present: {list(table.columns)}"],
+            title=f"{what} lacks required columns",
+        )
+
+
+def _concentration_key(values) -> pd.Series:
+    return pd.Series(np.round(np.asarray(values, dtype=float), 9), index=getattr(values, "index", None))
+
+
+def _resolve(root: Path, rel: str) -> str:
+    return os.path.normpath(os.path.join(root, rel))
+
+
+def from_bbbc021(
+    image_csv: str | os.PathLike,
+    moa_csv: str | os.PathLike | None,
+    root: str | os.PathLike,
+    *,
+    check_files: bool = True,
+) -> pd.DataFrame:
+    """Build the plate index from BBBC021's own ``BBBC021_v1_image.csv`` and ``BBBC021_v1_moa.csv``.
+
+    Image paths are ``root / Image_PathName_<ch> / Image_FileName_<ch>``; the site is read from
+    the file name (``_s<site>_``); batch is the plate's week prefix; MOA is joined on
+    compound + concentration (missing where the MOA table has no row).
+    """
+    image = pd.read_csv(image_csv)
+    needed = ["Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI", "Image_Metadata_Compound",
+              "Image_Metadata_Concentration"]
+    needed += [f"Image_{k}_{ch}" for ch in BBBC021_CHANNELS for k in ("FileName", "PathName")]
+    _require_columns(image, needed, f"BBBC021 image table {image_csv}")
+
+    site = image["Image_FileName_DAPI"].astype(str).str.extract(r"_s(\d+)_", expand=False)
+    if site.isna().any():
+        bad = image.loc[site.isna(), "Image_FileName_DAPI"].tolist()
+        raise PlateIndexError([f"no site (_s<N>_) in file name {b!r}" for b in bad], title="cannot read sites")
+    root = Path(root)
+    index = pd.DataFrame({
+        "plate": image["Image_Metadata_Plate_DAPI"].astype(str),
+        "well": image["Image_Metadata_Well_DAPI"].astype(str),
+        "site": site.astype(int),
+        "compound": image["Image_Metadata_Compound"].astype(str),
+        "concentration": image["Image_Metadata_Concentration"].astype(float),
+    })
+    index["batch"] = index["plate"].map(batch_from_plate)
+    for code, name in BBBC021_CHANNELS.items():
+        rel = image[f"Image_PathName_{code}"].astype(str) + "/" + image[f"Image_FileName_{code}"].astype(str)
+        index[PATH_PREFIX + name] = [_resolve(root, r) for r in rel]
+    index["moa"] = _join_moa(index, moa_csv)
+    return finalize_index(index, root=root, check_files=check_files)
+
+
+def _join_moa(index: pd.DataFrame, moa_csv) -> pd.Series:
+    if moa_csv is None:
+        return pd.Series(pd.NA, index=index.index, dtype="object")
+    moa = pd.read_csv(moa_csv)
+    _require_columns(moa, ["compound", "concentration", "moa"], f"MOA table {moa_csv}")
+    key = moa["compound"].astype(str) + "@" + _concentration_key(moa["concentration"]).astype(str)
+    dup = key[key.duplicated()]
+    if len(dup):
+        raise PlateIndexError([f"MOA table lists {k} twice" for k in dup], title="duplicate MOA rows")
+    lookup = dict(zip(key, moa["moa"].astype(str)))
+    field_key = index["compound"] + "@" + _concentration_key(index["concentration"]).astype(str)
+    return field_key.map(lookup).astype("object")
+
+
+def from_csv(
+    csv: str | os.PathLike | pd.DataFrame,
+    *,
+    root: str | os.PathLike,
+    channels: Mapping[str, str],
+    columns: Mapping[str, str] | None = None,
+    check_files: bool = True,
+) -> pd.DataFrame:
+    """Build the plate index from a generic table with one row per field.
+
+    Parameters
+    ----------
+    csv
+        CSV or parquet path, or a DataFrame.
+    root
+        Image root; relative paths in the table are taken under it.
+    channels
+        Channel name -> column holding that channel's image path, in channel order,
+        e.g. ``{"DNA": "FileName_DNA", "Actin": "FileName_Actin"}``.
+    columns
+        cellkit name -> user column for metadata (``plate, well, site, batch, compound,
+        concentration, moa``). Names absent here are taken from a column of the same name
+        when there is one; ``plate`` and ``well`` are required, ``site`` defaults to 1,
+        ``batch`` to the plate name, ``compound``/``concentration``/``moa`` to missing.
+    """
+    table = csv if isinstance(csv, pd.DataFrame) else _read_table(csv)
+    columns = dict(columns or {})
+    for name in METADATA_COLUMNS[1:]:
+        if name not in columns and name in table.columns:
+            columns[name] = name
+    _require_columns(table, list(columns.values()) + list(channels.values()), f"table {csv!r:.80}")
+    missing = [n for n in ("plate", "well") if n not in columns]
+    if missing:
+        raise PlateIndexError([f"no column given for {n!r}" for n in missing], title="cannot build plate index")
+    root = Path(root)
+    index = pd.DataFrame({name: table[col].values for name, col in columns.items()})
+    index["plate"] = index["plate"].astype(str)
+    index["well"] = index["well"].astype(str)
+    index["site"] = index["site"].astype(int) if "site" in index else 1
+    if "batch" not in index:
+        index["batch"] = index["plate"]
+    for name in ("compound", "concentration", "moa"):
+        if name not in index:
+            index[name] = pd.NA
+    for ch, col in channels.items():
+        index[PATH_PREFIX + ch] = [_resolve(root, str(p)) for p in table[col]]
+    return finalize_index(index, root=root, check_files=check_files)
+
+
+def _read_table(path) -> pd.DataFrame:
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    """``{plate}/{well}_s{site}_w{channel}*.tif`` -> a regex with named groups."""
+    out, pos = [], 0
+    for m in re.finditer(r"\{(\w+)\}|\*", pattern):
+        out.append(re.escape(pattern[pos:m.start()]))
+        out.append(f"(?P<{m.group(1)}>[^/]+?)" if m.group(1) else "[^/]*")
+        pos = m.end()
+    out.append(re.escape(pattern[pos:]))
+    return re.compile("".join(out) + r"\Z")
+
+
+def from_pattern(
+    root: str | os.PathLike,
+    pattern: str,
+    *,
+    channels: Mapping[str, str],
+    metadata: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Build the plate index from file names under ``root``.
+
+    ``pattern`` is a path relative to root with fields ``{plate}``, ``{well}``, ``{site}``,
+    ``{channel}`` (required) and optionally ``{batch}``; ``*`` matches any characters
+    within one path component. ``channels`` maps the ``{channel}`` token to a channel
+    name, in channel order, e.g. ``{"1": "DNA", "2": "Tubulin", "4": "Actin"}``.
+    ``metadata`` (optional) is joined on ``plate`` + ``well`` and may carry
+    ``compound, concentration, moa, batch``.
+    """
+    regex = _pattern_regex(pattern)
+    if "channel" not in regex.groupindex or "plate" not in regex.groupindex or "well" not in regex.groupindex:
+        raise PlateIndexError(["pattern needs {plate}, {well} and {channel} fields"], title=f"bad pattern {pattern!r}")
+    root = Path(root)
+    rows = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        m = regex.match(path.relative_to(root).as_posix())
+        if m and m["channel"] in channels:
+            rows.append({**m.groupdict(), "path": str(path)})
+    if not rows:
+        raise PlateIndexError([f"no file under {root} matches {pattern!r}"], title="empty plate index")
+    files = pd.DataFrame(rows)
+    files["channel"] = files["channel"].map(channels)
+    keys = [k for k in ("plate", "well", "site", "batch") if k in files]
+    dup = files[files.duplicated(keys + ["channel"], keep=False)]
+    if len(dup):
+        raise PlateIndexError([f"several files for one field and channel: {p}" for p in dup["path"]],
+                              title="ambiguous pattern")
+    wide = files.pivot(index=keys, columns="channel", values="path")
+    missing = [f"{'/'.join(map(str, k))}: no {ch} image" for ch in channels.values()
+               for k in (wide.index[wide[ch].isna()] if ch in wide else wide.index)]
+    if missing:
+        raise PlateIndexError(missing, title="incomplete fields")
+    wide = wide[list(channels.values())].add_prefix(PATH_PREFIX).reset_index()
+    if metadata is not None:
+        _require_columns(metadata, ["plate", "well"], "metadata table")
+        meta = metadata.drop_duplicates(["plate", "well"]).astype({"plate": str, "well": str})
+        wide = wide.merge(meta, on=["plate", "well"], how="left", suffixes=("", "_meta"))
+    wide["site"] = wide["site"].astype(int) if "site" in wide else 1
+    if "batch" not in wide:
+        wide["batch"] = wide["plate"]
+    for name in ("compound", "concentration", "moa"):
+        if name not in wide:
+            wide[name] = pd.NA
+    return finalize_index(wide, root=root, check_files=True)
+
+
+def finalize_index(index: pd.DataFrame, *, root=None, check_files: bool = True,
+                   check_shapes: bool = False) -> pd.DataFrame:
+    """Order columns, set dtypes and ``field_id``, and validate (see `validate_index`)."""
+    index = index.copy()
+    index["field_id"] = index["plate"].astype(str) + "/" + index["well"].astype(str) + "/" + index["site"].astype(str)
+    paths = [c for c in index.columns if c.startswith(PATH_PREFIX)]
+    index = index[METADATA_COLUMNS + paths].reset_index(drop=True)
+    index = index.astype({"plate": str, "well": str, "site": "int64", "batch": str, "compound": "object",
+                          "concentration": "float64", "moa": "object"})
+    validate_index(index, root=root, check_files=check_files, check_shapes=check_shapes)
+    return index
+
+
+def validate_index(index: pd.DataFrame, *, root=None, check_files: bool = True,
+                   check_shapes: bool = False) -> None:
+    """Raise `PlateIndexError` listing every problem found.
+
+    Checks: required columns, at least one channel, duplicate fields, paths that escape
+    ``root`` (when given), missing image files (``check_files``), channels of one field with
+    different shapes and fields of different shapes (``check_shapes``; reads TIFF headers only).
+    """
+    problems = [f"missing column {c!r}" for c in METADATA_COLUMNS if c not in index.columns]
+    channels = channels_of(index)
+    if not channels:
+        problems.append("no channel path columns (path_<channel>)")
+    if problems:
+        raise PlateIndexError(problems)
+    problems += [f"duplicate field {f}" for f in index.loc[index["field_id"].duplicated(), "field_id"]]
+    path_cols = [PATH_PREFIX + c for c in channels]
+    if root is not None:
+        root_real = os.path.realpath(root)
+        for col in path_cols:
+            for p in index[col]:
+                real = os.path.realpath(p)
+                if os.path.commonpath([root_real, real]) != root_real:
+                    problems.append(f"{col} path escapes the image root {root}: {p}")
+    if check_files:
+        for col in path_cols:
+            problems += [f"missing image file: {p}" for p in index[col] if not os.path.isfile(p)]
+    if check_shapes and not problems:
+        problems += _shape_problems(index, path_cols)
+    if problems:
+        raise PlateIndexError(problems)
+
+
+def _shape_problems(index: pd.DataFrame, path_cols: list[str]) -> list[str]:
+    from .images import image_shape
+
+    problems, shapes = [], {}
+    for row in index.itertuples(index=False):
+        field_shapes = {}
+        for col in path_cols:
+            try:
+                field_shapes[col] = image_shape(getattr(row, col))
+            except Exception as err:  # noqa: BLE001 - reported, not swallowed
+                problems.append(f"{row.field_id}: cannot read {getattr(row, col)}: {err}")
+        if len(set(field_shapes.values())) > 1:
+            problems.append(f"{row.field_id}: channels of different shapes {field_shapes}")
+        elif field_shapes:
+            shapes.setdefault(next(iter(field_shapes.values())), []).append(row.field_id)
+    if len(shapes) > 1:
+        summary = {str(s): f"{len(f)} fields, e.g. {f[0]}" for s, f in shapes.items()}
+        problems.append(f"fields of different shapes: {summary}")
+    return problems
+
+
+def write_index(index: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Save a plate index as parquet, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        index.to_parquet(tmp, index=False)
+    return path
+
+
+def read_index(path: str | os.PathLike, *, check_files: bool = False) -> pd.DataFrame:
+    """Read a plate index written by `write_index` and validate its columns."""
+    index = pd.read_parquet(path)
+    validate_index(index, check_files=check_files)
+    return index
