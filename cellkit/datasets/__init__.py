@@ -8,10 +8,12 @@ from .synthetic import (
     plate_layout,
     render_layout_field,
     synthetic_index,
+    write_ground_truth_labels,
     write_synthetic_plate,
 )
 
 __all__ = [
     "CHANNELS", "CONTROL", "MOAS", "MOA_COMPOUNDS", "MOA_EFFECTS", "SyntheticConfig", "ground_truth_paths",
-    "phenotype", "plate_layout", "render_field", "render_layout_field", "synthetic_index", "write_synthetic_plate",
+    "phenotype", "plate_layout", "render_field", "render_layout_field", "synthetic_index", "write_ground_truth_labels",
+    "write_synthetic_plate",
 ]

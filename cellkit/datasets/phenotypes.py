@@ -63,6 +63,13 @@ MOA_COMPOUNDS = {
     "Protein synthesis": ["emetine", "anisomycin", "cyclohexamide"],
 }
 MOAS = sorted(MOA_EFFECTS)
+MAX_COMPOUNDS_PER_MOA = 4
+
+
+def compounds_for(moa: str, n: int) -> list[str]:
+    """``n`` compound names of an MOA: real BBBC021 names first, then ``"<MOA> #k"``."""
+    names = MOA_COMPOUNDS[moa][:n]
+    return names + [f"{moa} #{k}" for k in range(len(names) + 1, n + 1)]
 CONTROL = "DMSO"
 
 

@@ -31,7 +31,7 @@ import tifffile
 
 from .. import __version__
 from .._atomic import atomic_path
-from .phenotypes import CONTROL, MOA_COMPOUNDS, MOAS, compound_signature, dose_fraction, phenotype
+from .phenotypes import CONTROL, MAX_COMPOUNDS_PER_MOA, MOAS, compound_signature, compounds_for, dose_fraction, phenotype
 from .render import illumination_field, render_field
 
 CHANNEL_CODES = {"DAPI": "w1", "Tubulin": "w2", "Actin": "w4"}
@@ -61,8 +61,8 @@ class SyntheticConfig:
                 problems.append(f"{name} must be >= 1")
         if not 1 <= self.n_moas <= len(MOAS):
             problems.append(f"n_moas must be in 1..{len(MOAS)}")
-        if self.compounds_per_moa > min(len(v) for v in MOA_COMPOUNDS.values()):
-            problems.append(f"compounds_per_moa must be <= {min(len(v) for v in MOA_COMPOUNDS.values())}")
+        if self.compounds_per_moa > MAX_COMPOUNDS_PER_MOA:
+            problems.append(f"compounds_per_moa must be <= {MAX_COMPOUNDS_PER_MOA}")
         if self.height < 64 or self.width < 64:
             problems.append("fields must be at least 64x64")
         if problems:
@@ -74,7 +74,7 @@ def treatments(config: SyntheticConfig) -> pd.DataFrame:
     """One row per treatment: compound, concentration, moa, batch, ec50, effect."""
     rows = []
     for m, moa in enumerate(MOAS[: config.n_moas]):
-        for k, compound in enumerate(MOA_COMPOUNDS[moa][: config.compounds_per_moa]):
+        for k, compound in enumerate(compounds_for(moa, config.compounds_per_moa)):
             sig = compound_signature(compound, moa, config.seed)
             # compounds of one MOA go to different batches (round robin, shifted per MOA)
             batch = (m + k) % config.n_batches
@@ -214,3 +214,14 @@ def synthetic_index(root: str | os.PathLike) -> pd.DataFrame:
 
     root = Path(root)
     return from_bbbc021(root / "BBBC021_v1_image.csv", root / "BBBC021_v1_moa.csv", root)
+
+
+def write_ground_truth_labels(root: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Copy a synthetic plate set's ground-truth labels into a label store (``labels.zarr``)."""
+    from ..io.labels import write_field_labels
+
+    for f in synthetic_index(root).itertuples():
+        paths = ground_truth_paths(root, f.plate, f.well, f.site)
+        write_field_labels(out, f.field_id, tifffile.imread(paths["nuclei"]), tifffile.imread(paths["cells"]),
+                           attrs={"source": "ground_truth"})
+    return Path(out)

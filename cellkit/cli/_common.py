@@ -1,0 +1,30 @@
+"""Shared pieces of the CLI: console, progress bars, error reporting."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None):
+    """Yield ``update(n_done, n_total)`` that drives a rich progress bar."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+
+        def update(done: int, total: int | None = None):
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+def fail(message: str, code: int = 1):
+    """Print an error without a traceback and exit non-zero."""
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)

@@ -1,0 +1,89 @@
+"""``cellkit synth`` and ``cellkit index``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import console, fail, progress_bar
+
+
+def synth(
+    out: Path = typer.Argument(..., help="New folder for the plate set."),
+    batches: int = typer.Option(2, help="Number of batches (weeks)."),
+    plates_per_batch: int = typer.Option(2, help="Replicate plates per batch."),
+    compounds_per_moa: int = typer.Option(2, help="Compounds per MOA (1-4)."),
+    moas: int = typer.Option(12, help="Number of MOAs (1-12)."),
+    concentrations: int = typer.Option(2, help="Concentrations per compound."),
+    dmso_wells: int = typer.Option(4, help="DMSO wells per plate."),
+    sites: int = typer.Option(1, help="Fields (sites) per well."),
+    height: int = typer.Option(512, help="Field height in pixels."),
+    width: int = typer.Option(640, help="Field width in pixels."),
+    seed: int = typer.Option(0, help="Random seed."),
+    jobs: int = typer.Option(2, help="Fields rendered in parallel."),
+):
+    """Write a synthetic BBBC021-like plate set with ground-truth labels."""
+    from ..datasets import SyntheticConfig, write_synthetic_plate
+
+    try:
+        config = SyntheticConfig(n_batches=batches, plates_per_batch=plates_per_batch,
+                                 compounds_per_moa=compounds_per_moa, n_moas=moas, n_concentrations=concentrations,
+                                 dmso_wells=dmso_wells, sites=sites, height=height, width=width, seed=seed).validate()
+        with progress_bar("rendering fields") as update:
+            write_synthetic_plate(out, config, n_jobs=jobs, progress=update)
+    except (ValueError, FileExistsError) as err:
+        fail(str(err))
+    console.print(f"plate set written to {out}")
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            fail(f"{what} must look like NAME=VALUE, got {item!r}")
+        pairs[key] = value
+    return pairs
+
+
+def index(
+    source: Path = typer.Argument(..., help="BBBC021 image CSV, a generic CSV/parquet, or (with --pattern) the image root."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output parquet file."),
+    root: Path = typer.Option(None, help="Image root (default: the folder holding SOURCE)."),
+    moa: Path = typer.Option(None, help="BBBC021 MOA CSV (compound, concentration, moa)."),
+    pattern: str = typer.Option(None, help="File pattern under SOURCE, e.g. '{plate}/{well}_s{site}_w{channel}*.tif'."),
+    channel: list[str] = typer.Option([], help="Channel: NAME=COLUMN (CSV) or TOKEN=NAME (pattern). Repeat."),
+    column: list[str] = typer.Option([], help="Metadata column for a generic CSV: NAME=COLUMN. Repeat."),
+    check_shapes: bool = typer.Option(False, help="Also read every TIFF header and check shapes."),
+):
+    """Build and validate a plate index (one row per field) and save it as parquet."""
+    import pandas as pd
+
+    from .. import io
+
+    try:
+        if pattern:
+            index = io.from_pattern(source, pattern, channels=_pairs(channel, "--channel"))
+        else:
+            head = pd.read_csv(source, nrows=0).columns if source.suffix != ".parquet" else []
+            root = root or source.parent
+            if "Image_FileName_DAPI" in head:
+                index = io.from_bbbc021(source, moa, root)
+            else:
+                if not channel:
+                    fail("a generic table needs --channel NAME=COLUMN for each channel")
+                index = io.from_csv(source, root=root, channels=_pairs(channel, "--channel"),
+                                    columns=_pairs(column, "--column"))
+        if check_shapes:
+            io.validate_index(index, check_shapes=True)
+    except (io.PlateIndexError, FileNotFoundError, pd.errors.ParserError) as err:
+        fail(str(err))
+    io.write_index(index, out)
+    console.print(f"{len(index)} fields, {index.plate.nunique()} plates, {index.compound.nunique()} compounds, "
+                  f"channels {io.channels_of(index)} -> {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(synth)
+    app.command()(index)

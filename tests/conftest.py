@@ -1,0 +1,31 @@
+"""Shared fixtures: small synthetic plate sets and the real data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cellkit.datasets import SyntheticConfig, write_synthetic_plate
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+# A small plate set: 2 batches x 1 plate, 4 MOAs x 2 compounds x 2 concentrations, 2 DMSO wells.
+SMALL = SyntheticConfig(n_batches=2, plates_per_batch=1, compounds_per_moa=2, n_moas=4, n_concentrations=2,
+                        dmso_wells=2, sites=1, height=256, width=320, seed=7)
+
+
+def real_path(*parts: str) -> Path:
+    """Path under ../shared/data/real; skips the test with a clear reason when it is absent."""
+    path = REAL.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is missing (expected ../shared/data/real beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_plate(tmp_path_factory) -> Path:
+    """A small synthetic plate set written once per test session (do not modify)."""
+    root = tmp_path_factory.mktemp("plates") / "small"
+    write_synthetic_plate(root, SMALL)
+    return root
