@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from cellkit.datasets import SyntheticConfig, write_synthetic_plate
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+# The real data folder: $CELLKIT_REAL_DATA, or ../shared/data/real beside the repository.
+REAL = Path(os.environ.get("CELLKIT_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 
 # A small plate set: 2 batches x 1 plate, 4 MOAs x 2 compounds x 2 concentrations, 2 DMSO wells.
 SMALL = SyntheticConfig(n_batches=2, plates_per_batch=1, compounds_per_moa=2, n_moas=4, n_concentrations=2,
@@ -19,7 +21,7 @@ def real_path(*parts: str) -> Path:
     """Path under ../shared/data/real; skips the test with a clear reason when it is absent."""
     path = REAL.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not available: {path} is missing (expected ../shared/data/real beside the repo)")
+        pytest.skip(f"real data not available: {path} is missing (set CELLKIT_REAL_DATA or put shared/data/real beside the repository)")
     return path
 
 
