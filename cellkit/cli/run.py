@@ -1,0 +1,30 @@
+"""``cellkit run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import console, fail
+
+
+def run(pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
+        out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the pipeline's)."),
+        scheduler: str = typer.Option(None, help="dask.distributed scheduler address (default: local)."),
+        workers: int = typer.Option(None, help="Local dask workers (default: one per core).")):
+    """Run a pipeline; stages whose outputs are complete and up to date are skipped."""
+    from ..pipeline import load_pipeline, run_pipeline
+
+    try:
+        spec = load_pipeline(pipeline)
+    except (OSError, ValueError) as err:
+        fail(str(err))
+    outputs = run_pipeline(spec, out=out, scheduler=scheduler, workers=workers, log=console.print)
+    console.print("[bold]outputs[/]")
+    for name, path in outputs.items():
+        console.print(f"  {name:<12} {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)

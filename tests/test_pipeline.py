@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from cellkit.datasets import plate_layout
+from cellkit.pipeline import STAGES, register_stage, run_pipeline
+
+from .conftest import SMALL
+
+CALLS = []
+
+
+@register_stage("count_cells_test", outputs=["count.json"])
+def _count(ctx, factor=1):
+    import pandas as pd
+
+    CALLS.append(factor)
+    n = len(pd.read_parquet(ctx.out / "index.parquet"))
+    (ctx.out / "count.json").write_text(json.dumps({"n": n * factor}))
+
+
+@pytest.fixture
+def spec():
+    from dataclasses import asdict
+
+    return {"name": "t", "output": "unused", "input": {"synthetic": asdict(SMALL)},
+            "stages": [{"count_cells_test": {"factor": 2}}]}
+
+
+def test_skip_rerun_and_option_change(tmp_path, spec):
+    CALLS.clear()
+    outputs = run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    n_fields = len(plate_layout(SMALL))
+    assert json.loads(outputs["count"].read_text())["n"] == 2 * n_fields
+    run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    assert CALLS == [2]  # second run skipped everything
+    spec["stages"] = [{"count_cells_test": {"factor": 3}}]
+    run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    assert CALLS == [2, 3] and json.loads((tmp_path / "count.json").read_text())["n"] == 3 * n_fields
+    log = (tmp_path / "pipeline.log").read_text()
+    assert "up to date, skipped" in log and "options changed" in log
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert [s["name"] for s in prov["stages"]] == ["input", "count_cells_test"]
+
+
+def test_interrupted_stage_runs_again(tmp_path, spec):
+    CALLS.clear()
+    run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    state = json.loads((tmp_path / "pipeline_state.json").read_text())
+    state["count_cells_test"]["complete"] = False  # as if killed during the stage
+    (tmp_path / "pipeline_state.json").write_text(json.dumps(state))
+    run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    assert CALLS == [2, 2]
+
+
+def test_bad_pipeline(tmp_path):
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        run_pipeline({"input": {"index": "x"}, "output": str(tmp_path), "stages": ["nope"]})
+    with pytest.raises(ValueError, match="input must be exactly one of"):
+        run_pipeline({"input": {"csv": "x"}, "output": str(tmp_path), "stages": []})
+    assert "input" in STAGES
