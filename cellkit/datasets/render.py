@@ -204,7 +204,7 @@ def render_field(params: dict, shape=(1024, 1280), *, rng: np.random.Generator,
     """
     shape = tuple(int(s) for s in shape)
     mean_area = np.pi * params["cell_radius"] ** 2
-    n = rng.poisson(max(1.0, 0.42 * shape[0] * shape[1] / mean_area * params["density"]))
+    n = rng.poisson(max(1.0, 0.25 * shape[0] * shape[1] / mean_area * params["density"]))  # ~115 cells per 1024x1280
     centres = _place_centres(rng, shape, n, params)
     cells = _cell_table(rng, len(centres), params)
     cell_lab, nuc_lab, nuc_depth = _draw_labels(rng, shape, centres, cells)
