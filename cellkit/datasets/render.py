@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
@@ -149,25 +151,34 @@ def _clean_labels(cell_lab, nuc_lab, n, min_nucleus_px=25):
     return new_ids[cell_lab], new_ids[nuc_lab], new_ids
 
 
-def _oriented_noise(rng, shape, n_orient, length=9.0, width=0.8):
-    """Filament-like texture: white noise smoothed along ``n_orient`` directions, (n, H, W) float32."""
-    spectrum = sfft.rfft2(rng.standard_normal(shape, dtype=np.float32), workers=-1)
-    fy = sfft.fftfreq(shape[0]).astype(np.float32)[:, None]
-    fx = sfft.rfftfreq(shape[1]).astype(np.float32)[None, :]
-    out = np.empty((n_orient,) + shape, np.float32)
-    for k in range(n_orient):
-        a = np.pi * k / n_orient
-        along = fx * np.cos(a) + fy * np.sin(a)
-        across = -fx * np.sin(a) + fy * np.cos(a)
-        filt = np.exp(-2 * np.pi**2 * ((length * along) ** 2 + (width * across) ** 2))
-        tex = sfft.irfft2(spectrum * filt, s=shape, workers=-1)
-        out[k] = tex / (tex.std() + 1e-6)
-    return out
+TILE = 256
 
 
-def _smooth_noise(rng, shape, sigma):
-    tex = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
-    return tex / (tex.std() + 1e-6)
+@functools.lru_cache(maxsize=1)
+def _texture_tiles():
+    """Periodic noise tiles, built once: filament textures in ``N_ORIENTATIONS`` directions and
+    a granular chromatin texture, (N_ORIENTATIONS + 1, TILE, TILE) float32, unit variance.
+    FFT-filtered noise is periodic, so the tiles repeat seamlessly across a field."""
+    rng = np.random.default_rng(20240601)
+    spectrum = sfft.rfft2(rng.standard_normal((TILE, TILE), dtype=np.float32))
+    fy = sfft.fftfreq(TILE).astype(np.float32)[:, None]
+    fx = sfft.rfftfreq(TILE).astype(np.float32)[None, :]
+    filters = []
+    for k in range(N_ORIENTATIONS):  # long along the fibre, narrow across it
+        a = np.pi * k / N_ORIENTATIONS
+        along, across = fx * np.cos(a) + fy * np.sin(a), -fx * np.sin(a) + fy * np.cos(a)
+        filters.append(np.exp(-2 * np.pi**2 * ((9.0 * along) ** 2 + (0.8 * across) ** 2)))
+    filters.append(np.exp(-2 * np.pi**2 * 1.2**2 * (fx**2 + fy**2)))  # isotropic, sigma 1.2 px
+    tiles = np.stack([sfft.irfft2(spectrum * f, s=(TILE, TILE)) for f in filters]).astype(np.float32)
+    return tiles / tiles.std(axis=(1, 2), keepdims=True)
+
+
+def _texture(rng, shape, which):
+    """Texture planes ``which`` (indices into `_texture_tiles`) covering ``shape`` at a random offset."""
+    tiles = _texture_tiles()[which]
+    dy, dx = rng.integers(TILE, size=2)
+    reps = (1, -(-(shape[0] + dy) // TILE), -(-(shape[1] + dx) // TILE))
+    return np.tile(tiles, reps)[:, dy:dy + shape[0], dx:dx + shape[1]]
 
 
 def illumination_field(shape, rng, strength=0.3):
@@ -220,11 +231,11 @@ def render_field(params: dict, shape=(1024, 1280), *, rng: np.random.Generator,
     inside_cell = cell_lab > 0
     inside_nuc = nuc_lab > 0
     # DNA: bright nuclei, domed profile, chromatin texture; mitotic cells condensed and bright.
-    chromatin = _smooth_noise(rng, shape, 1.2)
+    chromatin = _texture(rng, shape, [N_ORIENTATIONS])[0]
     dna = per_pixel(cells["dna"], nuc_lab) * (0.55 + 0.45 * np.sqrt(nuc_depth))
     dna *= 1.0 + params["dna_texture"] * chromatin
     # Tubulin: cytoplasmic, brighter around the nucleus, filaments in one of N orientations.
-    fibres = _oriented_noise(rng, shape, N_ORIENTATIONS)
+    fibres = _texture(rng, shape, list(range(N_ORIENTATIONS)))
     orient = per_pixel(cells["orientation"].astype(np.float32), cell_lab).astype(np.int64)
     fibre = np.take_along_axis(fibres, orient[None], 0)[0]
     perinuclear = 1.0 + 0.6 * ndi.uniform_filter(inside_nuc.astype(np.float32), 15)
