@@ -1,0 +1,59 @@
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellkit.search import SimilarityIndex, build_index, build_similarity_index, recall_at_k, search
+
+
+def _clustered(n=3000, d=32, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, d))
+    return (centres[rng.integers(20, size=n)] + 0.5 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def _brute_force(x, q, k):
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    sims = qn @ xn.T
+    rows = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, rows, 1), rows
+
+
+def test_exact_equals_brute_force():
+    x = _clustered()
+    q = x[:50] + 0.1
+    sims, rows = build_similarity_index(x, kind="exact").search(q, 10)
+    ref_sims, ref_rows = _brute_force(x, q, 10)
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+    np.testing.assert_array_equal(rows, ref_rows)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_recall(kind):
+    x = _clustered()
+    q = x[:200]
+    exact = build_similarity_index(x, kind="exact").search(q, 10)[1]
+    approx = build_similarity_index(x, kind=kind, nprobe=8).search(q, 10)[1]
+    assert recall_at_k(approx, exact) > 0.9
+    assert recall_at_k(exact, exact) == 1.0
+
+
+def test_save_load_and_search_by_id(tmp_path):
+    x = _clustered(500, 16)
+    obs = pd.DataFrame({"moa": np.repeat(["a", "b"], 250)}, index=[f"c{i}" for i in range(500)])
+    adata = ad.AnnData(X=np.zeros((500, 2), np.float32), obs=obs, obsm={"X_emb": x})
+    index = build_index(adata, use_rep="X_emb", kind="hnsw", path=tmp_path / "emb.faiss")
+    assert adata.uns["index_X_emb"]["kind"] == "hnsw"
+    loaded = SimilarityIndex.load(tmp_path / "emb.faiss")
+    np.testing.assert_array_equal(loaded.search(x[:5], 5)[1], index.search(x[:5], 5)[1])
+    hits = search(adata, "c3", index=loaded, use_rep="X_emb", k=5)
+    assert list(hits["rank"]) == [1, 2, 3, 4, 5] and "c3" not in set(hits["neighbor"])
+    assert {"moa", "similarity"} <= set(hits.columns)
+    assert hits["similarity"].is_monotonic_decreasing
+    new = search(adata, x[:2], index=loaded, use_rep="X_emb", k=3)
+    assert list(new["neighbor"][:1]) == ["c0"] and len(new) == 6
+    with pytest.raises(KeyError, match="nope"):
+        search(adata, "nope", index=loaded, use_rep="X_emb")
+    with pytest.raises(ValueError, match="NaN"):
+        build_similarity_index(np.full((3, 2), np.nan))
