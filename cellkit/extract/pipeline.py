@@ -1,0 +1,329 @@
+"""The extraction pass: read each field once, cut its cells, write cells.zarr (and cells.h5ad).
+
+How writing stays safe and resumable
+------------------------------------
+1. **Plan** (`plan.py`, parallel over fields): from the labels alone, the kept cells of every
+   field, in a fixed order (fields in index order, cells in label order). Every cell's store row
+   is known before any image is read. Bad inputs (labels missing, shapes that disagree, unreadable
+   images) are all reported here, before anything is written.
+2. **Skeleton**: the store is created in a temporary folder with its empty ``images``/``masks``,
+   the full ``obs`` table and a ``progress/done`` flag per shard, then moved into place. A store
+   at ``out`` therefore always has its full skeleton.
+3. **Cut and write** (one dask graph): a *field task* reads one field once, cuts all its kept
+   cells (and measures them when a ``measure`` function is given); a *shard task* gathers the rows
+   of one shard from the field tasks that overlap it and writes that shard (its images, masks and
+   feature rows), then sets its ``done`` flag. Each shard has exactly one writer, and flags are
+   one chunk each, so no two tasks ever write the same chunk. A field straddling two shards is
+   read once and feeds both.
+4. **Finish**: the feature rows are joined into ``features``, ``cells.h5ad`` is written
+   atomically, and the store is marked complete last.
+
+A killed run leaves an incomplete store (readers refuse it). Rerunning the same command checks
+that inputs and parameters are unchanged (a fingerprint of both), skips shards already flagged
+done, and writes the rest; shards are deterministic, so the final store equals an
+uninterrupted run, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import dask
+import numpy as np
+import pandas as pd
+import zarr
+
+from .. import __version__
+from .._atomic import atomic_path
+from ..io import cells as cellstore
+from ..io.images import read_field
+from ..io.labels import read_field_labels
+from ..io.plate_index import PATH_PREFIX, channels_of, read_index
+from .crops import cut_crops
+from .plan import BORDER_POLICIES, ExtractInputError, FieldPlan, plan_field, plan_obs
+from .schedule import Scheduler
+
+Measure = Callable[[np.ndarray, np.ndarray, np.ndarray, list], pd.DataFrame]
+
+
+@dataclass
+class ExtractResult:
+    """What `extract_cells` did."""
+
+    store: Path
+    adata: Path | None
+    n_cells: int
+    n_fields: int
+    empty_fields: list[str]
+    shards_written: int
+    shards_total: int
+    skipped: bool
+
+
+# --------------------------------------------------------------------------- tasks
+
+def _cut_field(row: dict, labels_path: str, plan: FieldPlan, size: int, mask_neighbors: bool,
+               channels: list[str], measure: Measure | None) -> dict:
+    """Field task: read the field once, cut its planned cells, measure them."""
+    images = read_field(row, channels)
+    nuclei, cells = read_field_labels(labels_path, plan.field_id)
+    if images.shape[1:] != nuclei.shape:
+        raise ExtractInputError([f"{plan.field_id}: image {images.shape[1:]} and labels {nuclei.shape} differ"])
+    if images.dtype != np.uint16:
+        raise ExtractInputError([f"{plan.field_id}: images are {images.dtype}; cellkit expects uint16"])
+    crops, masks = cut_crops(images, nuclei, cells, plan.labels, plan.origins, size, mask_neighbors=mask_neighbors)
+    part = {"crops": crops, "masks": masks, "features": None, "columns": None}
+    if measure is not None:
+        table = measure(images, nuclei, cells, list(channels))
+        missing = np.setdiff1d(plan.labels, np.asarray(table.index, dtype=np.int64))
+        if len(missing):
+            raise ValueError(f"{plan.field_id}: the measure function returned no row for labels "
+                             f"{missing[:10].tolist()}")
+        table = table.loc[plan.labels]
+        part["features"] = table.to_numpy(dtype=np.float32)
+        part["columns"] = [str(c) for c in table.columns]
+    return part
+
+
+def _write_shard(out: str, shard: int, start: int, stop: int, pieces: list) -> int:
+    """Shard task: write rows [start, stop) from ``pieces`` [(field part, lo, hi), ...], then flag it done."""
+    root = zarr.open_group(out, mode="r+")
+    crops = np.concatenate([p["crops"][lo:hi] for p, lo, hi in pieces])
+    masks = np.concatenate([p["masks"][lo:hi] for p, lo, hi in pieces])
+    if len(crops) != stop - start:
+        raise RuntimeError(f"shard {shard}: {len(crops)} rows for [{start}, {stop})")
+    root["images"][start:stop] = crops
+    root["masks"][start:stop] = masks
+    if pieces[0][0]["features"] is not None:
+        columns = pieces[0][0]["columns"]
+        if any(p["columns"] != columns for p, _, _ in pieces):
+            raise ValueError(f"shard {shard}: the measure function returned different columns for different fields")
+        part = root["progress"].create_array(f"features_{shard:06d}", overwrite=True,
+                                             data=np.concatenate([p["features"][lo:hi] for p, lo, hi in pieces]))
+        part.attrs["columns"] = columns
+    root["progress/done"][shard] = True
+    return stop - start
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _check_writable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExtractInputError([f"{out} exists and is a file, not a cells store"], title="cannot write the store")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.probe"):
+            pass
+    except OSError as err:
+        raise ExtractInputError([f"{out.parent} is not writable: {err.strerror or err}"],
+                                title="cannot write the store") from err
+
+
+def _fingerprint(obs: pd.DataFrame, index: pd.DataFrame, parameters: dict) -> str:
+    digest = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode())
+    digest.update(pd.util.hash_pandas_object(obs, index=False).to_numpy().tobytes())
+    paths = index[[c for c in index.columns if c.startswith(PATH_PREFIX)]]
+    digest.update(pd.util.hash_pandas_object(paths.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _open_existing(out: Path, fingerprint: str, overwrite: bool) -> zarr.Group | None:
+    """The store at ``out`` to resume or reuse, or None when a new one must be made."""
+    if not out.exists():
+        return None
+    try:
+        root = cellstore.open_cells(out, require_complete=False, mode="r+")
+    except ValueError as err:
+        raise ExtractInputError([f"{out} exists and is not a cells store ({err}); choose another path"],
+                                title="cannot write the store") from err
+    if root.attrs.get("extract", {}).get("fingerprint") == fingerprint:
+        return root
+    if not overwrite:
+        raise ExtractInputError([f"{out} holds a cells store made from other inputs or parameters; "
+                                 "pass overwrite=True (--overwrite) to replace it"], title="cannot write the store")
+    shutil.rmtree(out)
+    return None
+
+
+def _create_skeleton(out: Path, obs: pd.DataFrame, channels: list[str], size: int, chunk_cells: int,
+                     shard_cells: int, attrs: dict) -> zarr.Group:
+    n_shards = len(cellstore.shard_bounds(len(obs), shard_cells))
+    with atomic_path(out) as tmp:
+        root = cellstore.create_cells_store(tmp, len(obs), channels, size, chunk_cells=chunk_cells,
+                                            shard_cells=shard_cells, attrs=attrs)
+        cellstore.write_obs(root, obs)
+        root.require_group("progress").create_array("done", shape=(n_shards,), chunks=(1,), dtype=bool,
+                                                    fill_value=False)
+    return zarr.open_group(str(out), mode="r+")
+
+
+def _shard_pieces(counts: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
+    """The fields feeding rows [start, stop): [(field position, lo, hi), ...] with lo/hi field-local."""
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    first = int(np.searchsorted(offsets, start, side="right")) - 1
+    pieces = []
+    for f in range(first, len(counts)):
+        if offsets[f] >= stop:
+            break
+        lo, hi = max(start, offsets[f]) - offsets[f], min(stop, offsets[f + 1]) - offsets[f]
+        if hi > lo:
+            pieces.append((f, int(lo), int(hi)))
+    return pieces
+
+
+def _join_features(root: zarr.Group, n_shards: int) -> None:
+    progress = root["progress"]
+    parts = [progress[f"features_{j:06d}"] for j in range(n_shards)]
+    columns = parts[0].attrs["columns"] if parts else []
+    if any(p.attrs["columns"] != columns for p in parts):
+        raise ValueError("the measure function returned different columns for different fields")
+    data = np.concatenate([p[:] for p in parts]) if parts else np.zeros((0, 0), np.float32)
+    cellstore.write_features(root, data, columns)
+
+
+def _measure_name(measure: Measure | None) -> str:
+    if measure is None:
+        return "none"
+    return f"{getattr(measure, '__module__', '?')}.{getattr(measure, '__qualname__', repr(measure))}"
+
+
+# --------------------------------------------------------------------------- entry point
+
+def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.PathLike, out: str | os.PathLike, *,
+                  size: int = 64, border: str = "drop", mask_neighbors: bool = False,
+                  measure: Measure | None = None, adata: str | os.PathLike | None = None,
+                  workers: int = 1, processes: bool = False, scheduler: str | None = None,
+                  chunk_cells: int = cellstore.DEFAULT_CHUNK_CELLS, shard_cells: int = cellstore.DEFAULT_SHARD_CELLS,
+                  overwrite: bool = False, log: Callable[[str], None] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> ExtractResult:
+    """Cut every segmented cell out of a plate into a single-cell store ``out`` (cells.zarr).
+
+    Parameters
+    ----------
+    index
+        Plate index (DataFrame or parquet path), one row per field; columns ``field_id``, metadata,
+        ``path_<channel>``.
+    labels
+        Label store (labels.zarr) with ``nuclei`` and ``cells`` for every field of the index.
+    out
+        The cells.zarr to write. An incomplete store from the same inputs and parameters is resumed.
+    size
+        Crop side S in pixels; crops are centred on the nucleus centroid.
+    border
+        ``"drop"`` cells whose crop reaches outside the field, or ``"pad"`` them with zeros
+        (obs ``border`` = True).
+    mask_neighbors
+        Zero the pixels of other cells inside each crop.
+    measure
+        Optional ``measure(images (C,H,W) uint16, nuclei (H,W) uint32, cells (H,W) uint32,
+        channels) -> DataFrame`` (index = label, one float column per feature), called once per
+        field on the field in memory. Its rows for kept cells are stored as ``features`` (N, F)
+        float32, and written with obs to an AnnData at ``adata``.
+    adata
+        Path of the AnnData (h5ad) written when ``measure`` is given; default: ``out`` with
+        suffix ``.h5ad`` (cells.zarr -> cells.h5ad).
+    workers, processes, scheduler
+        Local pool of ``workers`` threads (processes with ``processes=True``), or the address of
+        a ``distributed`` scheduler (its workers must see the same file system).
+    chunk_cells, shard_cells
+        Store chunking along N: compressed chunks of ``chunk_cells`` cells inside shard files of
+        ``shard_cells`` cells (the unit of writing).
+    overwrite
+        Replace a store at ``out`` made from other inputs or parameters.
+    log, progress
+        ``log(message)``; ``progress(shards_done, shards_total)``.
+
+    Returns
+    -------
+    `ExtractResult` (store and AnnData paths, counts, fields without cells).
+
+    Raises
+    ------
+    ExtractInputError
+        Missing labels, images and labels of different shapes, unreadable images, an output
+        path that cannot be written; raised before anything is written.
+    """
+    log = log or (lambda message: None)
+    if border not in BORDER_POLICIES:
+        raise ValueError(f"border must be one of {BORDER_POLICIES}, got {border!r}")
+    if size < 2:
+        raise ValueError(f"size must be at least 2, got {size}")
+    out = Path(out)
+    _check_writable(out)
+    index_source = str(index) if not isinstance(index, pd.DataFrame) else "DataFrame"
+    index = read_index(index) if not isinstance(index, pd.DataFrame) else index.reset_index(drop=True)
+    if index["field_id"].duplicated().any():
+        raise ExtractInputError([f"field_id {f} appears more than once in the index"
+                                 for f in index["field_id"][index["field_id"].duplicated()].unique()])
+    labels = str(Path(labels).resolve())
+    if not Path(labels).exists():
+        raise ExtractInputError([f"no label store at {labels}"])
+    channels = channels_of(index)
+    run = Scheduler(workers=workers, processes=processes, address=scheduler)
+
+    rows = index.to_dict("records")
+    log(f"plan: reading labels of {len(rows)} fields ({run.describe()})")
+    plans = run.compute([dask.delayed(plan_field, pure=False)(row, labels, size, border) for row in rows])
+    problems = [p for p in plans if isinstance(p, str)]
+    if problems:
+        raise ExtractInputError(problems)
+    obs = plan_obs(index, plans)
+    counts = np.array([p.n_cells for p in plans], dtype=np.int64)
+    empty = [p.field_id for p in plans if p.n_cells == 0]
+
+    parameters = {"size": int(size), "border": border, "mask_neighbors": bool(mask_neighbors),
+                  "chunk_cells": int(chunk_cells), "shard_cells": int(shard_cells),
+                  "measure": _measure_name(measure)}
+    inputs = {"index": index_source, "labels": labels, "n_fields": len(rows)}
+    fingerprint = _fingerprint(obs, index, parameters)
+    root = _open_existing(out, fingerprint, overwrite)
+    adata_path = Path(adata) if adata is not None else (out.with_suffix(".h5ad") if measure is not None else None)
+    bounds = cellstore.shard_bounds(len(obs), shard_cells)
+    result = ExtractResult(out, adata_path, len(obs), len(rows), empty, 0, len(bounds), skipped=False)
+    if root is not None and root.attrs.get("complete") is True:
+        if adata_path is not None and not adata_path.exists():
+            _write_adata(root, adata_path)
+        log(f"extract: {out} is already complete ({len(obs)} cells); nothing to do")
+        result.skipped = True
+        return result
+    if root is None:
+        attrs = {"extract": {"parameters": parameters, "inputs": inputs, "fingerprint": fingerprint}}
+        root = _create_skeleton(out, obs, channels, size, chunk_cells, shard_cells, attrs)
+    done = root["progress/done"][:] if bounds else np.zeros(0, bool)
+    todo = [j for j in range(len(bounds)) if not done[j]]
+    if len(todo) < len(bounds):
+        log(f"extract: resuming, {len(bounds) - len(todo)} of {len(bounds)} shards already written")
+
+    needed = sorted({f for j in todo for f, _, _ in _shard_pieces(counts, *bounds[j])})
+    field_tasks = {f: dask.delayed(_cut_field, pure=False)(rows[f], labels, plans[f], size, mask_neighbors,
+                                                            channels, measure,
+                                                            dask_key_name=f"cut-field-{f}-{fingerprint[:8]}")
+                   for f in needed}
+    shard_tasks = [dask.delayed(_write_shard, pure=False)(
+        str(out), j, *bounds[j], [(field_tasks[f], lo, hi) for f, lo, hi in _shard_pieces(counts, *bounds[j])],
+        dask_key_name=f"write-shard-{j}-{fingerprint[:8]}") for j in todo]
+    log(f"extract: {len(obs)} cells from {len(rows)} fields ({len(empty)} without cells), "
+        f"{len(todo)} shards to write")
+    run.compute(shard_tasks, progress=progress)
+    result.shards_written = len(todo)
+
+    if measure is not None:
+        _join_features(root, len(bounds))
+    if adata_path is not None:
+        _write_adata(root, adata_path)
+    cellstore.mark_complete(root)
+    log(f"extract: {out} complete")
+    return result
+
+
+def _write_adata(root: zarr.Group, path: Path) -> None:
+    from .adata import write_cells_adata
+
+    write_cells_adata(root, path)
