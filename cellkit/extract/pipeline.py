@@ -69,8 +69,20 @@ class ExtractResult:
 
 # --------------------------------------------------------------------------- tasks
 
+@dataclass
+class FieldCut:
+    """The output of a field task: crops (n, C, S, S) uint16, masks (n, 2, S, S) bool and,
+    with a measure function, features (n, F) float32 with their column names."""
+
+    field_id: str
+    crops: np.ndarray
+    masks: np.ndarray
+    features: np.ndarray | None = None
+    columns: list[str] | None = None
+
+
 def _cut_field(row: dict, labels_path: str, plan: FieldPlan, size: int, mask_neighbors: bool,
-               channels: list[str], measure: Measure | None) -> dict:
+               channels: list[str], measure: Measure | None) -> FieldCut:
     """Field task: read the field once, cut its planned cells, measure them."""
     images = read_field(row, channels)
     nuclei, cells = read_field_labels(labels_path, plan.field_id)
@@ -79,7 +91,7 @@ def _cut_field(row: dict, labels_path: str, plan: FieldPlan, size: int, mask_nei
     if images.dtype != np.uint16:
         raise ExtractInputError([f"{plan.field_id}: images are {images.dtype}; cellkit expects uint16"])
     crops, masks = cut_crops(images, nuclei, cells, plan.labels, plan.origins, size, mask_neighbors=mask_neighbors)
-    part = {"crops": crops, "masks": masks, "features": None, "columns": None}
+    part = FieldCut(plan.field_id, crops, masks)
     if measure is not None:
         table = measure(images, nuclei, cells, list(channels))
         missing = np.setdiff1d(plan.labels, np.asarray(table.index, dtype=np.int64))
@@ -87,26 +99,26 @@ def _cut_field(row: dict, labels_path: str, plan: FieldPlan, size: int, mask_nei
             raise ValueError(f"{plan.field_id}: the measure function returned no row for labels "
                              f"{missing[:10].tolist()}")
         table = table.loc[plan.labels]
-        part["features"] = table.to_numpy(dtype=np.float32)
-        part["columns"] = [str(c) for c in table.columns]
+        part.features = table.to_numpy(dtype=np.float32)
+        part.columns = [str(c) for c in table.columns]
     return part
 
 
 def _write_shard(out: str, shard: int, start: int, stop: int, pieces: list) -> int:
-    """Shard task: write rows [start, stop) from ``pieces`` [(field part, lo, hi), ...], then flag it done."""
+    """Shard task: write rows [start, stop) from ``pieces`` [(FieldCut, lo, hi), ...], then flag it done."""
     root = zarr.open_group(out, mode="r+")
-    crops = np.concatenate([p["crops"][lo:hi] for p, lo, hi in pieces])
-    masks = np.concatenate([p["masks"][lo:hi] for p, lo, hi in pieces])
+    crops = np.concatenate([p.crops[lo:hi] for p, lo, hi in pieces])
+    masks = np.concatenate([p.masks[lo:hi] for p, lo, hi in pieces])
     if len(crops) != stop - start:
         raise RuntimeError(f"shard {shard}: {len(crops)} rows for [{start}, {stop})")
     root["images"][start:stop] = crops
     root["masks"][start:stop] = masks
-    if pieces[0][0]["features"] is not None:
-        columns = pieces[0][0]["columns"]
-        if any(p["columns"] != columns for p, _, _ in pieces):
+    if pieces[0][0].features is not None:
+        columns = pieces[0][0].columns
+        if any(p.columns != columns for p, _, _ in pieces):
             raise ValueError(f"shard {shard}: the measure function returned different columns for different fields")
         part = root["progress"].create_array(f"features_{shard:06d}", overwrite=True,
-                                             data=np.concatenate([p["features"][lo:hi] for p, lo, hi in pieces]))
+                                             data=np.concatenate([p.features[lo:hi] for p, lo, hi in pieces]))
         part.attrs["columns"] = columns
     root["progress/done"][shard] = True
     return stop - start

@@ -54,7 +54,7 @@ class Scheduler:
     def _compute_distributed(self, tasks, progress):
         from distributed import Client, as_completed
 
-        with Client(self.address, set_as_default=False) as client:
+        with Client(self.address) as client:
             futures = client.compute(tasks)
             for n, future in enumerate(as_completed(futures), 1):
                 future.result()  # raises the task's error here
