@@ -19,21 +19,20 @@ def nucleus_centroids(nuclei: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels : (n,) int64, ascending
     centroids : (n, 2) float64, (y, x) in pixels
     """
-    flat = np.asarray(nuclei).ravel()
-    if flat.size == 0 or flat.max() == 0:
+    nuclei = np.asarray(nuclei)
+    ys, xs = np.nonzero(nuclei)  # foreground only: a fraction of the field
+    if len(ys) == 0:
         return np.zeros(0, np.int64), np.zeros((0, 2))
-    h, w = nuclei.shape
-    if int(flat.max()) <= 4 * flat.size:  # dense labels: one pass of bincount
-        ids = flat.astype(np.intp, copy=False)
-        labels = None
+    values = nuclei[ys, xs]
+    if int(values.max()) <= 4 * nuclei.size:  # dense label values: bincount directly
+        labels, ids = None, values.astype(np.intp)
     else:  # sparse label values: relabel to 0..k first
-        labels, ids = np.unique(flat, return_inverse=True)
+        labels, ids = np.unique(values, return_inverse=True)
     counts = np.bincount(ids)
-    sum_y = np.bincount(ids, weights=np.repeat(np.arange(h, dtype=np.float64), w))
-    sum_x = np.bincount(ids, weights=np.tile(np.arange(w, dtype=np.float64), h))
+    sum_y, sum_x = np.bincount(ids, weights=ys), np.bincount(ids, weights=xs)
     if labels is None:
         labels = np.arange(len(counts))
-    keep = (counts > 0) & (labels != 0)
+    keep = counts > 0
     centroids = np.stack([sum_y[keep], sum_x[keep]], axis=1) / counts[keep, None]
     return labels[keep].astype(np.int64), centroids
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import zarr
 
 from ..io.images import ImageReadError, image_shape
-from ..io.labels import field_complete, read_field_labels
+from ..io.labels import field_complete
 from ..io.plate_index import PATH_PREFIX
 from .crops import crop_origins, nucleus_centroids, touches_border
 
@@ -56,9 +57,10 @@ def plan_field(row: dict, labels_path: str, size: int, border: str) -> FieldPlan
     field_id = row["field_id"]
     if not field_complete(labels_path, field_id):
         return f"{field_id}: labels are missing or incomplete in {labels_path}"
-    nuclei, cells = read_field_labels(labels_path, field_id)
-    if nuclei.shape != cells.shape:
-        return f"{field_id}: nuclei {nuclei.shape} and cells {cells.shape} labels differ in shape"
+    group = zarr.open_group(f"{labels_path}/{field_id}", mode="r")
+    if group["nuclei"].shape != group["cells"].shape:
+        return f"{field_id}: nuclei {group['nuclei'].shape} and cells {group['cells'].shape} labels differ in shape"
+    nuclei = group["nuclei"][:]  # the plan needs the nuclei only
     paths = {k[len(PATH_PREFIX):]: v for k, v in row.items() if str(k).startswith(PATH_PREFIX)}
     for channel, path in paths.items():
         try:

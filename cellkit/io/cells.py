@@ -39,7 +39,9 @@ class IncompleteStoreError(RuntimeError):
 
 
 def _compressor():
-    return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    # lz4 + bitshuffle: ~5x faster to write and read than zstd-3 here, for ~7% more bytes
+    # (measured on synthetic crops, see benchmarks/extract.py)
+    return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 
 
 def _sharded(shape: tuple, chunk_cells: int, shard_cells: int) -> dict:
@@ -141,6 +143,41 @@ def read_features(root: zarr.Group) -> pd.DataFrame | None:
     array = root["features"]
     obs_ids = read_obs(root).index
     return pd.DataFrame(array[:], index=obs_ids, columns=list(array.attrs["columns"]))
+
+
+def read_rows(array: zarr.Array, rows, *, threads: int = 8) -> np.ndarray:
+    """Rows ``rows`` (any order, repeats allowed) of an array chunked along its first axis.
+
+    One read per touched chunk, run concurrently: several times faster than Zarr's own integer
+    array selection for random batches (see benchmarks/extract.py).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    out = np.empty((len(rows),) + tuple(array.shape[1:]), array.dtype)
+    if len(rows) == 0:
+        return out
+    if rows.min() < 0 or rows.max() >= array.shape[0]:
+        raise IndexError(f"rows out of range for {array.shape[0]} rows")
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    chunk_of = ordered // array.chunks[0]
+    starts = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1]])
+    ends = np.r_[starts[1:], len(ordered)]
+
+    def read(span):
+        s, e = span
+        lo, hi = int(ordered[s]), int(ordered[e - 1]) + 1
+        return s, e, array[lo:hi][ordered[s:e] - lo]
+
+    if len(starts) == 1:
+        parts = [read((starts[0], ends[0]))]
+    else:
+        with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            parts = list(pool.map(read, zip(starts, ends)))
+    for s, e, block in parts:
+        out[order[s:e]] = block
+    return out
 
 
 def mark_complete(root: zarr.Group) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cells import open_cells, read_obs
+from .cells import open_cells, read_obs, read_rows
 
 
 class CellDataset:
@@ -31,7 +31,8 @@ class CellDataset:
         Optional callable applied to the image tensor.
 
     Items are dicts: ``"image"`` float32 tensor (C, S, S) scaled to [0, 1] (uint16 / 65535),
-    ``"index"`` the store row, and ``"mask"`` / ``"target"`` when asked.
+    ``"index"`` the store row, and ``"mask"`` / ``"target"`` when asked. ``__getitems__`` reads
+    a whole DataLoader batch with one read per touched chunk (`read_rows`), concurrently.
     """
 
     def __init__(self, path: str | os.PathLike, *, indices=None, target: str | None = None, masks: bool = False,
@@ -64,16 +65,23 @@ class CellDataset:
         return self._root
 
     def __getitem__(self, i: int) -> dict:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, items: list[int]) -> list[dict]:
+        """Several items with one read per array (used by DataLoader for a whole batch)."""
         import torch
 
-        row = int(self.indices[i])
+        rows = self.indices[np.asarray(items, dtype=np.int64)]
         root = self._arrays()
-        image = torch.from_numpy(root["images"][row].astype(np.float32) / 65535.0)
-        if self.transform is not None:
-            image = self.transform(image)
-        item = {"image": image, "index": row}
-        if self.masks:
-            item["mask"] = torch.from_numpy(root["masks"][row])
-        if self.targets is not None:
-            item["target"] = int(self.targets[row])
-        return item
+        images = read_rows(root["images"], rows)
+        masks = read_rows(root["masks"], rows) if self.masks else None
+        batch = []
+        for k, row in enumerate(rows):
+            image = torch.from_numpy(images[k].astype(np.float32) / 65535.0)
+            item = {"image": self.transform(image) if self.transform is not None else image, "index": int(row)}
+            if masks is not None:
+                item["mask"] = torch.from_numpy(masks[k])
+            if self.targets is not None:
+                item["target"] = int(self.targets[row])
+            batch.append(item)
+        return batch

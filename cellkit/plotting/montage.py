@@ -89,13 +89,13 @@ def cell_montage(path: str | os.PathLike, *, n: int = 32, groupby: str | None = 
     """
     import matplotlib.pyplot as plt
 
-    from ..io.cells import open_cells, read_obs
+    from ..io.cells import open_cells, read_obs, read_rows
 
     root = open_cells(path)
     obs = read_obs(root)
     rows, titles = _pick(obs, n, groupby, seed)
-    crops = root["images"].get_orthogonal_selection((rows,)) if len(rows) else np.zeros((0, 1, 1, 1), np.uint16)
-    masks = root["masks"].get_orthogonal_selection((rows,)) if outlines and len(rows) else None
+    crops = read_rows(root["images"], rows)
+    masks = read_rows(root["masks"], rows) if outlines else None
     if groupby is not None:
         ncols = max([titles.count(t) for t in set(titles)] or [1])
         # pad each group to a full row so that a row is a group
