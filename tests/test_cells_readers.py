@@ -14,7 +14,7 @@ from cellkit.plotting import cell_montage, montage_rgb  # noqa: E402
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A complete store of 70 random cells in 3 groups (chunks of 8 in shards of 32)."""
+    """A complete store of 70 random cells in 3 groups (chunks of 8, blocks of 32)."""
     rng = np.random.default_rng(0)
     n = 70
     images = rng.integers(0, 4000, (n, 3, 16, 16), dtype=np.uint16)
@@ -22,17 +22,26 @@ def store(tmp_path_factory):
     obs = pd.DataFrame({"cell_id": [f"P/A01/1/{k + 1}" for k in range(n)],
                         "moa": np.array(["a", "b", "c"])[np.arange(n) % 3], "label": np.arange(1, n + 1)})
     path = tmp_path_factory.mktemp("store") / "cells.zarr"
-    write_cells(path, images, masks, obs, channels=["DNA", "Tubulin", "Actin"], chunk_cells=8, shard_cells=32)
+    write_cells(path, images, masks, obs, channels=["DNA", "Tubulin", "Actin"], chunk_cells=8, block_cells=32)
     return path, images, masks, obs
 
 
 def test_read_cells_lazy(store):
     path, images, masks, obs = store
     lazy_images, lazy_masks, read = read_cells(path)
-    assert lazy_images.chunks[0] == (32, 32, 6)  # one dask chunk per shard
+    assert lazy_images.chunks[0] == (32, 32, 6)  # one dask chunk per write block
     np.testing.assert_array_equal(lazy_images[[3, 40, 69]].compute(), images[[3, 40, 69]])
     np.testing.assert_array_equal(lazy_masks.compute(), masks)
     assert list(read.index) == list(obs.cell_id) and list(read.moa) == list(obs.moa)
+
+
+def test_sharded_store_reads_the_same(store, tmp_path):
+    path, images, masks, obs = store
+    write_cells(tmp_path / "s.zarr", images, masks, obs, channels=["DNA", "Tubulin", "Actin"], chunk_cells=8,
+                block_cells=32, sharded=True)
+    lazy_images, _, _ = read_cells(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(lazy_images.compute(), images)
+    assert CellDataset(tmp_path / "s.zarr").__getitems__([69, 0])[0]["index"] == 69
 
 
 def test_incomplete_store_refused(tmp_path):

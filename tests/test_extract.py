@@ -61,7 +61,7 @@ def expected_cells(index, labels, size, border):
 def test_counts_crops_masks_obs(plate, tmp_path):
     index, labels = plate
     out = tmp_path / "cells.zarr"
-    result = extract_cells(index, labels, out, size=32, border="drop", chunk_cells=8, shard_cells=32)
+    result = extract_cells(index, labels, out, size=32, border="drop", chunk_cells=8, block_cells=32)
     expected = expected_cells(index, labels, 32, "drop")
     images, masks, obs = read_cells(out)
     assert result.n_cells == len(expected) == len(obs) == images.shape[0] > 50
@@ -170,13 +170,13 @@ from cellkit.extract import extract_cells
 from tests.extract_helpers import OPTIONS, measure_area_intensity
 
 def slow_measure(*args):
-    time.sleep(0.05)
+    time.sleep(0.1)
     return measure_area_intensity(*args)
 slow_measure.__qualname__ = "measure_area_intensity"
 slow_measure.__module__ = measure_area_intensity.__module__
 
 extract_cells(synthetic_index({plate!r}), {labels!r}, {out!r}, measure=slow_measure, workers=2,
-              **(OPTIONS | dict(shard_cells=16, chunk_cells=8)))
+              log=lambda message: print(message, flush=True), **(OPTIONS | dict(block_cells=16, chunk_cells=8)))
 print("DONE")
 """
 
@@ -185,25 +185,29 @@ def test_resume_after_sigkill(plate, small_plate, tmp_path):
     index, labels = plate
     reference = tmp_path / "ref.zarr"
     extract_cells(index, labels, reference, measure=measure_area_intensity,
-                  **(OPTIONS | dict(shard_cells=16, chunk_cells=8)))
+                  **(OPTIONS | dict(block_cells=16, chunk_cells=8)))
     out = tmp_path / "cells.zarr"
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(RUN_SCRIPT.format(root=ROOT, plate=str(small_plate), labels=str(labels),
                                                         out=str(out))))
     rng = np.random.default_rng(4)
     killed_incomplete = 0
-    for delay in sorted(rng.uniform(1.0, 3.5, size=4)):
+    for delay in rng.uniform(0.0, 0.8, size=4):
+        # kill at a random time after the plan, while blocks are being written (or finished)
         proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for line in proc.stdout:
+            if b"blocks to write" in line:
+                break
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         stdout, _ = proc.communicate()
         if b"DONE" in stdout:
             break
-        if out.exists() and open_cells(out, require_complete=False).attrs["complete"] is not True:
+        if open_cells(out, require_complete=False).attrs["complete"] is not True:
             killed_incomplete += 1
             with pytest.raises(IncompleteStoreError, match="incomplete"):
                 read_cells(out)
-    assert killed_incomplete >= 1  # at least one kill landed mid-write
+    assert killed_incomplete >= 2  # kills landed mid-write
     done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=300)
     assert done.returncode == 0 and b"DONE" in done.stdout, done.stderr.decode()[-2000:]
     assert_same_store(reference, out)
@@ -227,7 +231,7 @@ def _copy_fields(index, labels, out_labels, times):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_memory_bounded_by_fields_in_flight(plate, tmp_path, monkeypatch, workers):
-    """Field cuts (the bulk of memory) are released once their shards are written: the number
+    """Field cuts (the bulk of memory) are released once their blocks are written: the number
     alive at once stays a few, however many fields there are (peak RSS: benchmarks/extract.py)."""
     import cellkit.extract.pipeline as pipeline
 
@@ -248,7 +252,7 @@ def test_memory_bounded_by_fields_in_flight(plate, tmp_path, monkeypatch, worker
     result = extract_cells(big, tmp_path / "labels.zarr", tmp_path / "c.zarr", workers=workers,
                            **(OPTIONS | dict(size=32)))
     assert result.n_cells > 400 and alive[0] == 0
-    # a shard of 32 cells spans ~4 fields of ~10 cells; a few shards run at once
+    # a block of 32 cells spans ~4 fields of ~10 cells; a few blocks run at once
     assert peak[0] <= 16, peak[0]  # of 80 fields
 
 
@@ -300,3 +304,21 @@ def test_cli(plate, tmp_path):
     result = runner.invoke(app, ["extract", str(tmp_path / "index.parquet"), str(tmp_path / "nolabels.zarr"),
                                  "--out", str(tmp_path / "x.zarr"), "--no-features"])
     assert result.exit_code == 1 and "no label store" in result.output and "Traceback" not in result.output
+
+
+def test_unreadable_image_leaves_incomplete_store_then_resumes(plate, reference, tmp_path):
+    index, labels = plate
+    broken = index.copy()
+    source = broken.loc[5, "path_Actin"]
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(open(source, "rb").read()[:5000])  # header intact, pixels missing
+    broken.loc[5, "path_Actin"] = str(truncated)
+    out = tmp_path / "cells.zarr"
+    with pytest.raises(OSError, match="truncated.tif"):
+        extract_cells(broken, labels, out, measure=measure_area_intensity, **OPTIONS)
+    with pytest.raises(IncompleteStoreError):
+        read_cells(out)
+    # the image is repaired: the same command finishes the store, equal to an uninterrupted run
+    truncated.write_bytes(open(source, "rb").read())
+    extract_cells(broken, labels, out, measure=measure_area_intensity, **OPTIONS)
+    assert_same_store(reference, out, ignore=("zarr.json",))  # root attrs hold the (other) image paths

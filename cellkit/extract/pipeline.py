@@ -7,21 +7,23 @@ How writing stays safe and resumable
    is known before any image is read. Bad inputs (labels missing, shapes that disagree, unreadable
    images) are all reported here, before anything is written.
 2. **Skeleton**: the store is created in a temporary folder with its empty ``images``/``masks``,
-   the full ``obs`` table and a ``progress/done`` flag per shard, then moved into place. A store
-   at ``out`` therefore always has its full skeleton.
+   the full ``obs`` table and a ``progress/done`` flag per write block, then moved into place. A
+   store at ``out`` therefore always has its full skeleton.
 3. **Cut and write** (one dask graph): a *field task* reads one field once, cuts all its kept
-   cells (and measures them when a ``measure`` function is given); a *shard task* gathers the rows
-   of one shard from the field tasks that overlap it and writes that shard (its images, masks and
-   feature rows), then sets its ``done`` flag. Each shard has exactly one writer, and flags are
-   one chunk each, so no two tasks ever write the same chunk. A field straddling two shards is
-   read once and feeds both.
+   cells (and measures them when a ``measure`` function is given); a *block task* gathers the rows
+   of one write block (``block_cells`` rows, whole chunks) from the field tasks that overlap it,
+   writes them (images, masks, feature rows), then sets its ``done`` flag. Each block has exactly
+   one writer and blocks are chunk-aligned, and flags are one chunk each, so no two tasks ever
+   write the same chunk. A field straddling two blocks is read once and feeds both; the dask
+   graph releases a field's cut once its blocks are written, so a few fields are in flight.
 4. **Finish**: the feature rows are joined into ``features``, ``cells.h5ad`` is written
    atomically, and the store is marked complete last.
 
 A killed run leaves an incomplete store (readers refuse it). Rerunning the same command checks
-that inputs and parameters are unchanged (a fingerprint of both), skips shards already flagged
-done, and writes the rest; shards are deterministic, so the final store equals an
-uninterrupted run, whatever the number of workers.
+that inputs and parameters are unchanged (a fingerprint of both), skips blocks already flagged
+done, and writes the rest; blocks are deterministic, so the final store equals an
+uninterrupted run, whatever the number of workers. Zarr's local store writes every chunk and
+metadata file atomically (temporary file + rename), so a kill never leaves a torn chunk or flag.
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ class ExtractResult:
     n_cells: int
     n_fields: int
     empty_fields: list[str]
-    shards_written: int
-    shards_total: int
+    blocks_written: int
+    blocks_total: int
     skipped: bool
 
 
@@ -104,23 +106,23 @@ def _cut_field(row: dict, labels_path: str, plan: FieldPlan, size: int, mask_nei
     return part
 
 
-def _write_shard(out: str, shard: int, start: int, stop: int, pieces: list) -> int:
-    """Shard task: write rows [start, stop) from ``pieces`` [(FieldCut, lo, hi), ...], then flag it done."""
+def _write_block(out: str, block: int, start: int, stop: int, pieces: list) -> int:
+    """Block task: write rows [start, stop) from ``pieces`` [(FieldCut, lo, hi), ...], then flag it done."""
     root = zarr.open_group(out, mode="r+")
     crops = np.concatenate([p.crops[lo:hi] for p, lo, hi in pieces])
     masks = np.concatenate([p.masks[lo:hi] for p, lo, hi in pieces])
     if len(crops) != stop - start:
-        raise RuntimeError(f"shard {shard}: {len(crops)} rows for [{start}, {stop})")
+        raise RuntimeError(f"block {block}: {len(crops)} rows for [{start}, {stop})")
     root["images"][start:stop] = crops
     root["masks"][start:stop] = masks
     if pieces[0][0].features is not None:
         columns = pieces[0][0].columns
         if any(p.columns != columns for p, _, _ in pieces):
-            raise ValueError(f"shard {shard}: the measure function returned different columns for different fields")
-        part = root["progress"].create_array(f"features_{shard:06d}", overwrite=True,
+            raise ValueError(f"block {block}: the measure function returned different columns for different fields")
+        part = root["progress"].create_array(f"features_{block:06d}", overwrite=True,
                                              data=np.concatenate([p.features[lo:hi] for p, lo, hi in pieces]))
         part.attrs["columns"] = columns
-    root["progress/done"][shard] = True
+    root["progress/done"][block] = True
     return stop - start
 
 
@@ -165,18 +167,18 @@ def _open_existing(out: Path, fingerprint: str, overwrite: bool) -> zarr.Group |
 
 
 def _create_skeleton(out: Path, obs: pd.DataFrame, channels: list[str], size: int, chunk_cells: int,
-                     shard_cells: int, attrs: dict) -> zarr.Group:
-    n_shards = len(cellstore.shard_bounds(len(obs), shard_cells))
+                     block_cells: int, sharded: bool, attrs: dict) -> zarr.Group:
+    n_blocks = len(cellstore.block_bounds(len(obs), block_cells))
     with atomic_path(out) as tmp:
         root = cellstore.create_cells_store(tmp, len(obs), channels, size, chunk_cells=chunk_cells,
-                                            shard_cells=shard_cells, attrs=attrs)
+                                            block_cells=block_cells, sharded=sharded, attrs=attrs)
         cellstore.write_obs(root, obs)
-        root.require_group("progress").create_array("done", shape=(n_shards,), chunks=(1,), dtype=bool,
+        root.require_group("progress").create_array("done", shape=(n_blocks,), chunks=(1,), dtype=bool,
                                                     fill_value=False)
     return zarr.open_group(str(out), mode="r+")
 
 
-def _shard_pieces(counts: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
+def _block_pieces(counts: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
     """The fields feeding rows [start, stop): [(field position, lo, hi), ...] with lo/hi field-local."""
     offsets = np.concatenate([[0], np.cumsum(counts)])
     first = int(np.searchsorted(offsets, start, side="right")) - 1
@@ -190,9 +192,9 @@ def _shard_pieces(counts: np.ndarray, start: int, stop: int) -> list[tuple[int, 
     return pieces
 
 
-def _join_features(root: zarr.Group, n_shards: int) -> None:
+def _join_features(root: zarr.Group, n_blocks: int) -> None:
     progress = root["progress"]
-    parts = [progress[f"features_{j:06d}"] for j in range(n_shards)]
+    parts = [progress[f"features_{j:06d}"] for j in range(n_blocks)]
     columns = parts[0].attrs["columns"] if parts else []
     if any(p.attrs["columns"] != columns for p in parts):
         raise ValueError("the measure function returned different columns for different fields")
@@ -212,8 +214,8 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
                   size: int = 64, border: str = "drop", mask_neighbors: bool = False,
                   measure: Measure | None = None, adata: str | os.PathLike | None = None,
                   workers: int = 1, processes: bool = False, scheduler: str | None = None,
-                  chunk_cells: int = cellstore.DEFAULT_CHUNK_CELLS, shard_cells: int = cellstore.DEFAULT_SHARD_CELLS,
-                  overwrite: bool = False, log: Callable[[str], None] | None = None,
+                  chunk_cells: int = cellstore.DEFAULT_CHUNK_CELLS, block_cells: int = cellstore.DEFAULT_BLOCK_CELLS,
+                  sharded: bool = False, overwrite: bool = False, log: Callable[[str], None] | None = None,
                   progress: Callable[[int, int], None] | None = None) -> ExtractResult:
     """Cut every segmented cell out of a plate into a single-cell store ``out`` (cells.zarr).
 
@@ -244,13 +246,15 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
     workers, processes, scheduler
         Local pool of ``workers`` threads (processes with ``processes=True``), or the address of
         a ``distributed`` scheduler (its workers must see the same file system).
-    chunk_cells, shard_cells
-        Store chunking along N: compressed chunks of ``chunk_cells`` cells inside shard files of
-        ``shard_cells`` cells (the unit of writing).
+    chunk_cells, block_cells
+        Store chunking along N: compressed chunks of ``chunk_cells`` cells, written in blocks of
+        ``block_cells`` cells (the unit of writing and resuming; a multiple of ``chunk_cells``).
+    sharded
+        Pack each block into one Zarr shard file (fewer files, slower random reads).
     overwrite
         Replace a store at ``out`` made from other inputs or parameters.
     log, progress
-        ``log(message)``; ``progress(shards_done, shards_total)``.
+        ``log(message)``; ``progress(blocks_done, blocks_total)``.
 
     Returns
     -------
@@ -291,13 +295,13 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
     empty = [p.field_id for p in plans if p.n_cells == 0]
 
     parameters = {"size": int(size), "border": border, "mask_neighbors": bool(mask_neighbors),
-                  "chunk_cells": int(chunk_cells), "shard_cells": int(shard_cells),
+                  "chunk_cells": int(chunk_cells), "block_cells": int(block_cells), "sharded": bool(sharded),
                   "measure": _measure_name(measure)}
     inputs = {"index": index_source, "labels": labels, "n_fields": len(rows)}
     fingerprint = _fingerprint(obs, index, parameters)
     root = _open_existing(out, fingerprint, overwrite)
     adata_path = Path(adata) if adata is not None else (out.with_suffix(".h5ad") if measure is not None else None)
-    bounds = cellstore.shard_bounds(len(obs), shard_cells)
+    bounds = cellstore.block_bounds(len(obs), block_cells)
     result = ExtractResult(out, adata_path, len(obs), len(rows), empty, 0, len(bounds), skipped=False)
     if root is not None and root.attrs.get("complete") is True:
         if adata_path is not None and not adata_path.exists():
@@ -307,24 +311,24 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
         return result
     if root is None:
         attrs = {"extract": {"parameters": parameters, "inputs": inputs, "fingerprint": fingerprint}}
-        root = _create_skeleton(out, obs, channels, size, chunk_cells, shard_cells, attrs)
+        root = _create_skeleton(out, obs, channels, size, chunk_cells, block_cells, sharded, attrs)
     done = root["progress/done"][:] if bounds else np.zeros(0, bool)
     todo = [j for j in range(len(bounds)) if not done[j]]
     if len(todo) < len(bounds):
-        log(f"extract: resuming, {len(bounds) - len(todo)} of {len(bounds)} shards already written")
+        log(f"extract: resuming, {len(bounds) - len(todo)} of {len(bounds)} blocks already written")
 
-    needed = sorted({f for j in todo for f, _, _ in _shard_pieces(counts, *bounds[j])})
+    needed = sorted({f for j in todo for f, _, _ in _block_pieces(counts, *bounds[j])})
     field_tasks = {f: dask.delayed(_cut_field, pure=False)(rows[f], labels, plans[f], size, mask_neighbors,
                                                             channels, measure,
                                                             dask_key_name=f"cut-field-{f}-{fingerprint[:8]}")
                    for f in needed}
-    shard_tasks = [dask.delayed(_write_shard, pure=False)(
-        str(out), j, *bounds[j], [(field_tasks[f], lo, hi) for f, lo, hi in _shard_pieces(counts, *bounds[j])],
-        dask_key_name=f"write-shard-{j}-{fingerprint[:8]}") for j in todo]
+    block_tasks = [dask.delayed(_write_block, pure=False)(
+        str(out), j, *bounds[j], [(field_tasks[f], lo, hi) for f, lo, hi in _block_pieces(counts, *bounds[j])],
+        dask_key_name=f"write-block-{j}-{fingerprint[:8]}") for j in todo]
     log(f"extract: {len(obs)} cells from {len(rows)} fields ({len(empty)} without cells), "
-        f"{len(todo)} shards to write")
-    run.compute(shard_tasks, progress=progress)
-    result.shards_written = len(todo)
+        f"{len(todo)} blocks to write")
+    run.compute(block_tasks, progress=progress)
+    result.blocks_written = len(todo)
 
     if measure is not None:
         _join_features(root, len(bounds))

@@ -2,7 +2,7 @@
 
 The plan is cheap (label images are small next to the fields) and deterministic: fields in
 index order, cells in ascending label order. It fixes every cell's row in the store before
-any crop is cut, so writers can own whole shards.
+any crop is cut, so writers can own whole write blocks.
 """
 
 from __future__ import annotations

@@ -3,17 +3,20 @@
 Layout::
 
     cells.zarr/
-      images    (N, C, S, S) uint16, sharded along N: one shard file per ``shard_cells`` cells,
-                compressed inner chunks of ``chunk_cells`` cells (random reads decode few cells)
-      masks     (N, 2, S, S) bool, same sharding: nucleus, cell (of the centre cell)
+      images    (N, C, S, S) uint16, chunks of ``chunk_cells`` cells along N (default 16),
+                lz4 + bitshuffle (Blosc)
+      masks     (N, 2, S, S) bool, same chunking: nucleus, cell (of the centre cell)
       obs/      one 1-D array per column (N,), in row order; attrs["columns"] gives the order
       features  (N, F) float32, optional (per-cell morphology); attrs["columns"] = feature names
-      progress/ writer bookkeeping (``done``: one bool per shard), see `cellkit.extract`
-      attrs:    format, format_version, channels, crop_size, n_cells, chunk_cells, shard_cells,
+      progress/ writer bookkeeping (``done``: one flag per write block), see `cellkit.extract`
+      attrs:    format, format_version, channels, crop_size, n_cells, chunk_cells, block_cells,
                 cellkit_version, parameters and inputs of the writer,
                 complete (True only once every cell is written; written last)
 
-A shard is the unit of writing: writers that own whole shards never write the same chunk.
+Writers write whole *blocks* of ``block_cells`` rows (a multiple of ``chunk_cells``), so a
+writer that owns a block never shares a chunk. Small chunks keep random access cheap (a random
+cell decodes 16 cells). ``sharded=True`` packs each block into one Zarr shard file instead (far
+fewer files), at ~3-4x the random-read cost with zarr 3.1 (benchmarks/extract.py).
 Readers refuse a store whose ``complete`` attribute is not True.
 """
 
@@ -31,7 +34,7 @@ from .. import __version__
 FORMAT = "cellkit.cells"
 FORMAT_VERSION = 2
 DEFAULT_CHUNK_CELLS = 16
-DEFAULT_SHARD_CELLS = 256
+DEFAULT_BLOCK_CELLS = 256
 
 
 class IncompleteStoreError(RuntimeError):
@@ -44,39 +47,42 @@ def _compressor():
     return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 
 
-def _sharded(shape: tuple, chunk_cells: int, shard_cells: int) -> dict:
-    """Chunk/shard keywords for an array sharded along its first axis."""
-    shard, chunk = int(shard_cells), int(chunk_cells)
-    if chunk < 1 or shard % chunk:
-        raise ValueError(f"shard_cells ({shard_cells}) must be a multiple of chunk_cells ({chunk_cells})")
-    return {"chunks": (chunk,) + tuple(shape[1:]), "shards": (shard,) + tuple(shape[1:])}
+def _chunking(shape: tuple, chunk_cells: int, block_cells: int, sharded: bool) -> dict:
+    """Chunk (and shard) keywords for an array chunked along its first axis."""
+    block, chunk = int(block_cells), int(chunk_cells)
+    if chunk < 1 or block % chunk:
+        raise ValueError(f"block_cells ({block_cells}) must be a multiple of chunk_cells ({chunk_cells})")
+    keywords = {"chunks": (chunk,) + tuple(shape[1:])}
+    if sharded:
+        keywords["shards"] = (block,) + tuple(shape[1:])
+    return keywords
 
 
 def create_cells_store(path: str | os.PathLike, n_cells: int, channels: list[str], crop_size: int, *,
-                       chunk_cells: int = DEFAULT_CHUNK_CELLS, shard_cells: int = DEFAULT_SHARD_CELLS,
-                       attrs: dict | None = None, overwrite: bool = False) -> zarr.Group:
+                       chunk_cells: int = DEFAULT_CHUNK_CELLS, block_cells: int = DEFAULT_BLOCK_CELLS,
+                       sharded: bool = False, attrs: dict | None = None, overwrite: bool = False) -> zarr.Group:
     """Create an empty cells.zarr (not yet complete) and return its root group.
 
-    ``images`` (N, C, S, S) uint16 and ``masks`` (N, 2, S, S) bool are written in shards of
-    ``shard_cells`` cells, each holding compressed chunks of ``chunk_cells`` cells.
+    ``images`` (N, C, S, S) uint16 and ``masks`` (N, 2, S, S) bool are chunked by ``chunk_cells``
+    cells and written in blocks of ``block_cells`` cells (one shard file each when ``sharded``).
     """
     root = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=3)
     shape = (int(n_cells), len(channels), int(crop_size), int(crop_size))
     mask_shape = (shape[0], 2) + shape[2:]
     root.create_array("images", shape=shape, dtype="uint16", compressors=_compressor(), fill_value=0,
-                      **_sharded(shape, chunk_cells, shard_cells))
+                      **_chunking(shape, chunk_cells, block_cells, sharded))
     root.create_array("masks", shape=mask_shape, dtype="bool", compressors=_compressor(), fill_value=False,
-                      **_sharded(mask_shape, chunk_cells, shard_cells))
+                      **_chunking(mask_shape, chunk_cells, block_cells, sharded))
     root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "channels": list(channels),
                        "crop_size": int(crop_size), "n_cells": int(n_cells), "chunk_cells": int(chunk_cells),
-                       "shard_cells": int(shard_cells), "cellkit_version": __version__, "complete": False,
-                       **(attrs or {})})
+                       "block_cells": int(block_cells), "sharded": bool(sharded), "cellkit_version": __version__,
+                       "complete": False, **(attrs or {})})
     return root
 
 
-def shard_bounds(n_cells: int, shard_cells: int) -> list[tuple[int, int]]:
-    """Row ranges ``[(start, stop), ...]`` of the shards of a store of ``n_cells`` rows."""
-    return [(s, min(s + shard_cells, n_cells)) for s in range(0, n_cells, shard_cells)]
+def block_bounds(n_cells: int, block_cells: int) -> list[tuple[int, int]]:
+    """Row ranges ``[(start, stop), ...]`` of the write blocks of a store of ``n_cells`` rows."""
+    return [(s, min(s + block_cells, n_cells)) for s in range(0, n_cells, block_cells)]
 
 
 def write_obs(root: zarr.Group, obs: pd.DataFrame) -> None:
@@ -126,7 +132,7 @@ def write_features(root: zarr.Group, features: np.ndarray, columns: list[str], *
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[1] != len(columns):
         raise ValueError(f"features {features.shape} do not match {len(columns)} column names")
-    rows = chunk_cells or root.attrs.get("shard_cells", DEFAULT_SHARD_CELLS)
+    rows = chunk_cells or root.attrs.get("block_cells", DEFAULT_BLOCK_CELLS)  # read whole, rarely sliced
     array = root.create_array(name, shape=features.shape, dtype="float32", compressors=_compressor(),
                               chunks=(max(1, min(int(rows), features.shape[0] or 1)), max(1, features.shape[1])),
                               fill_value=np.nan, overwrite=True)
@@ -208,7 +214,7 @@ def read_cells(path: str | os.PathLike):
 
     Returns
     -------
-    images : dask array (N, C, S, S) uint16, one dask chunk per store shard
+    images : dask array (N, C, S, S) uint16, one dask chunk per write block
     masks : dask array (N, 2, S, S) bool
     obs : DataFrame, one row per cell in store order, index = cell_id
     """
@@ -218,13 +224,14 @@ def read_cells(path: str | os.PathLike):
     arrays = []
     for name in ("images", "masks"):
         array = root[name]
-        arrays.append(da.from_zarr(array, chunks=array.shards or array.chunks))
+        rows = int(root.attrs.get("block_cells", array.chunks[0]))
+        arrays.append(da.from_zarr(array, chunks=(rows,) + array.shape[1:]))
     return arrays[0], arrays[1], read_obs(root)
 
 
 def write_cells(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray, obs: pd.DataFrame, *,
                 channels: list[str], attrs: dict | None = None, chunk_cells: int = DEFAULT_CHUNK_CELLS,
-                shard_cells: int = DEFAULT_SHARD_CELLS, overwrite: bool = False) -> Path:
+                block_cells: int = DEFAULT_BLOCK_CELLS, sharded: bool = False, overwrite: bool = False) -> Path:
     """Write in-memory crops as a complete cells.zarr (for importers and small data).
 
     images (N, C, S, S) uint16; masks (N, 2, S, S) bool; obs with N rows.
@@ -237,8 +244,8 @@ def write_cells(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray, 
                          f"obs {len(obs)} rows, {len(channels)} channels")
     if images.dtype != np.uint16:
         raise TypeError(f"images must be uint16, got {images.dtype}")
-    root = create_cells_store(path, n, channels, s, chunk_cells=chunk_cells, shard_cells=shard_cells,
-                              attrs=attrs, overwrite=overwrite)
+    root = create_cells_store(path, n, channels, s, chunk_cells=chunk_cells, block_cells=block_cells,
+                              sharded=sharded, attrs=attrs, overwrite=overwrite)
     root["images"][:] = images
     root["masks"][:] = masks
     write_obs(root, obs.reset_index(drop=True))
