@@ -100,6 +100,29 @@ def store_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
+def stage_breakdown(index, labels, out, size=64) -> dict:
+    """Seconds for each step of the pass run alone, one thread: plan, read+cut, write."""
+    from cellkit.extract.pipeline import _cut_field
+    from cellkit.extract.plan import plan_field
+    from cellkit.io.cells import write_cells
+
+    rows = index.to_dict("records")
+    start = time.perf_counter()
+    plans = [plan_field(row, str(labels), size, "drop") for row in rows]
+    plan_s = time.perf_counter() - start
+    start = time.perf_counter()
+    cuts = [_cut_field(row, str(labels), plan, size, False, CHANNELS, None) for row, plan in zip(rows, plans)]
+    cut_s = time.perf_counter() - start
+    crops = np.concatenate([c.crops for c in cuts])
+    masks = np.concatenate([c.masks for c in cuts])
+    obs = pd.DataFrame({"cell_id": np.arange(len(crops)).astype(str)})
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    write_cells(out, crops, masks, obs, channels=CHANNELS)
+    write_s = time.perf_counter() - start
+    return {"plan_s": plan_s, "read_and_cut_s": cut_s, "write_s": write_s, "cells": len(crops)}
+
+
 def timed_extract(index, labels, out, workers, **options) -> dict:
     from cellkit.extract import extract_cells
 
@@ -199,6 +222,10 @@ def main():
             print(f"extract {r['cells']} cells, {r['workers']} worker(s): {r['seconds']:.2f} s, "
                   f"{r['cells_per_s']:.0f} cells/s, {r['crop_MB_per_s']:.1f} MB/s of crops "
                   f"({r['stored_MB_per_s']:.1f} MB/s stored, {r['raw_crop_MB']:.0f} -> {r['stored_MB']:.0f} MB)")
+
+        report["stages_one_thread"] = stage_breakdown(index, labels, work / "stages.zarr")
+        print("one thread, steps alone: plan (labels) {plan_s:.2f} s, read + cut {read_and_cut_s:.2f} s, "
+              "write store {write_s:.2f} s for {cells} cells".format(**report["stages_one_thread"]))
 
         big = copy_fields(index, labels, work / "big_labels.zarr", args.copies)
         report["memory"] = [peak_memory(index, labels, work / "m_small.zarr", args.workers),

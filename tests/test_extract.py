@@ -11,13 +11,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
 from scipy import ndimage as ndi
 from typer.testing import CliRunner
 
 from cellkit.cli import app
 from cellkit.datasets import synthetic_index, write_ground_truth_labels
-from cellkit.extract import ExtractInputError, extract_cells
+from cellkit.extract import ExtractInputError, extract_cells, write_cells_adata
 from cellkit.io import IncompleteStoreError, read_cells, read_field
 from cellkit.io.cells import open_cells, read_features
 from cellkit.io.labels import read_field_labels, write_field_labels
@@ -116,7 +115,7 @@ def test_pad_border_and_mask_neighbors(plate, tmp_path):
     assert with_neighbours >= 2
 
 
-def test_features_and_adata(plate, reference):
+def test_features_and_adata(plate, reference, tmp_path):
     index, labels = plate
     root = open_cells(reference)
     obs = pd.DataFrame({"field_id": root["obs/field_id"][:], "label": root["obs/label"][:]})
@@ -139,6 +138,11 @@ def test_features_and_adata(plate, reference):
     info = adata.uns["cellkit"]
     assert info["parameters"]["size"] == 48 and info["parameters"]["measure"].endswith("measure_area_intensity")
     assert info["version"] and info["inputs"]["labels"].endswith("labels.zarr")
+    # the same AnnData as zarr
+    write_cells_adata(root, tmp_path / "cells_adata.zarr")
+    as_zarr = ad.read_zarr(tmp_path / "cells_adata.zarr")
+    np.testing.assert_array_equal(as_zarr.X, adata.X)
+    assert list(as_zarr.obs_names) == list(adata.obs_names)
 
 
 @pytest.mark.parametrize("how", [dict(workers=2), dict(workers=4), dict(workers=2, processes=True)])
@@ -322,3 +326,21 @@ def test_unreadable_image_leaves_incomplete_store_then_resumes(plate, reference,
     truncated.write_bytes(open(source, "rb").read())
     extract_cells(broken, labels, out, measure=measure_area_intensity, **OPTIONS)
     assert_same_store(reference, out, ignore=("zarr.json",))  # root attrs hold the (other) image paths
+
+
+def test_each_chunk_has_one_writer(plate, tmp_path, monkeypatch):
+    import cellkit.extract.pipeline as pipeline
+
+    index, labels = plate
+    written, original = [], pipeline._write_block
+    monkeypatch.setattr(pipeline, "_write_block", lambda out, block, start, stop, pieces: (
+        written.append((start, stop)), original(out, block, start, stop, pieces))[1])
+    result = extract_cells(index, labels, tmp_path / "c.zarr", workers=4, **OPTIONS)
+    chunk = OPTIONS["chunk_cells"]
+    chunks = [set(range(start // chunk, -(-stop // chunk))) for start, stop in written]
+    assert sum(len(c) for c in chunks) == len(set().union(*chunks))  # no chunk written twice
+    assert sorted(written)[0][0] == 0 and sum(stop - start for start, stop in written) == result.n_cells
+    assert all(start % chunk == 0 for start, _ in written)
+    with pytest.raises(ValueError, match="multiple of chunk_cells"):
+        extract_cells(index, labels, tmp_path / "d.zarr", chunk_cells=8, block_cells=20)
+    assert not (tmp_path / "d.zarr").exists()

@@ -42,7 +42,6 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from .. import __version__
 from .._atomic import atomic_path
 from ..io import cells as cellstore
 from ..io.images import read_field
