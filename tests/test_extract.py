@@ -196,7 +196,7 @@ def test_resume_after_sigkill(plate, small_plate, tmp_path):
                                                         out=str(out))))
     rng = np.random.default_rng(4)
     killed_incomplete = 0
-    for delay in rng.uniform(0.0, 0.8, size=4):
+    for delay in rng.uniform(0.0, 0.8, size=3):
         # kill at a random time after the plan, while blocks are being written (or finished)
         proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for line in proc.stdout:
@@ -233,14 +233,13 @@ def _copy_fields(index, labels, out_labels, times):
     return pd.concat(copies, ignore_index=True)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_memory_bounded_by_fields_in_flight(plate, tmp_path, monkeypatch, workers):
+def test_memory_bounded_by_fields_in_flight(plate, tmp_path, monkeypatch):
     """Field cuts (the bulk of memory) are released once their blocks are written: the number
     alive at once stays a few, however many fields there are (peak RSS: benchmarks/extract.py)."""
     import cellkit.extract.pipeline as pipeline
 
     index, labels = plate
-    big = _copy_fields(index, labels, tmp_path / "labels.zarr", 4)  # 80 fields, ~800 cells
+    big = _copy_fields(index, labels, tmp_path / "labels.zarr", 3)  # 60 fields, ~600 cells
     alive, peak, lock = [0], [0], threading.Lock()
     original = pipeline._cut_field
 
@@ -253,11 +252,11 @@ def test_memory_bounded_by_fields_in_flight(plate, tmp_path, monkeypatch, worker
         return part
 
     monkeypatch.setattr(pipeline, "_cut_field", counting_cut)
-    result = extract_cells(big, tmp_path / "labels.zarr", tmp_path / "c.zarr", workers=workers,
+    result = extract_cells(big, tmp_path / "labels.zarr", tmp_path / "c.zarr", workers=2,
                            **(OPTIONS | dict(size=32)))
-    assert result.n_cells > 400 and alive[0] == 0
+    assert result.n_cells > 300 and alive[0] == 0
     # a block of 32 cells spans ~4 fields of ~10 cells; a few blocks run at once
-    assert peak[0] <= 16, peak[0]  # of 80 fields
+    assert peak[0] <= 16, peak[0]  # of 60 fields
 
 
 def test_bad_inputs(plate, tmp_path):
