@@ -26,12 +26,19 @@ class ExtractInputError(ValueError):
     """The inputs of an extraction are invalid. ``problems`` lists every problem found."""
 
     def __init__(self, problems: list[str], *, title: str = "cannot extract cells"):
-        self.problems = list(problems)
+        self.problems, self.title = list(problems), title
         shown = self.problems[:20]
         text = f"{title}: {len(self.problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in shown)
         if len(self.problems) > len(shown):
             text += f"\n  ... and {len(self.problems) - len(shown)} more"
         super().__init__(text)
+
+    def __reduce__(self):  # keep problems and title when raised in a worker process
+        return _rebuild_error, (self.problems, self.title)
+
+
+def _rebuild_error(problems, title):
+    return ExtractInputError(problems, title=title)
 
 
 @dataclass
