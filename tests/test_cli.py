@@ -47,3 +47,5 @@ def test_demo_small(tmp_path, monkeypatch):
     result = runner.invoke(app, ["demo", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "demo" / "index.parquet").exists()
+    images, _, obs = cellkit.io.read_cells(tmp_path / "demo" / "cells.zarr")
+    assert images.shape[0] == len(obs) > 0 and obs.field_id.nunique() > 10

@@ -1,5 +1,7 @@
 """Plate indexes, image reading, and store readers/writers."""
 
+from .cells import IncompleteStoreError, open_cells, read_cells
+from .dataset import CellDataset
 from .images import ImageReadError, image_shape, read_field, read_image
 from .plate_index import (
     BBBC021_CHANNELS,
@@ -15,7 +17,8 @@ from .plate_index import (
 )
 
 __all__ = [
-    "BBBC021_CHANNELS", "METADATA_COLUMNS", "ImageReadError", "PlateIndexError", "channels_of",
+    "BBBC021_CHANNELS", "METADATA_COLUMNS", "CellDataset", "ImageReadError", "IncompleteStoreError",
+    "PlateIndexError", "channels_of", "open_cells", "read_cells",
     "from_bbbc021", "from_csv", "from_pattern", "image_shape", "read_field", "read_image",
     "read_index", "validate_index", "write_index",
 ]

@@ -1,0 +1,52 @@
+"""The per-cell AnnData (``cells.h5ad``) written beside a cells.zarr."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from .. import __version__
+from .._atomic import atomic_path
+from ..io import cells as cellstore
+
+
+def cells_adata(root: zarr.Group):
+    """AnnData of a cells store (complete or being finished).
+
+    ``obs`` = the store's obs (index = cell_id, columns plate, well, site, batch, compound,
+    concentration, moa, field_id, label, centroid_y, centroid_x, crop_index, border);
+    ``X`` = ``features`` (N, F) float32 (F = 0 when the store has none), ``var_names`` = feature
+    names; ``uns["cellkit"]`` = version, parameters and inputs of the extraction.
+    """
+    import anndata as ad
+    import pandas as pd
+
+    obs = cellstore.read_obs(root)
+    obs = obs.drop(columns=["cell_id"])
+    obs.index.name = "cell_id"
+    features = cellstore.read_features(root)
+    if features is None:
+        features = pd.DataFrame(np.zeros((len(obs), 0), np.float32), index=obs.index)
+    extract = dict(root.attrs.get("extract", {}))
+    uns = {"cellkit": {"version": __version__, "stage": "extract",
+                       "parameters": {k: v for k, v in extract.get("parameters", {}).items()},
+                       "inputs": {**extract.get("inputs", {}), "cells_store": str(Path(root.store.root).resolve())
+                                  if hasattr(root.store, "root") else ""},
+                       "channels": list(root.attrs["channels"]), "crop_size": int(root.attrs["crop_size"])}}
+    var = pd.DataFrame(index=pd.Index([str(c) for c in features.columns], name="feature"))
+    return ad.AnnData(X=features.to_numpy(dtype=np.float32), obs=obs, var=var, uns=uns)
+
+
+def write_cells_adata(root: zarr.Group, path: str | os.PathLike) -> Path:
+    """Write `cells_adata` of ``root`` to ``path`` (``.h5ad``, or a zarr AnnData for ``.zarr``), atomically."""
+    adata = cells_adata(root)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".zarr":
+            adata.write_zarr(tmp)
+        else:
+            adata.write_h5ad(tmp)
+    return path

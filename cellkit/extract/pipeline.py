@@ -1,0 +1,344 @@
+"""The extraction pass: read each field once, cut its cells, write cells.zarr (and cells.h5ad).
+
+How writing stays safe and resumable
+------------------------------------
+1. **Plan** (`plan.py`, parallel over fields): from the labels alone, the kept cells of every
+   field, in a fixed order (fields in index order, cells in label order). Every cell's store row
+   is known before any image is read. Bad inputs (labels missing, shapes that disagree, unreadable
+   images) are all reported here, before anything is written.
+2. **Skeleton**: the store is created in a temporary folder with its empty ``images``/``masks``,
+   the full ``obs`` table and a ``progress/done`` flag per write block, then moved into place. A
+   store at ``out`` therefore always has its full skeleton.
+3. **Cut and write** (one dask graph): a *field task* reads one field once, cuts all its kept
+   cells (and measures them when a ``measure`` function is given); a *block task* gathers the rows
+   of one write block (``block_cells`` rows, whole chunks) from the field tasks that overlap it,
+   writes them (images, masks, feature rows), then sets its ``done`` flag. Each block has exactly
+   one writer and blocks are chunk-aligned, and flags are one chunk each, so no two tasks ever
+   write the same chunk. A field straddling two blocks is read once and feeds both; the dask
+   graph releases a field's cut once its blocks are written, so a few fields are in flight.
+4. **Finish**: the feature rows are joined into ``features``, ``cells.h5ad`` is written
+   atomically, and the store is marked complete last.
+
+A killed run leaves an incomplete store (readers refuse it). Rerunning the same command checks
+that inputs and parameters are unchanged (a fingerprint of both), skips blocks already flagged
+done, and writes the rest; blocks are deterministic, so the final store equals an
+uninterrupted run, whatever the number of workers. Zarr's local store writes every chunk and
+metadata file atomically (temporary file + rename), so a kill never leaves a torn chunk or flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import dask
+import numpy as np
+import pandas as pd
+import zarr
+
+from .._atomic import atomic_path
+from ..io import cells as cellstore
+from ..io.images import read_field
+from ..io.labels import read_field_labels
+from ..io.plate_index import PATH_PREFIX, channels_of, read_index
+from .crops import cut_crops
+from .plan import BORDER_POLICIES, ExtractInputError, FieldPlan, plan_field, plan_obs
+from .schedule import Scheduler
+
+Measure = Callable[[np.ndarray, np.ndarray, np.ndarray, list], pd.DataFrame]
+
+
+@dataclass
+class ExtractResult:
+    """What `extract_cells` did."""
+
+    store: Path
+    adata: Path | None
+    n_cells: int
+    n_fields: int
+    empty_fields: list[str]
+    blocks_written: int
+    blocks_total: int
+    skipped: bool
+
+
+# --------------------------------------------------------------------------- tasks
+
+@dataclass
+class FieldCut:
+    """The output of a field task: crops (n, C, S, S) uint16, masks (n, 2, S, S) bool and,
+    with a measure function, features (n, F) float32 with their column names."""
+
+    field_id: str
+    crops: np.ndarray
+    masks: np.ndarray
+    features: np.ndarray | None = None
+    columns: list[str] | None = None
+
+
+def _cut_field(row: dict, labels_path: str, plan: FieldPlan, size: int, mask_neighbors: bool,
+               channels: list[str], measure: Measure | None) -> FieldCut:
+    """Field task: read the field once, cut its planned cells, measure them."""
+    images = read_field(row, channels)
+    nuclei, cells = read_field_labels(labels_path, plan.field_id)
+    if images.shape[1:] != nuclei.shape:
+        raise ExtractInputError([f"{plan.field_id}: image {images.shape[1:]} and labels {nuclei.shape} differ"])
+    if images.dtype != np.uint16:
+        raise ExtractInputError([f"{plan.field_id}: images are {images.dtype}; cellkit expects uint16"])
+    crops, masks = cut_crops(images, nuclei, cells, plan.labels, plan.origins, size, mask_neighbors=mask_neighbors)
+    part = FieldCut(plan.field_id, crops, masks)
+    if measure is not None:
+        table = measure(images, nuclei, cells, list(channels))
+        missing = np.setdiff1d(plan.labels, np.asarray(table.index, dtype=np.int64))
+        if len(missing):
+            raise ValueError(f"{plan.field_id}: the measure function returned no row for labels "
+                             f"{missing[:10].tolist()}")
+        table = table.loc[plan.labels]
+        part.features = table.to_numpy(dtype=np.float32)
+        part.columns = [str(c) for c in table.columns]
+    return part
+
+
+def _write_block(out: str, block: int, start: int, stop: int, pieces: list) -> int:
+    """Block task: write rows [start, stop) from ``pieces`` [(FieldCut, lo, hi), ...], then flag it done."""
+    root = zarr.open_group(out, mode="r+")
+    crops = np.concatenate([p.crops[lo:hi] for p, lo, hi in pieces])
+    masks = np.concatenate([p.masks[lo:hi] for p, lo, hi in pieces])
+    if len(crops) != stop - start:
+        raise RuntimeError(f"block {block}: {len(crops)} rows for [{start}, {stop})")
+    root["images"][start:stop] = crops
+    root["masks"][start:stop] = masks
+    if pieces[0][0].features is not None:
+        columns = pieces[0][0].columns
+        if any(p.columns != columns for p, _, _ in pieces):
+            raise ValueError(f"block {block}: the measure function returned different columns for different fields")
+        part = root["progress"].create_array(f"features_{block:06d}", overwrite=True,
+                                             data=np.concatenate([p.features[lo:hi] for p, lo, hi in pieces]))
+        part.attrs["columns"] = columns
+    root["progress/done"][block] = True
+    return stop - start
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _check_writable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExtractInputError([f"{out} exists and is a file, not a cells store"], title="cannot write the store")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.probe"):
+            pass
+    except OSError as err:
+        raise ExtractInputError([f"{out.parent} is not writable: {err.strerror or err}"],
+                                title="cannot write the store") from err
+
+
+def _fingerprint(obs: pd.DataFrame, index: pd.DataFrame, parameters: dict) -> str:
+    digest = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode())
+    digest.update(pd.util.hash_pandas_object(obs, index=False).to_numpy().tobytes())
+    paths = index[[c for c in index.columns if c.startswith(PATH_PREFIX)]]
+    digest.update(pd.util.hash_pandas_object(paths.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _open_existing(out: Path, fingerprint: str, overwrite: bool) -> zarr.Group | None:
+    """The store at ``out`` to resume or reuse, or None when a new one must be made."""
+    if not out.exists():
+        return None
+    try:
+        root = cellstore.open_cells(out, require_complete=False, mode="r+")
+    except ValueError as err:
+        raise ExtractInputError([f"{out} exists and is not a cells store ({err}); choose another path"],
+                                title="cannot write the store") from err
+    if root.attrs.get("extract", {}).get("fingerprint") == fingerprint:
+        return root
+    if not overwrite:
+        raise ExtractInputError([f"{out} holds a cells store made from other inputs or parameters; "
+                                 "pass overwrite=True (--overwrite) to replace it"], title="cannot write the store")
+    shutil.rmtree(out)
+    return None
+
+
+def _create_skeleton(out: Path, obs: pd.DataFrame, channels: list[str], size: int, chunk_cells: int,
+                     block_cells: int, sharded: bool, attrs: dict) -> zarr.Group:
+    n_blocks = len(cellstore.block_bounds(len(obs), block_cells))
+    with atomic_path(out) as tmp:
+        root = cellstore.create_cells_store(tmp, len(obs), channels, size, chunk_cells=chunk_cells,
+                                            block_cells=block_cells, sharded=sharded, attrs=attrs)
+        cellstore.write_obs(root, obs)
+        root.require_group("progress").create_array("done", shape=(n_blocks,), chunks=(1,), dtype=bool,
+                                                    fill_value=False)
+    return zarr.open_group(str(out), mode="r+")
+
+
+def _block_pieces(counts: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
+    """The fields feeding rows [start, stop): [(field position, lo, hi), ...] with lo/hi field-local."""
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    first = int(np.searchsorted(offsets, start, side="right")) - 1
+    pieces = []
+    for f in range(first, len(counts)):
+        if offsets[f] >= stop:
+            break
+        lo, hi = max(start, offsets[f]) - offsets[f], min(stop, offsets[f + 1]) - offsets[f]
+        if hi > lo:
+            pieces.append((f, int(lo), int(hi)))
+    return pieces
+
+
+def _join_features(root: zarr.Group, n_blocks: int) -> None:
+    progress = root["progress"]
+    parts = [progress[f"features_{j:06d}"] for j in range(n_blocks)]
+    columns = parts[0].attrs["columns"] if parts else []
+    if any(p.attrs["columns"] != columns for p in parts):
+        raise ValueError("the measure function returned different columns for different fields")
+    data = np.concatenate([p[:] for p in parts]) if parts else np.zeros((0, 0), np.float32)
+    cellstore.write_features(root, data, columns)
+
+
+def _measure_name(measure: Measure | None) -> str:
+    if measure is None:
+        return "none"
+    return f"{getattr(measure, '__module__', '?')}.{getattr(measure, '__qualname__', repr(measure))}"
+
+
+# --------------------------------------------------------------------------- entry point
+
+def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.PathLike, out: str | os.PathLike, *,
+                  size: int = 64, border: str = "drop", mask_neighbors: bool = False,
+                  measure: Measure | None = None, adata: str | os.PathLike | None = None,
+                  workers: int = 1, processes: bool = False, scheduler: str | None = None,
+                  chunk_cells: int = cellstore.DEFAULT_CHUNK_CELLS, block_cells: int = cellstore.DEFAULT_BLOCK_CELLS,
+                  sharded: bool = False, overwrite: bool = False, log: Callable[[str], None] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> ExtractResult:
+    """Cut every segmented cell out of a plate into a single-cell store ``out`` (cells.zarr).
+
+    Parameters
+    ----------
+    index
+        Plate index (DataFrame or parquet path), one row per field; columns ``field_id``, metadata,
+        ``path_<channel>``.
+    labels
+        Label store (labels.zarr) with ``nuclei`` and ``cells`` for every field of the index.
+    out
+        The cells.zarr to write. An incomplete store from the same inputs and parameters is resumed.
+    size
+        Crop side S in pixels; crops are centred on the nucleus centroid.
+    border
+        ``"drop"`` cells whose crop reaches outside the field, or ``"pad"`` them with zeros
+        (obs ``border`` = True).
+    mask_neighbors
+        Zero the pixels of other cells inside each crop.
+    measure
+        Optional ``measure(images (C,H,W) uint16, nuclei (H,W) uint32, cells (H,W) uint32,
+        channels) -> DataFrame`` (index = label, one float column per feature), called once per
+        field on the field in memory. Its rows for kept cells are stored as ``features`` (N, F)
+        float32, and written with obs to an AnnData at ``adata``.
+    adata
+        Path of the AnnData (h5ad) written when ``measure`` is given; default: ``out`` with
+        suffix ``.h5ad`` (cells.zarr -> cells.h5ad).
+    workers, processes, scheduler
+        Local pool of ``workers`` threads (processes with ``processes=True``), or the address of
+        a ``distributed`` scheduler (its workers must see the same file system).
+    chunk_cells, block_cells
+        Store chunking along N: compressed chunks of ``chunk_cells`` cells, written in blocks of
+        ``block_cells`` cells (the unit of writing and resuming; a multiple of ``chunk_cells``).
+    sharded
+        Pack each block into one Zarr shard file (fewer files, slower random reads).
+    overwrite
+        Replace a store at ``out`` made from other inputs or parameters.
+    log, progress
+        ``log(message)``; ``progress(blocks_done, blocks_total)``.
+
+    Returns
+    -------
+    `ExtractResult` (store and AnnData paths, counts, fields without cells).
+
+    Raises
+    ------
+    ExtractInputError
+        Missing labels, images and labels of different shapes, unreadable images, an output
+        path that cannot be written; raised before anything is written.
+    """
+    log = log or (lambda message: None)
+    if border not in BORDER_POLICIES:
+        raise ValueError(f"border must be one of {BORDER_POLICIES}, got {border!r}")
+    if size < 2:
+        raise ValueError(f"size must be at least 2, got {size}")
+    out = Path(out)
+    _check_writable(out)
+    index_source = str(index) if not isinstance(index, pd.DataFrame) else "DataFrame"
+    index = read_index(index) if not isinstance(index, pd.DataFrame) else index.reset_index(drop=True)
+    if index["field_id"].duplicated().any():
+        raise ExtractInputError([f"field_id {f} appears more than once in the index"
+                                 for f in index["field_id"][index["field_id"].duplicated()].unique()])
+    labels = str(Path(labels).resolve())
+    if not Path(labels).exists():
+        raise ExtractInputError([f"no label store at {labels}"])
+    channels = channels_of(index)
+    run = Scheduler(workers=workers, processes=processes, address=scheduler)
+
+    rows = index.to_dict("records")
+    log(f"plan: reading labels of {len(rows)} fields ({run.describe()})")
+    plans = run.compute([dask.delayed(plan_field, pure=False)(row, labels, size, border) for row in rows])
+    problems = [p for p in plans if isinstance(p, str)]
+    if problems:
+        raise ExtractInputError(problems)
+    obs = plan_obs(index, plans)
+    counts = np.array([p.n_cells for p in plans], dtype=np.int64)
+    empty = [p.field_id for p in plans if p.n_cells == 0]
+
+    parameters = {"size": int(size), "border": border, "mask_neighbors": bool(mask_neighbors),
+                  "chunk_cells": int(chunk_cells), "block_cells": int(block_cells), "sharded": bool(sharded),
+                  "measure": _measure_name(measure)}
+    inputs = {"index": index_source, "labels": labels, "n_fields": len(rows)}
+    fingerprint = _fingerprint(obs, index, parameters)
+    root = _open_existing(out, fingerprint, overwrite)
+    adata_path = Path(adata) if adata is not None else (out.with_suffix(".h5ad") if measure is not None else None)
+    bounds = cellstore.block_bounds(len(obs), block_cells)
+    result = ExtractResult(out, adata_path, len(obs), len(rows), empty, 0, len(bounds), skipped=False)
+    if root is not None and root.attrs.get("complete") is True:
+        if adata_path is not None and not adata_path.exists():
+            _write_adata(root, adata_path)
+        log(f"extract: {out} is already complete ({len(obs)} cells); nothing to do")
+        result.skipped = True
+        return result
+    if root is None:
+        attrs = {"extract": {"parameters": parameters, "inputs": inputs, "fingerprint": fingerprint}}
+        root = _create_skeleton(out, obs, channels, size, chunk_cells, block_cells, sharded, attrs)
+    done = root["progress/done"][:] if bounds else np.zeros(0, bool)
+    todo = [j for j in range(len(bounds)) if not done[j]]
+    if len(todo) < len(bounds):
+        log(f"extract: resuming, {len(bounds) - len(todo)} of {len(bounds)} blocks already written")
+
+    needed = sorted({f for j in todo for f, _, _ in _block_pieces(counts, *bounds[j])})
+    field_tasks = {f: dask.delayed(_cut_field, pure=False)(rows[f], labels, plans[f], size, mask_neighbors,
+                                                            channels, measure,
+                                                            dask_key_name=f"cut-field-{f}-{fingerprint[:8]}")
+                   for f in needed}
+    block_tasks = [dask.delayed(_write_block, pure=False)(
+        str(out), j, *bounds[j], [(field_tasks[f], lo, hi) for f, lo, hi in _block_pieces(counts, *bounds[j])],
+        dask_key_name=f"write-block-{j}-{fingerprint[:8]}") for j in todo]
+    log(f"extract: {len(obs)} cells from {len(rows)} fields ({len(empty)} without cells), "
+        f"{len(todo)} blocks to write")
+    run.compute(block_tasks, progress=progress)
+    result.blocks_written = len(todo)
+
+    if measure is not None:
+        _join_features(root, len(bounds))
+    if adata_path is not None:
+        _write_adata(root, adata_path)
+    cellstore.mark_complete(root)
+    log(f"extract: {out} complete")
+    return result
+
+
+def _write_adata(root: zarr.Group, path: Path) -> None:
+    from .adata import write_cells_adata
+
+    write_cells_adata(root, path)

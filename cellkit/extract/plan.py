@@ -1,0 +1,111 @@
+"""Plan an extraction from the labels alone: which cells, in which order, at which store rows.
+
+The plan is cheap (label images are small next to the fields) and deterministic: fields in
+index order, cells in ascending label order. It fixes every cell's row in the store before
+any crop is cut, so writers can own whole write blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from ..io.images import ImageReadError, image_shape
+from ..io.labels import field_complete
+from ..io.plate_index import PATH_PREFIX
+from .crops import crop_origins, nucleus_centroids, touches_border
+
+OBS_METADATA = ["plate", "well", "site", "batch", "compound", "concentration", "moa", "field_id"]
+BORDER_POLICIES = ("drop", "pad")
+
+
+class ExtractInputError(ValueError):
+    """The inputs of an extraction are invalid. ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[str], *, title: str = "cannot extract cells"):
+        self.problems, self.title = list(problems), title
+        shown = self.problems[:20]
+        text = f"{title}: {len(self.problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in shown)
+        if len(self.problems) > len(shown):
+            text += f"\n  ... and {len(self.problems) - len(shown)} more"
+        super().__init__(text)
+
+    def __reduce__(self):  # keep problems and title when raised in a worker process
+        return _rebuild_error, (self.problems, self.title)
+
+
+def _rebuild_error(problems, title):
+    return ExtractInputError(problems, title=title)
+
+
+@dataclass
+class FieldPlan:
+    """The kept cells of one field: ``labels`` (n,) int64, ``centroids`` (n, 2), ``origins`` (n, 2)
+    crop corners, ``border`` (n,) bool (window reaches outside the field; only with ``pad``)."""
+
+    field_id: str
+    shape: tuple[int, int]
+    labels: np.ndarray
+    centroids: np.ndarray
+    origins: np.ndarray
+    border: np.ndarray
+    n_objects: int
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.labels)
+
+
+def plan_field(row: dict, labels_path: str, size: int, border: str) -> FieldPlan | str:
+    """Plan one field (a plate index row as a dict); returns a problem message instead on bad input."""
+    field_id = row["field_id"]
+    if not field_complete(labels_path, field_id):
+        return f"{field_id}: labels are missing or incomplete in {labels_path}"
+    group = zarr.open_group(f"{labels_path}/{field_id}", mode="r")
+    if group["nuclei"].shape != group["cells"].shape:
+        return f"{field_id}: nuclei {group['nuclei'].shape} and cells {group['cells'].shape} labels differ in shape"
+    nuclei = group["nuclei"][:]  # the plan needs the nuclei only
+    paths = {k[len(PATH_PREFIX):]: v for k, v in row.items() if str(k).startswith(PATH_PREFIX)}
+    for channel, path in paths.items():
+        try:
+            shape = image_shape(path)
+        except Exception as err:  # missing, corrupt, not a TIFF
+            return str(ImageReadError(f"{field_id}: cannot read {channel} image {path}: {err}"))
+        if tuple(shape) != nuclei.shape:
+            return f"{field_id}: {channel} image is {tuple(shape)} but its labels are {nuclei.shape}"
+    labels, centroids = nucleus_centroids(nuclei)
+    origins = crop_origins(centroids, size)
+    at_border = touches_border(origins, size, nuclei.shape)
+    keep = ~at_border if border == "drop" else np.ones(len(labels), bool)
+    return FieldPlan(field_id, nuclei.shape, labels[keep], centroids[keep], origins[keep], at_border[keep],
+                     n_objects=len(labels))
+
+
+def plan_obs(index: pd.DataFrame, plans: list[FieldPlan]) -> pd.DataFrame:
+    """The obs table of a plan: one row per kept cell, fields in index order, cells in label order.
+
+    Columns: cell_id, plate, well, site, batch, compound, concentration, moa, field_id, label,
+    centroid_y, centroid_x, crop_index, border.
+    """
+    counts = np.array([p.n_cells for p in plans], dtype=np.int64)
+    rows = np.repeat(np.arange(len(plans)), counts)
+    meta = index[[c for c in OBS_METADATA if c in index.columns]].iloc[rows].reset_index(drop=True)
+    cat = (lambda key: np.concatenate([getattr(p, key) for p in plans]) if plans else np.zeros(0))
+    label = cat("labels").astype(np.int64)
+    centroids = cat("centroids").reshape(-1, 2).astype(np.float64)
+    obs = pd.DataFrame({
+        "cell_id": meta["field_id"].astype(str).to_numpy() + "/" + label.astype(str),
+        **{c: meta[c].to_numpy() for c in meta.columns},
+        "label": label,
+        "centroid_y": centroids[:, 0],
+        "centroid_x": centroids[:, 1],
+        "crop_index": np.arange(len(label), dtype=np.int64),
+        "border": cat("border").astype(bool),
+    })
+    if obs["cell_id"].duplicated().any():
+        dup = obs["cell_id"][obs["cell_id"].duplicated()].iloc[0]
+        raise ExtractInputError([f"duplicate cell_id {dup}: field_id must be unique in the index"])
+    return obs

@@ -1,0 +1,87 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from cellkit.io import CellDataset, IncompleteStoreError, read_cells  # noqa: E402
+from cellkit.io.cells import create_cells_store, write_cells, write_obs  # noqa: E402
+from cellkit.plotting import cell_montage, montage_rgb  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A complete store of 70 random cells in 3 groups (chunks of 8, blocks of 32)."""
+    rng = np.random.default_rng(0)
+    n = 70
+    images = rng.integers(0, 4000, (n, 3, 16, 16), dtype=np.uint16)
+    masks = rng.random((n, 2, 16, 16)) > 0.5
+    obs = pd.DataFrame({"cell_id": [f"P/A01/1/{k + 1}" for k in range(n)],
+                        "moa": np.array(["a", "b", "c"])[np.arange(n) % 3], "label": np.arange(1, n + 1)})
+    path = tmp_path_factory.mktemp("store") / "cells.zarr"
+    write_cells(path, images, masks, obs, channels=["DNA", "Tubulin", "Actin"], chunk_cells=8, block_cells=32)
+    return path, images, masks, obs
+
+
+def test_read_cells_lazy(store):
+    path, images, masks, obs = store
+    lazy_images, lazy_masks, read = read_cells(path)
+    assert lazy_images.chunks[0] == (32, 32, 6)  # one dask chunk per write block
+    np.testing.assert_array_equal(lazy_images[[3, 40, 69]].compute(), images[[3, 40, 69]])
+    np.testing.assert_array_equal(lazy_masks.compute(), masks)
+    assert list(read.index) == list(obs.cell_id) and list(read.moa) == list(obs.moa)
+
+
+def test_sharded_store_reads_the_same(store, tmp_path):
+    path, images, masks, obs = store
+    write_cells(tmp_path / "s.zarr", images, masks, obs, channels=["DNA", "Tubulin", "Actin"], chunk_cells=8,
+                block_cells=32, sharded=True)
+    lazy_images, _, _ = read_cells(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(lazy_images.compute(), images)
+    assert CellDataset(tmp_path / "s.zarr").__getitems__([69, 0])[0]["index"] == 69
+
+
+def test_incomplete_store_refused(tmp_path):
+    root = create_cells_store(tmp_path / "c.zarr", 4, ["DNA"], 8)
+    write_obs(root, pd.DataFrame({"cell_id": list("abcd")}))
+    with pytest.raises(IncompleteStoreError, match="incomplete.*again"):
+        read_cells(tmp_path / "c.zarr")
+    with pytest.raises(IncompleteStoreError):
+        CellDataset(tmp_path / "c.zarr")
+
+
+def test_dataset_random_access_and_dataloader(store):
+    path, images, masks, obs = store
+    dataset = CellDataset(path, target="moa", masks=True)
+    assert len(dataset) == 70 and dataset.target_names == ["a", "b", "c"]
+    item = dataset[41]
+    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 16, 16)
+    np.testing.assert_allclose(item["image"].numpy() * 65535, images[41], atol=0.01)
+    assert item["target"] == 41 % 3 and item["index"] == 41
+    np.testing.assert_array_equal(item["mask"].numpy(), masks[41])
+    # unsorted batched access keeps the order asked for
+    batch = dataset.__getitems__([50, 2, 33, 2])
+    assert [b["index"] for b in batch] == [50, 2, 33, 2]
+    np.testing.assert_allclose(batch[0]["image"].numpy() * 65535, images[50], atol=0.01)
+    subset = CellDataset(path, indices=np.arange(10, 70))
+    loader = torch.utils.data.DataLoader(subset, batch_size=8, shuffle=True, num_workers=2,
+                                         generator=torch.Generator().manual_seed(0))
+    seen = []
+    for batch in loader:
+        for row, image in zip(batch["index"].tolist(), batch["image"]):
+            np.testing.assert_allclose(image.numpy() * 65535, images[row], atol=0.01)
+            seen.append(row)
+    assert sorted(seen) == list(range(10, 70))
+
+
+def test_montage(store):
+    path, images, _, _ = store
+    sheet = montage_rgb(images[:10], ["DNA", "Tubulin", "Actin"], ncols=4, gap=2)
+    assert sheet.shape == (3 * 18, 4 * 18, 3) and 0 <= sheet.min() and sheet.max() <= 1 and sheet.max() > 0.5
+    fig = cell_montage(path, n=5, groupby="moa", outlines=True)
+    image = fig.axes[0].images[0].get_array()
+    assert image.shape[:2] == (3 * 18, 5 * 18)  # one row per MOA, 5 cells each
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b", "c"]
