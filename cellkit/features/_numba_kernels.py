@@ -1,0 +1,319 @@
+"""numba kernels for the per-pixel accumulations that numpy cannot express as one reduction."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def zernike_sums(seg, y, x, n_objects, ns, ms, coeffs):
+    """Per-object complex sums of Zernike polynomials V_nm over pixels inside the unit disk.
+
+    seg (P,) object row; y, x (P,) unit-disk coordinates; ns, ms (K,) orders;
+    coeffs (K, S) radial coefficients c_s of rho**(n - 2s). Returns (N, K) complex128.
+    """
+    k_total = ns.size
+    out = np.zeros((n_objects, k_total), dtype=np.complex128)
+    max_n = ns.max()
+    rho_pow = np.empty(max_n + 1)
+    ang_pow = np.empty(max_n + 1, dtype=np.complex128)
+    for p in range(seg.size):
+        r2 = x[p] * x[p] + y[p] * y[p]
+        if not (r2 <= 1.0 + 1e-9):  # pixels on the circle belong to it despite round-off
+            continue
+        rho = np.sqrt(r2)
+        if rho > 0:
+            unit = complex(y[p] / rho, x[p] / rho)
+        else:
+            unit = complex(1.0, 0.0)
+        rho_pow[0] = 1.0
+        ang_pow[0] = 1.0
+        for j in range(1, max_n + 1):
+            rho_pow[j] = rho_pow[j - 1] * rho
+            ang_pow[j] = ang_pow[j - 1] * unit
+        o = seg[p]
+        for k in range(k_total):
+            n = ns[k]
+            m = ms[k]
+            radial = 0.0
+            for s in range((n - m) // 2 + 1):
+                radial += coeffs[k, s] * rho_pow[n - 2 * s]
+            out[o, k] += radial * ang_pow[m]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _entropy(p):
+    h = 0.0
+    for v in p.ravel():
+        if v > 0:
+            h -= v * np.log2(v)
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def haralick_object(crop, dy, dx, out):
+    """The 13 Haralick features of one object (mahotas ``haralick(ignore_zeros=True)`` definitions).
+
+    crop (h, w) uint8 quantised intensities, 0 outside the object; (dy, dx) offset.
+    Writes out (13,); all NaN when there is no pair of non-zero pixels.
+    """
+    h, w = crop.shape
+    maxv = 0
+    for i in range(h):
+        for j in range(w):
+            if crop[i, j] > maxv:
+                maxv = crop[i, j]
+    maxv += 1
+    cmat = np.zeros((maxv, maxv))
+    total = 0.0
+    for i in range(h):
+        i2 = i + dy
+        if i2 < 0 or i2 >= h:
+            continue
+        for j in range(w):
+            j2 = j + dx
+            if j2 < 0 or j2 >= w:
+                continue
+            a = crop[i, j]
+            b = crop[i2, j2]
+            if a == 0 or b == 0:
+                continue
+            cmat[a, b] += 1.0
+            cmat[b, a] += 1.0
+            total += 2.0
+    if total == 0:
+        out[:] = np.nan
+        return
+    p = cmat / total
+    px = np.zeros(maxv)
+    for i in range(maxv):
+        for j in range(maxv):
+            px[j] += p[i, j]
+    ux = 0.0
+    ex2 = 0.0
+    for k in range(maxv):
+        ux += k * px[k]
+        ex2 += k * k * px[k]
+    vx = ex2 - ux * ux
+    pplus = np.zeros(2 * maxv)
+    pminus = np.zeros(maxv)
+    asm = 0.0
+    idm = 0.0
+    sij = 0.0
+    for i in range(maxv):
+        for j in range(maxv):
+            v = p[i, j]
+            if v == 0:
+                continue
+            asm += v * v
+            d = i - j
+            idm += v / (1.0 + d * d)
+            sij += i * j * v
+            pplus[i + j] += v
+            pminus[abs(d)] += v
+    contrast = 0.0
+    for k in range(maxv):
+        contrast += k * k * pminus[k]
+    sx = np.sqrt(vx)
+    if sx == 0.0:
+        corr = 1.0
+    else:
+        corr = (sij - ux * ux) / (sx * sx)
+    sum_avg = 0.0
+    sum_sq = 0.0
+    for k in range(2 * maxv):
+        sum_avg += k * pplus[k]
+        sum_sq += k * k * pplus[k]
+    sum_var = sum_sq - sum_avg * sum_avg
+    sum_ent = _entropy(pplus)
+    ent = _entropy(p)
+    mean_m = 1.0 / maxv
+    diff_var = 0.0
+    for k in range(maxv):
+        diff_var += (pminus[k] - mean_m) ** 2
+    diff_var /= maxv
+    diff_ent = _entropy(pminus)
+    hx = _entropy(px)
+    hxy1 = 0.0
+    for i in range(maxv):
+        for j in range(maxv):
+            v = p[i, j]
+            if v > 0:
+                hxy1 -= v * np.log2(px[i] * px[j])
+    hxy2 = 2.0 * hx
+    info1 = (ent - hxy1) / hx if hx != 0.0 else ent - hxy1
+    info2 = np.sqrt(max(0.0, 1.0 - np.exp(-2.0 * (hxy2 - ent))))
+    out[0] = asm
+    out[1] = contrast
+    out[2] = corr
+    out[3] = vx
+    out[4] = idm
+    out[5] = sum_avg
+    out[6] = sum_var
+    out[7] = sum_ent
+    out[8] = ent
+    out[9] = diff_var
+    out[10] = diff_ent
+    out[11] = info1
+    out[12] = info2
+
+
+@numba.njit(cache=True, nogil=True)
+def haralick_objects(quantised, labels, index, boxes, distance, out):
+    """Haralick features of every object in ``index`` for the 4 CellProfiler directions.
+
+    quantised (H, W) uint8; labels (H, W) int64; boxes (N, 4) r0, r1, c0, c1 (r0 < 0: absent);
+    out (N, 4, 13) float64.
+    """
+    dirs = ((0, 1), (1, 1), (1, 0), (1, -1))
+    feats = np.empty(13)
+    for o in range(index.size):
+        r0, r1, c0, c1 = boxes[o, 0], boxes[o, 1], boxes[o, 2], boxes[o, 3]
+        if r0 < 0:
+            out[o] = np.nan
+            continue
+        crop = np.zeros((r1 - r0, c1 - c0), dtype=np.uint8)
+        for i in range(r0, r1):
+            for j in range(c0, c1):
+                if labels[i, j] == index[o]:
+                    crop[i - r0, j - c0] = quantised[i, j]
+        undefined = False
+        for d in range(4):
+            haralick_object(crop, dirs[d][0] * distance, dirs[d][1] * distance, feats)
+            if np.isnan(feats[0]):
+                undefined = True
+            out[o, d] = feats
+        if undefined:
+            out[o] = np.nan
+
+
+@numba.njit(cache=True, nogil=True)
+def _cross(o0, o1, a0, a1, b0, b1):
+    return (a0 - o0) * (b1 - o1) - (a1 - o1) * (b0 - o0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _monotone_chain(pr, pc):
+    """Convex hull (counter-clockwise, no collinear points) of points sorted by (row, col)."""
+    n = pr.size
+    hr = np.empty(2 * n + 1, dtype=pr.dtype)
+    hc = np.empty(2 * n + 1, dtype=pc.dtype)
+    k = 0
+    for i in range(n):
+        while k >= 2 and _cross(hr[k - 2], hc[k - 2], hr[k - 1], hc[k - 1], pr[i], pc[i]) <= 0:
+            k -= 1
+        hr[k], hc[k] = pr[i], pc[i]
+        k += 1
+    lower = k + 1
+    for i in range(n - 2, -1, -1):
+        while k >= lower and _cross(hr[k - 2], hc[k - 2], hr[k - 1], hc[k - 1], pr[i], pc[i]) <= 0:
+            k -= 1
+        hr[k], hc[k] = pr[i], pc[i]
+        k += 1
+    k = max(k - 1, 1)
+    return hr[:k].copy(), hc[:k].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _circle2(ar, ac, br, bc):
+    cr, cc = (ar + br) / 2.0, (ac + bc) / 2.0
+    return cr, cc, np.hypot(ar - cr, ac - cc)
+
+
+@numba.njit(cache=True, nogil=True)
+def _circle3(ar, ac, br, bc, qr, qc):
+    d = 2.0 * (ar * (bc - qc) + br * (qc - ac) + qr * (ac - bc))
+    if d == 0.0:
+        best = _circle2(ar, ac, br, bc)
+        for cand in (_circle2(ar, ac, qr, qc), _circle2(br, bc, qr, qc)):
+            if cand[2] > best[2]:
+                best = cand
+        return best
+    sa, sb, sq = ar * ar + ac * ac, br * br + bc * bc, qr * qr + qc * qc
+    cr = (sa * (bc - qc) + sb * (qc - ac) + sq * (ac - bc)) / d
+    cc = (sa * (qr - br) + sb * (ar - qr) + sq * (br - ar)) / d
+    return cr, cc, np.hypot(ar - cr, ac - cc)
+
+
+@numba.njit(cache=True, nogil=True)
+def _enclosing_circle(pr, pc):
+    """Minimum enclosing circle of a small point set (Welzl's incremental algorithm)."""
+    eps = 1e-9
+    cr, cc, rad = pr[0], pc[0], 0.0
+    for i in range(1, pr.size):
+        if np.hypot(pr[i] - cr, pc[i] - cc) <= rad + eps:
+            continue
+        cr, cc, rad = pr[i], pc[i], 0.0
+        for j in range(i):
+            if np.hypot(pr[j] - cr, pc[j] - cc) <= rad + eps:
+                continue
+            cr, cc, rad = _circle2(pr[i], pc[i], pr[j], pc[j])
+            for k in range(j):
+                if np.hypot(pr[k] - cr, pc[k] - cc) > rad + eps:
+                    cr, cc, rad = _circle3(pr[i], pc[i], pr[j], pc[j], pr[k], pc[k])
+    return cr, cc, rad
+
+
+@numba.njit(cache=True, nogil=True)
+def hull_measures(rows, cols, starts, counts, out):
+    """Convex-hull measurements of every object from its pixels (grouped, raster order inside).
+
+    out (N, 6): convex area (pixel centres inside the hull of the pixel-edge midpoints, as
+    ``skimage.morphology.convex_hull_image``), enclosing-circle row, col, radius (pixel centres,
+    as CellProfiler), min and max Feret diameter. NaN for absent objects.
+    """
+    offsets = ((-1, 0), (1, 0), (0, -1), (0, 1))
+    for o in range(starts.size):
+        n = counts[o]
+        if n == 0:
+            out[o] = np.nan
+            continue
+        pr = rows[starts[o]:starts[o] + n].astype(np.int64)
+        pc = cols[starts[o]:starts[o] + n].astype(np.int64)
+        hr, hc = _monotone_chain(pr, pc)
+        fr, fc = hr.astype(np.float64), hc.astype(np.float64)
+        out[o, 1], out[o, 2], out[o, 3] = _enclosing_circle(fr, fc)
+        # Feret diameters (calipers) of the pixel-centre hull.
+        h = hr.size
+        max_d = 0.0
+        for i in range(h):
+            for j in range(i + 1, h):
+                max_d = max(max_d, np.hypot(fr[i] - fr[j], fc[i] - fc[j]))
+        min_w = 0.0
+        if h >= 3:
+            min_w = np.inf
+            for i in range(h):
+                j = (i + 1) % h
+                er, ec = fr[j] - fr[i], fc[j] - fc[i]
+                length = np.hypot(er, ec)
+                widest = 0.0
+                for k in range(h):
+                    widest = max(widest, abs(er * (fc[k] - fc[i]) - ec * (fr[k] - fr[i])) / length)
+                min_w = min(min_w, widest)
+        out[o, 4], out[o, 5] = min_w, max_d
+        # Convex area in doubled (integer) coordinates: hull of the edge midpoints of the hull pixels.
+        m = 4 * h
+        dr = np.empty(m, dtype=np.int64)
+        dc = np.empty(m, dtype=np.int64)
+        for i in range(h):
+            for k in range(4):
+                dr[4 * i + k] = 2 * hr[i] + offsets[k][0]
+                dc[4 * i + k] = 2 * hc[i] + offsets[k][1]
+        order = np.argsort(dr * (4 * (dc.max() + 2)) + dc)
+        gr, gc = _monotone_chain(dr[order], dc[order])
+        r0, r1, c0, c1 = pr.min(), pr.max(), pc.min(), pc.max()
+        inside = 0
+        g = gr.size
+        for i in range(r0, r1 + 1):
+            for j in range(c0, c1 + 1):
+                ok = True
+                for e in range(g):
+                    f = (e + 1) % g
+                    if _cross(gr[e], gc[e], gr[f], gc[f], 2 * i, 2 * j) < 0:
+                        ok = False
+                        break
+                if ok:
+                    inside += 1
+        out[o, 0] = inside
