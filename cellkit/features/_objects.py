@@ -9,6 +9,8 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage as ndi
 
+from ._numba_kernels import segment_sums
+
 
 def _sort_small_ints(values: np.ndarray) -> np.ndarray:
     """Stable argsort; radix sort when the values fit in 16 bits (O(n))."""
@@ -63,7 +65,7 @@ class Objects:
         self.seg = seg[order]
         self.rows, self.cols = np.divmod(self.flat, labels.shape[1])
         self.counts = np.bincount(self.seg, minlength=self.index.size)
-        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        self.starts = (np.cumsum(self.counts) - self.counts).astype(np.int64)
         self.shape = labels.shape
         # A label image restricted to ``index`` (others zeroed) for neighbourhood operations.
         self.image = np.zeros(labels.shape, dtype=np.int64)
@@ -81,6 +83,12 @@ class Objects:
     def sum(self, weights: np.ndarray) -> np.ndarray:
         """Per-object sum of per-pixel ``weights`` (P,) -> (N,) float64."""
         return np.bincount(self.seg, weights=weights, minlength=self.n)
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """Per-object sums of the columns of (P, K) ``values`` -> (N, K) float64, one pass."""
+        out = np.empty((self.n, values.shape[1]))
+        segment_sums(np.ascontiguousarray(values, dtype=np.float64), self.starts, self.counts, out)
+        return out
 
     def mean(self, weights: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -137,7 +145,7 @@ class Objects:
         sub.__dict__["distance_to_edge"] = self.distance_to_edge[keep]
         sub.flat, sub.seg, sub.rows, sub.cols = self.flat[keep], self.seg[keep], self.rows[keep], self.cols[keep]
         sub.counts = np.bincount(sub.seg, minlength=self.n)
-        sub.starts = np.concatenate([[0], np.cumsum(sub.counts)[:-1]]).astype(np.int64)
+        sub.starts = (np.cumsum(sub.counts) - sub.counts).astype(np.int64)
         return sub
 
     def sorted_within(self, values: np.ndarray) -> np.ndarray:

@@ -90,7 +90,6 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
     index = np.flatnonzero(np.bincount(cells.ravel()))
     index = index[index > 0].astype(np.int64)
     scaled = [cellprofiler_scale(im) for im in images]
-    raw = [im if im.dtype == np.uint16 else None for im in images]
     columns: dict[str, np.ndarray] = {}
     labels = compartment_labels(nuclei, cells)
     for comp in compartments:
@@ -106,7 +105,7 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
             add(shape_features(objects, zernike_degree=zernike_degree, moments=moments))
         for c, channel in enumerate(channels):
             if "Intensity" in groups:
-                add(intensity_features(objects, scaled[c], raw[c]), c=channel)
+                add(intensity_features(objects, scaled[c]), c=channel)
             if "Texture" in groups:
                 add(texture_features(objects, scaled[c], scale=texture_scale, levels=texture_levels), c=channel)
             if "RadialDistribution" in groups:

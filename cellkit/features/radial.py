@@ -71,7 +71,11 @@ def radial_features(objects: Objects, image: np.ndarray, *, bins: int = 4) -> di
         frac = intensity / intensity.sum(1, keepdims=True)
         mean_frac = frac / (pixels / pixels.sum(1, keepdims=True) + np.finfo(float).eps)
         wedge_mean = np.where(wedge_n > 0, wedge_sum / wedge_n, np.nan)
-        cv = np.nanstd(wedge_mean, axis=2) / np.nanmean(wedge_mean, axis=2) if wedge_mean.size else wedge_mean[..., 0]
+        filled = wedge_n > 0
+        k = filled.sum(2)
+        mean_w = np.where(filled, wedge_mean, 0).sum(2) / k
+        std_w = np.sqrt(np.where(filled, (wedge_mean - mean_w[..., None]) ** 2, 0).sum(2) / k)
+        cv = std_w / mean_w
     out = {}
     for b in range(bins):
         out[f"RadialDistribution_FracAtD_{{c}}_{b + 1}of{bins}"] = frac[:, b]

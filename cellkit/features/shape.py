@@ -12,7 +12,7 @@ from math import factorial
 import numpy as np
 
 from ._numba_kernels import hull_measures as _hull_measures
-from ._numba_kernels import zernike_sums
+from ._numba_kernels import perimeter_codes, zernike_sums
 from ._objects import Objects
 
 # Perimeter weights of skimage.measure.perimeter (4-neighbourhood), indexed by the convolution
@@ -26,18 +26,8 @@ _PERIMETER_WEIGHTS[[13, 23]] = (1 + np.sqrt(2)) / 2
 def perimeter(objects: Objects) -> np.ndarray:
     """Per-object perimeter, as ``skimage.measure.perimeter(neighborhood=4)`` on each object."""
     padded = np.pad(objects.image, 1)
-    c = padded[1:-1, 1:-1]
-    interior = ((padded[:-2, 1:-1] == c) & (padded[2:, 1:-1] == c)
-                & (padded[1:-1, :-2] == c) & (padded[1:-1, 2:] == c))
-    border = np.pad(np.where(interior, 0, c), 1)
-    rows, cols = objects.rows + 1, objects.cols + 1
-    own = objects.index[objects.seg]
-    on_border = border[rows, cols] == own
-    value = np.ones(rows.size, dtype=np.int64)
-    for dr, dc, w in ((-1, 0, 2), (1, 0, 2), (0, -1, 2), (0, 1, 2),
-                      (-1, -1, 10), (-1, 1, 10), (1, -1, 10), (1, 1, 10)):
-        value += w * (border[rows + dr, cols + dc] == own)
-    return objects.sum(np.where(on_border, _PERIMETER_WEIGHTS[np.minimum(value, 49)], 0.0))
+    codes = perimeter_codes(padded, objects.rows + 1, objects.cols + 1, objects.index[objects.seg])
+    return objects.sum(_PERIMETER_WEIGHTS[np.minimum(codes, 49)])
 
 
 def central_moments(objects: Objects) -> np.ndarray:
@@ -45,15 +35,12 @@ def central_moments(objects: Objects) -> np.ndarray:
     cy, cx = objects.centroid
     dy = objects.rows - cy[objects.seg]
     dx = objects.cols - cx[objects.seg]
-    out = np.empty((objects.n, 4, 4))
-    py = np.ones_like(dy)
-    for p in range(4):
-        pq = py.copy()
-        for q in range(4):
-            out[:, p, q] = objects.sum(pq)
-            pq *= dx
-        py *= dy
-    return out
+    py = np.stack([np.ones_like(dy), dy, dy * dy, dy * dy * dy], 1)
+    px = np.stack([np.ones_like(dx), dx, dx * dx, dx * dx * dx], 1)
+    terms = (py[:, :, None] * px[:, None, :]).reshape(-1, 16)
+    mu = objects.sums(terms).reshape(-1, 4, 4)
+    mu[:, 0, 1] = mu[:, 1, 0] = 0.0  # zero by definition; the sums only hold round-off
+    return mu
 
 
 def hu_moments(nu: np.ndarray) -> np.ndarray:

@@ -1,0 +1,186 @@
+"""Benchmark of cellkit.features: speed against cp_measure, agreement, and MOA accuracy.
+
+Prints and writes ``benchmarks/results/features.json``:
+
+- cells/s of `measure_field` (full feature set, 3 compartments x 3 channels) on 1024x1280
+  synthetic fields with ~100 cells, and of cp_measure 0.3 on the same fields and masks in the
+  same run: its matching feature groups (sizeshape + zernike + feret per compartment; intensity,
+  texture, radial distribution per channel; Pearson and Manders per channel pair) and its whole
+  core set (adds granularity and radial Zernikes);
+- the largest relative difference to cp_measure per AreaShape / Intensity feature on those fields;
+- leave-compound-out 1-NN MOA accuracy of treatment profiles from morphology alone on a
+  synthetic plate set (ground-truth labels).
+
+Run: ``nice -n 10 python benchmarks/features.py [--fields 2] [--moas 12]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cellkit.datasets import CHANNELS, SyntheticConfig, phenotype, plate_layout, render_field, render_layout_field
+from cellkit.features import compartment_labels, measure_field
+
+
+def synthetic_fields(n: int, seed: int = 0):
+    params = phenotype()
+    params["density"] = 0.5  # ~100 cells on 1024x1280
+    return [render_field(params, (1024, 1280), rng=np.random.default_rng([seed, i])) for i in range(n)]
+
+
+def cp_measure_field(images, nuclei, cells, *, full: bool):
+    """cp_measure on every compartment and channel; returns {compartment: {feature: values}}."""
+    from cp_measure.bulk import get_core_measurements, get_correlation_measurements
+
+    core = get_core_measurements(legacy=True)
+    corr = get_correlation_measurements()
+    shape_fns = ["sizeshape", "zernike", "feret"]
+    channel_fns = ["intensity", "texture", "radial_distribution"] + (["granularity", "radial_zernikes"] if full else [])
+    pixels = [im.astype(np.float64) / 65535 for im in images]
+    out = {}
+    for comp, lab in compartment_labels(nuclei, cells).items():
+        lab = lab.astype(np.int32)
+        res = {}
+        for name in shape_fns:
+            res.update({f"AreaShape_{k}": v for k, v in core[name](lab, None).items()})
+        for c, px in enumerate(pixels):
+            for name in channel_fns:
+                res.update({f"{k}|{CHANNELS[c]}": v for k, v in core[name](lab, px).items()})
+        for a, b in combinations(range(len(pixels)), 2):
+            for name in ("pearson", "manders_fold"):
+                res.update({f"{k}|{a}{b}": v for k, v in corr[name](pixels[a], pixels[b], lab).items()})
+        out[comp] = res
+    return out
+
+
+def agreement(ours: pd.DataFrame, ref: dict, labels: dict) -> dict[str, float]:
+    """Max relative difference per AreaShape / Intensity feature (rows where both are defined)."""
+    worst = {}
+    for comp, res in ref.items():
+        present = np.flatnonzero(np.bincount(labels[comp].ravel()))
+        present = present[present > 0]
+        for key, values in res.items():
+            name, _, chan = key.partition("|")
+            group = name.split("_")[0]
+            if group not in ("AreaShape", "Intensity"):
+                continue
+            col = f"{comp}_{name}" + (f"_{chan}" if chan else "")
+            if col not in ours.columns or name.startswith(("AreaShape_CentralMoment_0_1", "AreaShape_CentralMoment_1_0")):
+                continue  # 0 by definition; cp_measure holds round-off
+            mine = ours.loc[present, col].to_numpy(np.float64)
+            theirs = np.asarray(values, dtype=np.float64)
+            scale = np.maximum(np.abs(theirs), 1e-3 * np.nanmax(np.abs(theirs)) + 1e-9)  # floor: round-off of zeros
+            rel = np.abs(mine - theirs) / scale
+            worst[col] = max(worst.get(col, 0.0), float(np.nanmax(rel)) if np.isfinite(rel).any() else 0.0)
+    return worst
+
+
+def speed(n_fields: int) -> dict:
+    fields = synthetic_fields(n_fields)
+    measure_field(*fields[0], CHANNELS)  # numba compile / cache load, not timed
+    n_cells = sum(len(np.unique(f[2])) - 1 for f in fields)
+    t = time.perf_counter()
+    frames = [measure_field(*f, CHANNELS) for f in fields]
+    ours_s = time.perf_counter() - t
+    t = time.perf_counter()
+    refs = [cp_measure_field(*f, full=False) for f in fields]
+    cp_s = time.perf_counter() - t
+    t = time.perf_counter()
+    cp_measure_field(*fields[0], full=True)
+    cp_full_s = (time.perf_counter() - t) * len(fields)  # extrapolated from the first field
+    worst: dict[str, float] = {}
+    for frame, ref, f in zip(frames, refs, fields):
+        for k, v in agreement(frame, ref, compartment_labels(f[1], f[2])).items():
+            worst[k] = max(worst.get(k, 0.0), v)
+    zernike = {k: v for k, v in worst.items() if "Zernike" in k}
+    others = {k: v for k, v in worst.items() if "Zernike" not in k}
+    return {
+        "fields": n_fields, "field_shape": [1024, 1280], "cells": int(n_cells), "features": frames[0].shape[1],
+        "cellkit_s": ours_s, "cellkit_cells_per_s": n_cells / ours_s,
+        "cp_measure_matching_s": cp_s, "cp_measure_matching_cells_per_s": n_cells / cp_s,
+        "speedup_vs_matching": cp_s / ours_s,
+        "cp_measure_full_core_s_extrapolated": cp_full_s, "speedup_vs_full_core": cp_full_s / ours_s,
+        "agreement_features_compared": len(worst),
+        "agreement_max_rel_diff_non_zernike": max(others.values()),
+        "agreement_n_over_1e-3_non_zernike": sum(v > 1e-3 for v in others.values()),
+        "agreement_over_1e-3": {k: v for k, v in sorted(others.items()) if v > 1e-3},
+        "zernike_max_rel_diff": max(zernike.values()) if zernike else None,
+    }
+
+
+def moa_accuracy(n_moas: int, plates_per_batch: int) -> dict:
+    config = SyntheticConfig(n_batches=2, plates_per_batch=plates_per_batch, compounds_per_moa=2, n_moas=n_moas,
+                             n_concentrations=1, dmso_wells=4, sites=1, height=512, width=640, seed=3).validate()
+    layout = plate_layout(config)
+    rows = []
+    t = time.perf_counter()
+    for field in layout.to_dict("records"):
+        images, nuclei, cells = render_layout_field(config, field)
+        frame = measure_field(images, nuclei, cells, CHANNELS)
+        for key in ("plate", "well", "compound", "concentration", "moa"):
+            frame[key] = field[key]
+        rows.append(frame)
+    seconds = time.perf_counter() - t
+    cells = pd.concat(rows, ignore_index=True)
+    meta = ["plate", "well", "compound", "concentration", "moa"]
+    feats = [c for c in cells.columns if c not in meta]
+    # per-plate z-score against DMSO cells (robust: median / MAD)
+    normed = []
+    for _, plate in cells.groupby("plate"):
+        ctrl = plate.loc[plate.compound == "DMSO", feats]
+        centre = ctrl.median()
+        spread = (ctrl - centre).abs().median() * 1.4826
+        z = (plate[feats] - centre) / spread.where(spread > 0)
+        normed.append(pd.concat([plate[meta], z], axis=1))
+    normed = pd.concat(normed)
+    usable = [c for c in feats if np.isfinite(normed[c]).mean() > 0.95]
+    normed[usable] = normed[usable].clip(-50, 50)
+    wells = normed.groupby(["plate", "well", "compound", "concentration", "moa"])[usable].mean().reset_index()
+    treated = wells[wells.compound != "DMSO"]
+    profiles = treated.groupby(["compound", "concentration", "moa"])[usable].mean().reset_index()
+    X = profiles[usable].fillna(0).to_numpy()
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    sim = X @ X.T
+    compounds = profiles.compound.to_numpy()
+    sim[compounds[:, None] == compounds[None, :]] = -np.inf
+    nearest = sim.argmax(1)
+    correct = profiles.moa.to_numpy()[nearest] == profiles.moa.to_numpy()
+    return {"moas": n_moas, "treatments": len(profiles), "wells": len(wells), "cells": len(cells),
+            "features_used": len(usable), "fields": len(layout), "measure_s": seconds,
+            "leave_compound_out_1nn_accuracy": float(correct.mean()), "chance": 1.0 / n_moas}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fields", type=int, default=2)
+    parser.add_argument("--moas", type=int, default=12)
+    parser.add_argument("--plates-per-batch", type=int, default=1)
+    parser.add_argument("--skip-moa", action="store_true")
+    args = parser.parse_args()
+    import cp_measure
+    import numba
+
+    result = {"speed_and_agreement": speed(args.fields)}
+    print(json.dumps(result, indent=2))
+    if not args.skip_moa:
+        result["moa"] = moa_accuracy(args.moas, args.plates_per_batch)
+        print(json.dumps(result["moa"], indent=2))
+    from importlib.metadata import version
+    result["versions"] = {"cp_measure": version("cp_measure"), "numba": numba.__version__, "numpy": np.__version__,
+                          "python": platform.python_version()}
+    out = Path(__file__).parent / "results" / "features.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
