@@ -159,6 +159,15 @@ def test_undefined_values_are_nan_not_zero():
     assert report["fraction"].between(0, 1).all()
 
 
+def test_sparse_huge_labels_give_the_same_features():
+    images, nuclei, cells = _toy()
+    ref = measure_field(images, nuclei, cells, CHANNELS)
+    big = np.array([0, 7, 4_000_000_000, 4_000_000_001, 4_000_000_002], np.uint32)
+    df = measure_field(images, big[nuclei], big[cells], CHANNELS)
+    assert df.index.tolist() == big[1:].tolist()
+    pd.testing.assert_frame_equal(df.reset_index(drop=True), ref.reset_index(drop=True))
+
+
 def test_nan_pixels_are_left_out():
     images, nuclei, cells = _toy()
     floats = images.astype(np.float64)

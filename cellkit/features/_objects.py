@@ -19,6 +19,32 @@ def _sort_small_ints(values: np.ndarray) -> np.ndarray:
     return np.argsort(values, kind="stable")
 
 
+def present_labels(labels: np.ndarray) -> np.ndarray:
+    """Sorted non-zero labels of a label image, int64 (bincount when labels are dense)."""
+    labels = np.asarray(labels)
+    top = int(labels.max(initial=0))
+    if top <= 4 * labels.size:
+        found = np.flatnonzero(np.bincount(labels.ravel().astype(np.int64), minlength=top + 1))
+    else:
+        found = np.unique(labels)
+    return found[found > 0].astype(np.int64)
+
+
+def label_lookup(labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Row of ``index`` for every element of ``labels`` (-1 where absent or 0)."""
+    index = np.asarray(index, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    top = int(max(labels.max(initial=0), index.max(initial=0)))
+    if top <= 4 * (labels.size + index.size):
+        lut = np.full(top + 1, -1, dtype=np.int64)
+        lut[index] = np.arange(index.size)
+        return lut[labels]
+    if index.size == 0:
+        return np.full(labels.shape, -1, dtype=np.int64)
+    pos = np.clip(np.searchsorted(index, labels), 0, index.size - 1)
+    return np.where(index[pos] == labels, pos, -1)
+
+
 @dataclass
 class Objects:
     """The pixels of a label image, grouped by object.
@@ -33,6 +59,8 @@ class Objects:
 
     Attributes
     ----------
+    image
+        (H, W) int64: row in ``index`` + 1 of every pixel's object, 0 elsewhere.
     rows, cols
         Pixel coordinates (P,), grouped by object (``index`` order), raster order inside.
     flat
@@ -53,11 +81,8 @@ class Objects:
         if labels.ndim != 2:
             raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
         self.index = np.asarray(self.index, dtype=np.int64)
-        lut_size = int(max(labels.max(initial=0), self.index.max(initial=0))) + 1
-        lut = np.full(lut_size, -1, dtype=np.int64)
-        lut[self.index] = np.arange(self.index.size)
         flat = np.flatnonzero(labels)
-        seg = lut[labels.ravel()[flat]]
+        seg = label_lookup(labels.ravel()[flat], self.index)
         keep = seg >= 0
         flat, seg = flat[keep], seg[keep]
         order = _sort_small_ints(seg)
@@ -67,9 +92,10 @@ class Objects:
         self.counts = np.bincount(self.seg, minlength=self.index.size)
         self.starts = (np.cumsum(self.counts) - self.counts).astype(np.int64)
         self.shape = labels.shape
-        # A label image restricted to ``index`` (others zeroed) for neighbourhood operations.
+        # Label image of object rows + 1 (0: background and labels not in ``index``), for
+        # neighbourhood operations; compact whatever the label values are.
         self.image = np.zeros(labels.shape, dtype=np.int64)
-        self.image.ravel()[self.flat] = self.index[self.seg]
+        self.image.ravel()[self.flat] = self.seg + 1
 
     @property
     def n(self) -> int:
@@ -105,8 +131,8 @@ class Objects:
     @cached_property
     def slices(self) -> list:
         """Bounding box (row slice, col slice) per object, None where absent."""
-        found = ndi.find_objects(self.image)
-        return [found[label - 1] if label - 1 < len(found) else None for label in self.index]
+        found = ndi.find_objects(self.image, max_label=self.n)
+        return list(found)
 
     @cached_property
     def centroid(self) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +191,7 @@ class Objects:
     def crop_mask(self, i: int, pad: int = 0) -> np.ndarray:
         """Binary mask of object ``i`` on its bounding box, zero-padded by ``pad``."""
         sl = self.slices[i]
-        mask = self.image[sl] == self.index[i]
+        mask = self.image[sl] == i + 1
         return np.pad(mask, pad) if pad else mask
 
 

@@ -7,7 +7,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ._objects import Objects, cellprofiler_scale
+from ._objects import Objects, cellprofiler_scale, present_labels
 from .correlation import correlation_features
 from .intensity import intensity_features
 from .neighbors import neighbor_features
@@ -87,8 +87,7 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
     unknown = (set(compartments) - set(COMPARTMENTS)) | (set(groups) - set(GROUPS))
     if unknown:
         raise ValueError(f"unknown compartments/groups: {sorted(unknown)}")
-    index = np.flatnonzero(np.bincount(cells.ravel()))
-    index = index[index > 0].astype(np.int64)
+    index = present_labels(cells)
     scaled = [cellprofiler_scale(im) for im in images]
     columns: dict[str, np.ndarray] = {}
     labels = compartment_labels(nuclei, cells)

@@ -31,10 +31,8 @@ def neighbor_features(objects: Objects, *, distance: float | None = None) -> dic
     CellProfiler expands the masks instead).
     """
     image = objects.image
-    lut = np.full(int(image.max(initial=0)) + 1, -1, dtype=np.int64)
-    lut[objects.index] = np.arange(objects.n)
     pairs = adjacent_pairs(image)
-    count = np.bincount(lut[pairs.ravel()], minlength=objects.n).astype(np.float64)
+    count = np.bincount(pairs.ravel() - 1, minlength=objects.n).astype(np.float64)  # image holds row + 1
     # Edge pixels with a 4-neighbour of another object (background does not count).
     padded = np.pad(image, 1)
     rows, cols = objects.rows + 1, objects.cols + 1

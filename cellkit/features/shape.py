@@ -26,7 +26,7 @@ _PERIMETER_WEIGHTS[[13, 23]] = (1 + np.sqrt(2)) / 2
 def perimeter(objects: Objects) -> np.ndarray:
     """Per-object perimeter, as ``skimage.measure.perimeter(neighborhood=4)`` on each object."""
     padded = np.pad(objects.image, 1)
-    codes = perimeter_codes(padded, objects.rows + 1, objects.cols + 1, objects.index[objects.seg])
+    codes = perimeter_codes(padded, objects.rows + 1, objects.cols + 1, objects.seg + 1)
     return objects.sum(_PERIMETER_WEIGHTS[np.minimum(codes, 49)])
 
 

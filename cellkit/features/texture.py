@@ -62,6 +62,7 @@ def texture_features(objects: Objects, image: np.ndarray, *, scale: int = 3, lev
     if "boxes" not in objects.__dict__:
         objects.__dict__["boxes"] = bounding_boxes(objects)
     out = np.empty((objects.n, 4, len(HARALICK)))
-    haralick_objects(quantise(image, levels), objects.image, objects.index, objects.__dict__["boxes"], scale, out)
+    haralick_objects(quantise(image, levels), objects.image, np.arange(1, objects.n + 1), objects.__dict__["boxes"],
+                     scale, out)
     return {f"Texture_{name}_{{c}}_{scale}_{d:02d}": out[:, d, k]
             for d in range(4) for k, name in enumerate(HARALICK)}
