@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from itertools import combinations
@@ -36,14 +37,17 @@ def synthetic_fields(n: int, seed: int = 0):
     return [render_field(params, (1024, 1280), rng=np.random.default_rng([seed, i])) for i in range(n)]
 
 
-def cp_measure_field(images, nuclei, cells, *, full: bool):
-    """cp_measure on every compartment and channel; returns {compartment: {feature: values}}."""
+CP_SHAPE = ("sizeshape", "zernike", "feret")
+CP_CHANNEL = ("intensity", "texture", "radial_distribution")
+CP_EXTRA = ("granularity", "radial_zernikes")  # in cp_measure's core set, not computed by cellkit
+
+
+def cp_measure_field(images, nuclei, cells, *, channel_fns=CP_CHANNEL, shape_fns=CP_SHAPE, correlation=True):
+    """cp_measure on every compartment and channel; returns {compartment: {feature|channel: values}}."""
     from cp_measure.bulk import get_core_measurements, get_correlation_measurements
 
     core = get_core_measurements(legacy=True)
     corr = get_correlation_measurements()
-    shape_fns = ["sizeshape", "zernike", "feret"]
-    channel_fns = ["intensity", "texture", "radial_distribution"] + (["granularity", "radial_zernikes"] if full else [])
     pixels = [im.astype(np.float64) / 65535 for im in images]
     out = {}
     for comp, lab in compartment_labels(nuclei, cells).items():
@@ -54,7 +58,7 @@ def cp_measure_field(images, nuclei, cells, *, full: bool):
         for c, px in enumerate(pixels):
             for name in channel_fns:
                 res.update({f"{k}|{CHANNELS[c]}": v for k, v in core[name](lab, px).items()})
-        for a, b in combinations(range(len(pixels)), 2):
+        for a, b in combinations(range(len(pixels)), 2) if correlation else ():
             for name in ("pearson", "manders_fold"):
                 res.update({f"{k}|{a}{b}": v for k, v in corr[name](pixels[a], pixels[b], lab).items()})
         out[comp] = res
@@ -87,31 +91,41 @@ def agreement(ours: pd.DataFrame, ref: dict, labels: dict) -> dict[str, float]:
     return worst
 
 
+def _timed(fn):
+    t = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t
+
+
 def speed(n_fields: int) -> dict:
+    """Per field, interleaved (so that load on a shared machine hits both alike): cellkit's full
+    set, cp_measure's matching groups, and cp_measure's remaining core groups (extrapolated from
+    the first field)."""
     fields = synthetic_fields(n_fields)
     measure_field(*fields[0], CHANNELS)  # numba compile / cache load, not timed
     n_cells = sum(len(np.unique(f[2])) - 1 for f in fields)
-    t = time.perf_counter()
-    frames = [measure_field(*f, CHANNELS) for f in fields]
-    ours_s = time.perf_counter() - t
-    t = time.perf_counter()
-    refs = [cp_measure_field(*f, full=False) for f in fields]
-    cp_s = time.perf_counter() - t
-    t = time.perf_counter()
-    cp_measure_field(*fields[0], full=True)
-    cp_full_s = (time.perf_counter() - t) * len(fields)  # extrapolated from the first field
+    ours_s = cp_s = 0.0
     worst: dict[str, float] = {}
-    for frame, ref, f in zip(frames, refs, fields):
+    per_field = []
+    for i, f in enumerate(fields):
+        frame, t_ours = _timed(lambda: measure_field(*f, CHANNELS))
+        ref, t_cp = _timed(lambda: cp_measure_field(*f))
+        if i == 0:
+            _, t_extra = _timed(lambda: cp_measure_field(*f, channel_fns=CP_EXTRA, shape_fns=(), correlation=False))
+        ours_s, cp_s = ours_s + t_ours, cp_s + t_cp
+        per_field.append({"cells": len(frame), "cellkit_s": t_ours, "cp_measure_matching_s": t_cp})
         for k, v in agreement(frame, ref, compartment_labels(f[1], f[2])).items():
             worst[k] = max(worst.get(k, 0.0), v)
+    cp_full_s = cp_s + t_extra * n_fields
     zernike = {k: v for k, v in worst.items() if "Zernike" in k}
     others = {k: v for k, v in worst.items() if "Zernike" not in k}
     return {
-        "fields": n_fields, "field_shape": [1024, 1280], "cells": int(n_cells), "features": frames[0].shape[1],
+        "fields": n_fields, "field_shape": [1024, 1280], "cells": int(n_cells), "features": frame.shape[1],
+        "load_average_1min": os.getloadavg()[0], "per_field": per_field,
         "cellkit_s": ours_s, "cellkit_cells_per_s": n_cells / ours_s,
         "cp_measure_matching_s": cp_s, "cp_measure_matching_cells_per_s": n_cells / cp_s,
         "speedup_vs_matching": cp_s / ours_s,
-        "cp_measure_full_core_s_extrapolated": cp_full_s, "speedup_vs_full_core": cp_full_s / ours_s,
+        "cp_measure_full_core_s": cp_full_s, "speedup_vs_full_core": cp_full_s / ours_s,
         "agreement_features_compared": len(worst),
         "agreement_max_rel_diff_non_zernike": max(others.values()),
         "agreement_n_over_1e-3_non_zernike": sum(v > 1e-3 for v in others.values()),
@@ -169,7 +183,6 @@ def main():
     parser.add_argument("--plates-per-batch", type=int, default=1)
     parser.add_argument("--skip-moa", action="store_true")
     args = parser.parse_args()
-    import cp_measure
     import numba
 
     result = {"speed_and_agreement": speed(args.fields)}

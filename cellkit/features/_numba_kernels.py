@@ -7,40 +7,43 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def zernike_sums(seg, y, x, n_objects, ns, ms, coeffs):
-    """Per-object complex sums of Zernike polynomials V_nm over pixels inside the unit disk.
-
-    seg (P,) object row; y, x (P,) unit-disk coordinates; ns, ms (K,) orders;
-    coeffs (K, S) radial coefficients c_s of rho**(n - 2s). Returns (N, K) complex128.
-    """
-    k_total = ns.size
-    out = np.zeros((n_objects, k_total), dtype=np.complex128)
-    max_n = ns.max()
-    rho_pow = np.empty(max_n + 1)
-    ang_pow = np.empty(max_n + 1, dtype=np.complex128)
+def zernike_monomials(seg, y, x, n_objects, degree):
+    """Per-object sums of rho**j * exp(i m theta) = |w|**(j-m) * w**m, w = y + i x, over pixels in
+    the unit disk, for 0 <= m <= j <= degree, j - m even. Returns (N, degree+1, degree+1) complex128
+    indexed [object, j, m]. (Zernike moments are linear combinations of these.)"""
+    out = np.zeros((n_objects, degree + 1, degree + 1), dtype=np.complex128)
     for p in range(seg.size):
         r2 = x[p] * x[p] + y[p] * y[p]
         if not (r2 <= 1.0 + 1e-9):  # pixels on the circle belong to it despite round-off
             continue
-        rho = np.sqrt(r2)
-        if rho > 0:
-            unit = complex(y[p] / rho, x[p] / rho)
-        else:
-            unit = complex(1.0, 0.0)
-        rho_pow[0] = 1.0
-        ang_pow[0] = 1.0
-        for j in range(1, max_n + 1):
-            rho_pow[j] = rho_pow[j - 1] * rho
-            ang_pow[j] = ang_pow[j - 1] * unit
+        w = complex(y[p], x[p])
         o = seg[p]
-        for k in range(k_total):
-            n = ns[k]
-            m = ms[k]
-            radial = 0.0
-            for s in range((n - m) // 2 + 1):
-                radial += coeffs[k, s] * rho_pow[n - 2 * s]
-            out[o, k] += radial * ang_pow[m]
+        wm = complex(1.0, 0.0)
+        for m in range(degree + 1):
+            term = wm
+            for j in range(m, degree + 1, 2):
+                out[o, j, m] += term
+                term = term * r2
+            wm = wm * w
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def central_moment_sums(rows, cols, cy, cx, starts, counts, out):
+    """out[o, p, q] = sum over object o of (row - cy)**p (col - cx)**q for p, q < 4."""
+    for o in range(starts.size):
+        acc = np.zeros((4, 4))
+        for i in range(starts[o], starts[o] + counts[o]):
+            dy = rows[i] - cy[o]
+            dx = cols[i] - cx[o]
+            py = 1.0
+            for p in range(4):
+                pq = py
+                for q in range(4):
+                    acc[p, q] += pq
+                    pq *= dx
+                py *= dy
+        out[o] = acc
 
 
 @numba.njit(cache=True, nogil=True)
@@ -401,17 +404,6 @@ def intensity_stats(values, rows, cols, edge, starts, counts, out):
             out[o, 12] = np.sqrt(ess / en)
             out[o, 13] = emin
             out[o, 14] = emax
-
-
-@numba.njit(cache=True, nogil=True)
-def segment_sums(values, starts, counts, out):
-    """out[o, k] = sum of values[starts[o]:starts[o]+counts[o], k] (values (P, K))."""
-    for o in range(starts.size):
-        for k in range(values.shape[1]):
-            acc = 0.0
-            for i in range(starts[o], starts[o] + counts[o]):
-                acc += values[i, k]
-            out[o, k] = acc
 
 
 @numba.njit(cache=True, nogil=True)

@@ -9,8 +9,6 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._numba_kernels import segment_sums
-
 
 def _sort_small_ints(values: np.ndarray) -> np.ndarray:
     """Stable argsort; radix sort when the values fit in 16 bits (O(n))."""
@@ -109,12 +107,6 @@ class Objects:
     def sum(self, weights: np.ndarray) -> np.ndarray:
         """Per-object sum of per-pixel ``weights`` (P,) -> (N,) float64."""
         return np.bincount(self.seg, weights=weights, minlength=self.n)
-
-    def sums(self, values: np.ndarray) -> np.ndarray:
-        """Per-object sums of the columns of (P, K) ``values`` -> (N, K) float64, one pass."""
-        out = np.empty((self.n, values.shape[1]))
-        segment_sums(np.ascontiguousarray(values, dtype=np.float64), self.starts, self.counts, out)
-        return out
 
     def mean(self, weights: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -15,9 +15,9 @@ def adjacent_pairs(image: np.ndarray) -> np.ndarray:
     for a, b in ((image[:, :-1], image[:, 1:]), (image[:-1, :], image[1:, :]),
                  (image[:-1, :-1], image[1:, 1:]), (image[:-1, 1:], image[1:, :-1])):
         touch = (a != b) & (a > 0) & (b > 0)
-        pairs.append(np.stack([np.minimum(a[touch], b[touch]), np.maximum(a[touch], b[touch])], 1))
-    pairs = np.concatenate(pairs)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+        pairs.append(np.minimum(a[touch], b[touch]) * (int(image.max()) + 1) + np.maximum(a[touch], b[touch]))
+    keys = np.unique(np.concatenate(pairs))
+    return np.stack(np.divmod(keys, int(image.max(initial=0)) + 1), 1).astype(np.int64)
 
 
 def neighbor_features(objects: Objects, *, distance: float | None = None) -> dict[str, np.ndarray]:

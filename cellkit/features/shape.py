@@ -12,7 +12,7 @@ from math import factorial
 import numpy as np
 
 from ._numba_kernels import hull_measures as _hull_measures
-from ._numba_kernels import perimeter_codes, zernike_sums
+from ._numba_kernels import central_moment_sums, perimeter_codes, zernike_monomials
 from ._objects import Objects
 
 # Perimeter weights of skimage.measure.perimeter (4-neighbourhood), indexed by the convolution
@@ -33,12 +33,8 @@ def perimeter(objects: Objects) -> np.ndarray:
 def central_moments(objects: Objects) -> np.ndarray:
     """(N, 4, 4) central moments mu_pq (p: rows, q: cols) up to order 3."""
     cy, cx = objects.centroid
-    dy = objects.rows - cy[objects.seg]
-    dx = objects.cols - cx[objects.seg]
-    py = np.stack([np.ones_like(dy), dy, dy * dy, dy * dy * dy], 1)
-    px = np.stack([np.ones_like(dx), dx, dx * dx, dx * dx * dx], 1)
-    terms = (py[:, :, None] * px[:, None, :]).reshape(-1, 16)
-    mu = objects.sums(terms).reshape(-1, 4, 4)
+    mu = np.empty((objects.n, 4, 4))
+    central_moment_sums(objects.rows, objects.cols, cy, cx, objects.starts, objects.counts, mu)
     mu[:, 0, 1] = mu[:, 1, 0] = 0.0  # zero by definition; the sums only hold round-off
     return mu
 
@@ -81,13 +77,14 @@ def zernike(objects: Objects, circles: tuple[np.ndarray, np.ndarray], degree: in
     """
     centres, radii = circles
     indexes = zernike_indexes(degree)
-    ns = np.array([n for n, _ in indexes], dtype=np.int64)
-    ms = np.array([m for _, m in indexes], dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = radii[objects.seg]
         y = (objects.rows - centres[objects.seg, 0]) / r
         x = (objects.cols - centres[objects.seg, 1]) / r
-    sums = zernike_sums(objects.seg.astype(np.int64), y, x, objects.n, ns, ms, _radial_coefficients(indexes))
+    monomials = zernike_monomials(objects.seg, y, x, objects.n, degree)
+    coeffs = _radial_coefficients(indexes)
+    sums = np.stack([sum(coeffs[k, s] * monomials[:, n - 2 * s, m] for s in range((n - m) // 2 + 1))
+                     for k, (n, m) in enumerate(indexes)], axis=1) if indexes else np.zeros((objects.n, 0))
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.abs(sums) / (np.pi * radii[:, None] ** 2)
     score[radii == 0] = np.nan
