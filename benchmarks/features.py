@@ -6,8 +6,10 @@ Prints and writes ``benchmarks/results/features.json``:
   synthetic fields with ~100 cells, and of cp_measure 0.3 on the same fields and masks in the
   same run: its matching feature groups (sizeshape + zernike + feret per compartment; intensity,
   texture, radial distribution per channel; Pearson and Manders per channel pair) and its whole
-  core set (adds granularity and radial Zernikes);
-- the largest relative difference to cp_measure per AreaShape / Intensity feature on those fields;
+  core set (adds granularity and radial Zernikes, timed on the first field and extrapolated).
+  Each field is measured by both in turn (interleaved), since the machine may be shared;
+- the largest relative difference to cp_measure per AreaShape / Intensity feature on those fields
+  (Zernike: absolute difference in pixel weights 1 / (pi r^2), see cellkit/features/README.md);
 - leave-compound-out 1-NN MOA accuracy of treatment profiles from morphology alone on a
   synthetic plate set (ground-truth labels).
 

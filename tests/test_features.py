@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cellkit.datasets import CHANNELS, phenotype, render_field
-from cellkit.features import compartment_labels, measure_field, undefined_report
+from cellkit.features import compartment_labels, default_options, measure_field, undefined_report
 
 cp_bulk = pytest.importorskip("cp_measure.bulk", reason="cp_measure (dev extra) is needed for the agreement checks")
 
@@ -50,6 +50,7 @@ def test_contract(field, features):
     assert all(c.startswith("Cells_Texture_") and c.endswith(("_5_00", "_5_01", "_5_02", "_5_03"))
                for c in small.columns)
     assert small.shape == (len(labels), 13 * 4 * 3)
+    assert default_options()["texture_scale"] == 3 and default_options()["radial_bins"] == 4
 
 
 def _max_rel(mine, theirs):
@@ -211,5 +212,7 @@ def test_empty_field_and_bad_input():
         measure_field(images, empty[:8], empty, CHANNELS)
     with pytest.raises(ValueError, match="integer"):
         measure_field(images, empty.astype(float), empty, CHANNELS)
+    with pytest.raises(ValueError, match="distinct"):
+        measure_field(images, empty, empty, ["DNA", "DNA", "Actin"])
     with pytest.raises(ValueError, match="unknown"):
         measure_field(images, empty, empty, CHANNELS, groups=("Granularity",))

@@ -7,8 +7,8 @@ of the Nuclei, Cells and Cytoplasm compartments named as CellProfiler names them
 See ``cellkit/features/README.md`` for definitions and how they compare to CellProfiler.
 """
 
-from .measure import COMPARTMENTS, GROUPS, compartment_labels, measure_field, undefined_report
+from .measure import COMPARTMENTS, GROUPS, compartment_labels, default_options, measure_field, undefined_report
 from .table import to_anndata, to_pycytominer
 
-__all__ = ["COMPARTMENTS", "GROUPS", "compartment_labels", "measure_field", "to_anndata", "to_pycytominer",
-           "undefined_report"]
+__all__ = ["COMPARTMENTS", "GROUPS", "compartment_labels", "default_options", "measure_field", "to_anndata",
+           "to_pycytominer", "undefined_report"]

@@ -30,8 +30,8 @@ def _check(images, nuclei, cells, channels):
         raise ValueError(f"images must be (C, H, W), got shape {images.shape}")
     if len(channels) != images.shape[0]:
         raise ValueError(f"{len(channels)} channel names for {images.shape[0]} channels")
-    if len(set(channels)) != len(channels) or any(not c or "_" in c for c in channels):
-        raise ValueError(f"channel names must be distinct, non-empty and without '_': {channels}")
+    if len(set(channels)) != len(channels) or any(not isinstance(c, str) or not c for c in channels):
+        raise ValueError(f"channel names must be distinct non-empty strings: {channels}")
     for name, lab in (("nuclei", nuclei), ("cells", cells)):
         if np.shape(lab) != images.shape[1:]:
             raise ValueError(f"{name} has shape {np.shape(lab)}, images have {images.shape[1:]}")
@@ -98,6 +98,8 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
             for key, value in features.items():
                 for placeholder, name in names.items():
                     key = key.replace("{" + placeholder + "}", name)
+                if f"{comp}_{key}" in columns:
+                    raise ValueError(f"feature name {comp}_{key} arises twice; rename the channels {channels}")
                 columns[f"{comp}_{key}"] = value
 
         if "AreaShape" in groups:
@@ -121,6 +123,11 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
     frame = pd.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in columns.items()},
                          index=pd.Index(index, name="label"))
     return frame
+
+
+def default_options() -> dict:
+    """The keyword options of `measure_field` and their defaults (to record as provenance)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in measure_field.__kwdefaults__.items()}
 
 
 def undefined_report(features: pd.DataFrame) -> pd.DataFrame:
