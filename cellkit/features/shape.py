@@ -69,8 +69,8 @@ def _radial_coefficients(indexes) -> np.ndarray:
     return coeffs
 
 
-def zernike(objects: Objects, circles: tuple[np.ndarray, np.ndarray], degree: int = 9,
-            weights: np.ndarray | None = None) -> tuple[list[tuple[int, int]], np.ndarray]:
+def zernike(objects: Objects, circles: tuple[np.ndarray, np.ndarray],
+            degree: int = 9) -> tuple[list[tuple[int, int]], np.ndarray]:
     """Zernike moment magnitudes |V_nm| / (pi r^2) on each object's minimum enclosing circle.
 
     Returns the (n, m) list and an (N, K) array (NaN for objects of one pixel: r = 0).
