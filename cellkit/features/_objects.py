@@ -127,6 +127,15 @@ class Objects:
         return list(found)
 
     @cached_property
+    def boxes(self) -> np.ndarray:
+        """(N, 4) int64 bounding boxes r0, r1, c0, c1 (stop exclusive); -1 for absent objects."""
+        boxes = np.full((self.n, 4), -1, dtype=np.int64)
+        for i, sl in enumerate(self.slices):
+            if sl is not None:
+                boxes[i] = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
+        return boxes
+
+    @cached_property
     def centroid(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mean(self.rows.astype(np.float64)), self.mean(self.cols.astype(np.float64))
 
@@ -152,12 +161,23 @@ class Objects:
                 out[self.starts[i]:self.starts[i] + self.counts[i]] = ndi.distance_transform_edt(mask)[mask]
         return out
 
+    @cached_property
+    def deepest_pixel(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) row and col of each object's pixel farthest from its edge (first in raster order on
+        ties; NaN where absent): the centre of CellProfiler's radial distribution."""
+        dist = self.distance_to_edge
+        first = np.flatnonzero(dist == self.reduce(np.maximum, dist)[self.seg])
+        seg, pos = np.unique(self.seg[first], return_index=True)
+        ci, cj = np.full(self.n, np.nan), np.full(self.n, np.nan)
+        ci[seg], cj[seg] = self.rows[first[pos]], self.cols[first[pos]]
+        return ci, cj
+
     def subset(self, keep: np.ndarray) -> "Objects":
         """The same objects restricted to the pixels where ``keep`` (P,) is True (e.g. finite values).
 
         Geometry (bounding boxes, edges, centroids) stays that of the full objects.
         """
-        _ = self.inner_boundary, self.slices, self.centroid, self.distance_to_edge
+        _ = self.inner_boundary, self.slices, self.centroid, self.distance_to_edge, self.deepest_pixel
         sub = copy.copy(self)
         sub.__dict__["inner_boundary"] = self.inner_boundary[keep]
         sub.__dict__["distance_to_edge"] = self.distance_to_edge[keep]

@@ -14,21 +14,6 @@ import numpy as np
 from ._objects import Objects
 
 
-def centres(objects: Objects) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) row and col of the pixel farthest from the edge in every object (NaN where absent)."""
-    cached = objects.__dict__.get("radial_centres")
-    if cached is not None:
-        return cached
-    dist = objects.distance_to_edge
-    top = objects.reduce(np.maximum, dist)
-    first = np.flatnonzero(dist == top[objects.seg])
-    seg, pos = np.unique(objects.seg[first], return_index=True)
-    ci, cj = np.full(objects.n, np.nan), np.full(objects.n, np.nan)
-    ci[seg], cj[seg] = objects.rows[first[pos]], objects.cols[first[pos]]
-    objects.__dict__["radial_centres"] = (ci, cj)
-    return ci, cj
-
-
 def radial_features(objects: Objects, image: np.ndarray, *, bins: int = 4) -> dict[str, np.ndarray]:
     """FracAtD, MeanFrac and RadialCV of every object in ``bins`` scaled rings.
 
@@ -49,7 +34,7 @@ def radial_features(objects: Objects, image: np.ndarray, *, bins: int = 4) -> di
     """
     if bins < 1:
         raise ValueError(f"radial bins must be >= 1, got {bins}")
-    ci, cj = centres(objects)
+    ci, cj = objects.deepest_pixel
     dist_edge = objects.distance_to_edge
     values = image.ravel()[objects.flat]
     finite = np.isfinite(values)

@@ -130,8 +130,8 @@ def shape_features(objects: Objects, *, zernike_degree: int = 9, moments: bool =
     half_trace, disc = (a + c) / 2, np.sqrt(((a - c) / 2) ** 2 + b ** 2)
     eig1, eig2 = np.clip(half_trace + disc, 0, None), np.clip(half_trace - disc, 0, None)
     orientation = np.where(c - a == 0, np.where(-b < 0, np.pi / 4, -np.pi / 4), 0.5 * np.arctan2(2 * b, a - c))
-    bbox_area = np.array([np.nan if sl is None else (sl[0].stop - sl[0].start) * (sl[1].stop - sl[1].start)
-                          for sl in objects.slices], dtype=np.float64)
+    boxes = objects.boxes
+    bbox_area = np.where(boxes[:, 0] >= 0, (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2]), np.nan)
     hull = hull_measures(objects)
     convex = hull["convex_area"]
     max_r, mean_r, median_r = radii(objects)

@@ -27,15 +27,6 @@ def quantise(image: np.ndarray, levels: int = 256) -> np.ndarray:
     return q.astype(np.uint8)
 
 
-def bounding_boxes(objects: Objects) -> np.ndarray:
-    """(N, 4) int64 r0, r1, c0, c1 per object; -1 rows for absent objects."""
-    boxes = np.full((objects.n, 4), -1, dtype=np.int64)
-    for i, sl in enumerate(objects.slices):
-        if sl is not None:
-            boxes[i] = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
-    return boxes
-
-
 def texture_features(objects: Objects, image: np.ndarray, *, scale: int = 3, levels: int = 256) -> dict[str, np.ndarray]:
     """Haralick features of every object for the 4 directions at distance ``scale``.
 
@@ -59,10 +50,7 @@ def texture_features(objects: Objects, image: np.ndarray, *, scale: int = 3, lev
     """
     if scale < 1:
         raise ValueError(f"texture scale must be >= 1 pixel, got {scale}")
-    if "boxes" not in objects.__dict__:
-        objects.__dict__["boxes"] = bounding_boxes(objects)
     out = np.empty((objects.n, 4, len(HARALICK)))
-    haralick_objects(quantise(image, levels), objects.image, np.arange(1, objects.n + 1), objects.__dict__["boxes"],
-                     scale, out)
+    haralick_objects(quantise(image, levels), objects.image, np.arange(1, objects.n + 1), objects.boxes, scale, out)
     return {f"Texture_{name}_{{c}}_{scale}_{d:02d}": out[:, d, k]
             for d in range(4) for k, name in enumerate(HARALICK)}
