@@ -61,7 +61,8 @@ def _max_rel(mine, theirs):
 
 
 def test_agrees_with_cp_measure(field, features):
-    """Shape and intensity within 1e-3 of cp_measure (CellProfiler); texture and correlations too."""
+    """Shape and intensity within 1e-3 of cp_measure (CellProfiler); texture, radial distribution and
+    correlations too."""
     images, nuclei, cells = field
     core = cp_bulk.get_core_measurements(legacy=True)
     corr = cp_bulk.get_correlation_measurements()
@@ -95,6 +96,14 @@ def test_agrees_with_cp_measure(field, features):
                 feature, scale, direction, _levels = key.split("_")
                 col = f"{comp}_Texture_{feature}_{channel}_{scale}_{direction}"
                 assert _max_rel(ours[col], values) <= 1e-4, col
+                checked += 1
+            for key, values in core["radial_distribution"](lab, pixels[c]).items():
+                _, feature, ring = key.split("_")
+                mine, theirs = ours[f"{comp}_RadialDistribution_{feature}_{channel}_{ring}"].to_numpy(), np.asarray(values)
+                if feature == "RadialCV":  # an empty ring: NaN here, 0 in CellProfiler
+                    assert np.all(theirs[np.isnan(mine)] == 0), key
+                    mine, theirs = mine[~np.isnan(mine)], theirs[~np.isnan(mine)]
+                assert _max_rel(mine, theirs) <= 1e-4, (comp, key, channel)
                 checked += 1
         for a, b in combinations(range(3), 2):
             pear = corr["pearson"](pixels[a], pixels[b], lab)

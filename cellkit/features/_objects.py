@@ -9,6 +9,8 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage as ndi
 
+from ._numba_kernels import geodesic_from_centre
+
 
 def _sort_small_ints(values: np.ndarray) -> np.ndarray:
     """Stable argsort; radix sort when the values fit in 16 bits (O(n))."""
@@ -162,25 +164,54 @@ class Objects:
         return out
 
     @cached_property
+    def distance_to_edge_inside_image(self) -> np.ndarray:
+        """(P,) as `distance_to_edge`, but the image border is not an edge (CellProfiler's
+        ``distance_to_edge``, used by the radial distribution). Differs only for objects touching
+        the border."""
+        out = self.distance_to_edge.copy()
+        h, w = self.shape
+        for i, sl in enumerate(self.slices):
+            if sl is None or not (sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w):
+                continue
+            grown = (slice(max(sl[0].start - 1, 0), sl[0].stop + 1), slice(max(sl[1].start - 1, 0), sl[1].stop + 1))
+            mask = self.image[grown] == i + 1
+            if mask.all():  # no pixel outside the object in reach: leave the bordered distance
+                continue
+            out[self.starts[i]:self.starts[i] + self.counts[i]] = ndi.distance_transform_edt(mask)[mask]
+        return out
+
+    @cached_property
     def deepest_pixel(self) -> tuple[np.ndarray, np.ndarray]:
         """(N,) row and col of each object's pixel farthest from its edge (first in raster order on
         ties; NaN where absent): the centre of CellProfiler's radial distribution."""
-        dist = self.distance_to_edge
+        dist = self.distance_to_edge_inside_image
         first = np.flatnonzero(dist == self.reduce(np.maximum, dist)[self.seg])
         seg, pos = np.unique(self.seg[first], return_index=True)
         ci, cj = np.full(self.n, np.nan), np.full(self.n, np.nan)
         ci[seg], cj[seg] = self.rows[first[pos]], self.cols[first[pos]]
         return ci, cj
 
+    @cached_property
+    def distance_from_centre(self) -> np.ndarray:
+        """(P,) path length inside the object from its `deepest_pixel` (8-neighbour steps of 1 and
+        sqrt 2), as CellProfiler propagates from the centre; inf for pixels it cannot reach."""
+        out = np.full(self.flat.size, np.inf)
+        ci, cj = self.deepest_pixel
+        geodesic_from_centre(self.image, self.boxes, np.nan_to_num(ci), np.nan_to_num(cj), self.counts, out)
+        return out
+
     def subset(self, keep: np.ndarray) -> "Objects":
         """The same objects restricted to the pixels where ``keep`` (P,) is True (e.g. finite values).
 
         Geometry (bounding boxes, edges, centroids) stays that of the full objects.
         """
-        _ = self.inner_boundary, self.slices, self.centroid, self.distance_to_edge, self.deepest_pixel
+        _ = (self.inner_boundary, self.slices, self.centroid, self.distance_to_edge, self.distance_to_edge_inside_image,
+             self.distance_from_centre)
         sub = copy.copy(self)
         sub.__dict__["inner_boundary"] = self.inner_boundary[keep]
         sub.__dict__["distance_to_edge"] = self.distance_to_edge[keep]
+        sub.__dict__["distance_from_centre"] = self.distance_from_centre[keep]
+        sub.__dict__["distance_to_edge_inside_image"] = self.distance_to_edge_inside_image[keep]
         sub.flat, sub.seg, sub.rows, sub.cols = self.flat[keep], self.seg[keep], self.rows[keep], self.cols[keep]
         sub.counts = np.bincount(sub.seg, minlength=self.n)
         sub.starts = (np.cumsum(sub.counts) - sub.counts).astype(np.int64)

@@ -2,9 +2,10 @@
 MeasureObjectIntensityDistribution, scaled bins).
 
 The centre is the object pixel farthest from the edge (first in raster order on ties); a pixel's
-normalised distance is ``d_centre / (d_centre + d_edge + 0.001)``, binned into ``bins`` rings.
-CellProfiler measures ``d_centre`` by propagation inside the object (geodesic); here it is the
-straight-line distance, which is the same for convex objects and differs in concave ones.
+normalised distance is ``d_centre / (d_centre + d_edge + 0.001)``, binned into ``bins`` rings, with
+``d_centre`` the path length inside the object (8-neighbour Dijkstra, as CellProfiler's propagation)
+and ``d_edge`` the Euclidean distance to the nearest pixel outside the object (the image border is
+not an edge here, as in CellProfiler).
 """
 
 from __future__ import annotations
@@ -35,14 +36,12 @@ def radial_features(objects: Objects, image: np.ndarray, *, bins: int = 4) -> di
     if bins < 1:
         raise ValueError(f"radial bins must be >= 1, got {bins}")
     ci, cj = objects.deepest_pixel
-    dist_edge = objects.distance_to_edge
     values = image.ravel()[objects.flat]
-    finite = np.isfinite(values)
-    seg, rows, cols = objects.seg, objects.rows, objects.cols
-    if not finite.all():
-        seg, rows, cols, dist_edge, values = seg[finite], rows[finite], cols[finite], dist_edge[finite], values[finite]
+    dist_centre = objects.distance_from_centre
+    keep = np.isfinite(values) & np.isfinite(dist_centre)
+    seg, rows, cols = objects.seg[keep], objects.rows[keep], objects.cols[keep]
+    dist_edge, dist_centre, values = objects.distance_to_edge_inside_image[keep], dist_centre[keep], values[keep]
     di, dj = rows - ci[seg], cols - cj[seg]
-    dist_centre = np.hypot(di, dj)
     ring = np.minimum((dist_centre / (dist_centre + dist_edge + 0.001) * bins).astype(np.int64), bins - 1)
     n = objects.n
     key = seg * bins + ring
