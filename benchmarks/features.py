@@ -79,7 +79,13 @@ def _our_name(comp: str, key: str) -> str | None:
     if group == "RadialDistribution":  # RadialDistribution_FracAtD_1of4
         _, feature, ring = name.split("_")
         return f"{comp}_RadialDistribution_{feature}_{chan}_{ring}"
-    if group in TEXTURE:  # cp_measure: Contrast_3_00_256
+    if group == "Correlation" and chan.isdigit():  # Correlation_Pearson|01
+        a, b = CHANNELS[int(chan[0])], CHANNELS[int(chan[1])]
+        return {"Correlation_Pearson": f"{comp}_Correlation_Correlation_{a}_{b}",
+                "Correlation_Slope": f"{comp}_Correlation_Slope_{a}_{b}",
+                "Correlation_Manders_1": f"{comp}_Correlation_Manders_{a}_{b}",
+                "Correlation_Manders_2": f"{comp}_Correlation_Manders_{b}_{a}"}.get(name)
+    if group in TEXTURE and name.count("_") == 3:  # cp_measure: Contrast_3_00_256
         feature, scale, direction, _levels = name.split("_")
         return f"{comp}_Texture_{feature}_{chan}_{scale}_{direction}"
     return None
@@ -135,8 +141,8 @@ def speed(n_fields: int) -> dict:
             worst[k] = max(worst.get(k, 0.0), v)
     cp_full_s = cp_s + t_extra * n_fields
     zernike = {k: v for k, v in worst.items() if "Zernike" in k}
-    groups = {g: {k: v for k, v in worst.items() if f"_{g}_" in k and "Zernike" not in k}
-              for g in ("AreaShape", "Intensity", "Texture", "RadialDistribution")}
+    groups = {g: {k: v for k, v in worst.items() if k.split("_")[1] == g and "Zernike" not in k}
+              for g in ("AreaShape", "Intensity", "Texture", "RadialDistribution", "Correlation")}
     return {
         "fields": n_fields, "field_shape": [1024, 1280], "cells": int(n_cells), "features": frame.shape[1],
         "load_average_1min": os.getloadavg()[0], "per_field": per_field,
