@@ -1,0 +1,226 @@
+"""Benchmark of cellkit.features: speed against cp_measure, agreement, and MOA accuracy.
+
+Prints and writes ``benchmarks/results/features.json``:
+
+- cells/s of `measure_field` (full feature set, 3 compartments x 3 channels) on 1024x1280
+  synthetic fields with ~100 cells, and of cp_measure 0.3 on the same fields and masks in the
+  same run: its matching feature groups (sizeshape + zernike + feret per compartment; intensity,
+  texture, radial distribution per channel; Pearson and Manders per channel pair) and its whole
+  core set (adds granularity and radial Zernikes, timed on the first field and extrapolated).
+  Each field is measured by both in turn (interleaved), since the machine may be shared;
+- the largest relative difference to cp_measure per AreaShape / Intensity feature on those fields
+  (Zernike: absolute difference in pixel weights 1 / (pi r^2), see cellkit/features/README.md);
+- leave-compound-out 1-NN MOA accuracy of treatment profiles from morphology alone on a
+  synthetic plate set (ground-truth labels).
+
+Run: ``nice -n 10 python benchmarks/features.py [--fields 2] [--moas 12]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cellkit.datasets import CHANNELS, SyntheticConfig, phenotype, plate_layout, render_field, render_layout_field
+from cellkit.features import compartment_labels, measure_field
+from cellkit.features.texture import HARALICK as TEXTURE
+
+
+def synthetic_fields(n: int, seed: int = 0):
+    params = phenotype()
+    params["density"] = 0.5  # ~100 cells on 1024x1280
+    return [render_field(params, (1024, 1280), rng=np.random.default_rng([seed, i])) for i in range(n)]
+
+
+CP_SHAPE = ("sizeshape", "zernike", "feret")
+CP_CHANNEL = ("intensity", "texture", "radial_distribution")
+CP_EXTRA = ("granularity", "radial_zernikes")  # in cp_measure's core set, not computed by cellkit
+
+
+def cp_measure_field(images, nuclei, cells, *, channel_fns=CP_CHANNEL, shape_fns=CP_SHAPE, correlation=True):
+    """cp_measure on every compartment and channel; returns {compartment: {feature|channel: values}}."""
+    from cp_measure.bulk import get_core_measurements, get_correlation_measurements
+
+    core = get_core_measurements(legacy=True)
+    corr = get_correlation_measurements()
+    pixels = [im.astype(np.float64) / 65535 for im in images]
+    out = {}
+    for comp, lab in compartment_labels(nuclei, cells).items():
+        lab = lab.astype(np.int32)
+        res = {}
+        for name in shape_fns:
+            res.update({f"AreaShape_{k}": v for k, v in core[name](lab, None).items()})
+        for c, px in enumerate(pixels):
+            for name in channel_fns:
+                res.update({f"{k}|{CHANNELS[c]}": v for k, v in core[name](lab, px).items()})
+        for a, b in combinations(range(len(pixels)), 2) if correlation else ():
+            for name in ("pearson", "manders_fold"):
+                res.update({f"{k}|{a}{b}": v for k, v in corr[name](pixels[a], pixels[b], lab).items()})
+        out[comp] = res
+    return out
+
+
+def _our_name(comp: str, key: str) -> str | None:
+    """cellkit column of a cp_measure result key ``<feature>|<channel>`` (None: not comparable)."""
+    name, _, chan = key.partition("|")
+    group = name.split("_")[0]
+    if group == "AreaShape":
+        return f"{comp}_{name}"
+    if group == "Intensity":
+        return f"{comp}_{name}_{chan}"
+    if group == "RadialDistribution":  # RadialDistribution_FracAtD_1of4
+        _, feature, ring = name.split("_")
+        return f"{comp}_RadialDistribution_{feature}_{chan}_{ring}"
+    if group == "Correlation" and chan.isdigit():  # Correlation_Pearson|01
+        a, b = CHANNELS[int(chan[0])], CHANNELS[int(chan[1])]
+        return {"Correlation_Pearson": f"{comp}_Correlation_Correlation_{a}_{b}",
+                "Correlation_Slope": f"{comp}_Correlation_Slope_{a}_{b}",
+                "Correlation_Manders_1": f"{comp}_Correlation_Manders_{a}_{b}",
+                "Correlation_Manders_2": f"{comp}_Correlation_Manders_{b}_{a}"}.get(name)
+    if group in TEXTURE and name.count("_") == 3:  # cp_measure: Contrast_3_00_256
+        feature, scale, direction, _levels = name.split("_")
+        return f"{comp}_Texture_{feature}_{chan}_{scale}_{direction}"
+    return None
+
+
+def agreement(ours: pd.DataFrame, ref: dict, labels: dict) -> dict[str, float]:
+    """Max relative difference per feature (rows where both are defined; RadialCV of an empty ring
+    is NaN here and 0 in CellProfiler and is skipped); for Zernike features, the max absolute
+    difference in units of one pixel's weight 1 / (pi r^2)."""
+    worst = {}
+    for comp, res in ref.items():
+        present = np.flatnonzero(np.bincount(labels[comp].ravel()))
+        present = present[present > 0]
+        for key, values in res.items():
+            col = _our_name(comp, key)
+            if col is None or col not in ours.columns or col.endswith(("CentralMoment_0_1", "CentralMoment_1_0")):
+                continue  # (first central moments: 0 by definition; cp_measure holds round-off)
+            mine = ours.loc[present, col].to_numpy(np.float64)
+            theirs = np.asarray(values, dtype=np.float64)
+            scale = np.maximum(np.abs(theirs), 1e-3 * np.nanmax(np.abs(theirs)) + 1e-9)  # floor: round-off of zeros
+            if "Zernike" in col:
+                radius = ours.loc[present, f"{comp}_AreaShape_MaxFeretDiameter"].to_numpy(np.float64) / 2
+                scale = 1 / (np.pi * np.maximum(radius, 0.5) ** 2)
+            rel = np.abs(mine - theirs) / scale
+            worst[col] = max(worst.get(col, 0.0), float(np.nanmax(rel)) if np.isfinite(rel).any() else 0.0)
+    return worst
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t
+
+
+def speed(n_fields: int) -> dict:
+    """Per field, interleaved (so that load on a shared machine hits both alike): cellkit's full
+    set, cp_measure's matching groups, and cp_measure's remaining core groups (extrapolated from
+    the first field)."""
+    fields = synthetic_fields(n_fields)
+    measure_field(*fields[0], CHANNELS)  # numba compile / cache load, not timed
+    n_cells = sum(len(np.unique(f[2])) - 1 for f in fields)
+    ours_s = cp_s = 0.0
+    worst: dict[str, float] = {}
+    per_field = []
+    for i, f in enumerate(fields):
+        frame, t_ours = _timed(lambda: measure_field(*f, CHANNELS))
+        ref, t_cp = _timed(lambda: cp_measure_field(*f))
+        if i == 0:
+            _, t_extra = _timed(lambda: cp_measure_field(*f, channel_fns=CP_EXTRA, shape_fns=(), correlation=False))
+        ours_s, cp_s = ours_s + t_ours, cp_s + t_cp
+        per_field.append({"cells": len(frame), "cellkit_s": t_ours, "cp_measure_matching_s": t_cp})
+        for k, v in agreement(frame, ref, compartment_labels(f[1], f[2])).items():
+            worst[k] = max(worst.get(k, 0.0), v)
+    cp_full_s = cp_s + t_extra * n_fields
+    zernike = {k: v for k, v in worst.items() if "Zernike" in k}
+    groups = {g: {k: v for k, v in worst.items() if k.split("_")[1] == g and "Zernike" not in k}
+              for g in ("AreaShape", "Intensity", "Texture", "RadialDistribution", "Correlation")}
+    return {
+        "fields": n_fields, "field_shape": [1024, 1280], "cells": int(n_cells), "features": frame.shape[1],
+        "load_average_1min": os.getloadavg()[0], "per_field": per_field,
+        "cellkit_s": ours_s, "cellkit_cells_per_s": n_cells / ours_s,
+        "cp_measure_matching_s": cp_s, "cp_measure_matching_cells_per_s": n_cells / cp_s,
+        "speedup_vs_matching": cp_s / ours_s,
+        "cp_measure_full_core_s": cp_full_s, "speedup_vs_full_core": cp_full_s / ours_s,
+        "agreement_features_compared": {g: len(v) for g, v in groups.items()} | {"Zernike": len(zernike)},
+        "agreement_max_rel_diff": {g: max(v.values()) for g, v in groups.items() if v},
+        "agreement_over_1e-3": {k: v for g in groups.values() for k, v in sorted(g.items()) if v > 1e-3},
+        "zernike_max_abs_diff_in_pixel_weights": max(zernike.values()) if zernike else None,
+    }
+
+
+def moa_accuracy(n_moas: int, plates_per_batch: int) -> dict:
+    config = SyntheticConfig(n_batches=2, plates_per_batch=plates_per_batch, compounds_per_moa=2, n_moas=n_moas,
+                             n_concentrations=1, dmso_wells=4, sites=1, height=512, width=640, seed=3).validate()
+    layout = plate_layout(config)
+    rows = []
+    t = time.perf_counter()
+    for field in layout.to_dict("records"):
+        images, nuclei, cells = render_layout_field(config, field)
+        frame = measure_field(images, nuclei, cells, CHANNELS)
+        for key in ("plate", "well", "compound", "concentration", "moa"):
+            frame[key] = field[key]
+        rows.append(frame)
+    seconds = time.perf_counter() - t
+    cells = pd.concat(rows, ignore_index=True)
+    meta = ["plate", "well", "compound", "concentration", "moa"]
+    feats = [c for c in cells.columns if c not in meta]
+    # per-plate z-score against DMSO cells (robust: median / MAD)
+    normed = []
+    for _, plate in cells.groupby("plate"):
+        ctrl = plate.loc[plate.compound == "DMSO", feats]
+        centre = ctrl.median()
+        spread = (ctrl - centre).abs().median() * 1.4826
+        z = (plate[feats] - centre) / spread.where(spread > 0)
+        normed.append(pd.concat([plate[meta], z], axis=1))
+    normed = pd.concat(normed)
+    usable = [c for c in feats if np.isfinite(normed[c]).mean() > 0.95]
+    normed[usable] = normed[usable].clip(-50, 50)
+    wells = normed.groupby(["plate", "well", "compound", "concentration", "moa"])[usable].mean().reset_index()
+    treated = wells[wells.compound != "DMSO"]
+    profiles = treated.groupby(["compound", "concentration", "moa"])[usable].mean().reset_index()
+    X = profiles[usable].fillna(0).to_numpy()
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    sim = X @ X.T
+    compounds = profiles.compound.to_numpy()
+    sim[compounds[:, None] == compounds[None, :]] = -np.inf
+    nearest = sim.argmax(1)
+    correct = profiles.moa.to_numpy()[nearest] == profiles.moa.to_numpy()
+    return {"moas": n_moas, "treatments": len(profiles), "wells": len(wells), "cells": len(cells),
+            "features_used": len(usable), "fields": len(layout), "measure_s": seconds,
+            "leave_compound_out_1nn_accuracy": float(correct.mean()), "chance": 1.0 / n_moas}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fields", type=int, default=2)
+    parser.add_argument("--moas", type=int, default=12)
+    parser.add_argument("--plates-per-batch", type=int, default=1)
+    parser.add_argument("--skip-moa", action="store_true")
+    args = parser.parse_args()
+    import numba
+
+    result = {"speed_and_agreement": speed(args.fields)}
+    print(json.dumps(result, indent=2))
+    if not args.skip_moa:
+        result["moa"] = moa_accuracy(args.moas, args.plates_per_batch)
+        print(json.dumps(result["moa"], indent=2))
+    from importlib.metadata import version
+    result["versions"] = {"cp_measure": version("cp_measure"), "numba": numba.__version__, "numpy": np.__version__,
+                          "python": platform.python_version()}
+    out = Path(__file__).parent / "results" / "features.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""`measure_field`: every handcrafted feature of every cell of one field, CellProfiler names."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from ._objects import Objects, cellprofiler_scale, present_labels
+from .correlation import correlation_features
+from .intensity import intensity_features
+from .neighbors import neighbor_features
+from .radial import radial_features
+from .shape import shape_features
+from .texture import texture_features
+
+COMPARTMENTS = ("Nuclei", "Cells", "Cytoplasm")
+GROUPS = ("AreaShape", "Intensity", "Texture", "RadialDistribution", "Correlation", "Neighbors")
+
+
+def compartment_labels(nuclei: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
+    """Label images of the three compartments; Cytoplasm k = cell k minus nucleus k."""
+    return {"Nuclei": nuclei, "Cells": cells, "Cytoplasm": np.where(nuclei == cells, 0, cells)}
+
+
+def _check(images, nuclei, cells, channels):
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (C, H, W), got shape {images.shape}")
+    if len(channels) != images.shape[0]:
+        raise ValueError(f"{len(channels)} channel names for {images.shape[0]} channels")
+    if len(set(channels)) != len(channels) or any(not isinstance(c, str) or not c for c in channels):
+        raise ValueError(f"channel names must be distinct non-empty strings: {channels}")
+    for name, lab in (("nuclei", nuclei), ("cells", cells)):
+        if np.shape(lab) != images.shape[1:]:
+            raise ValueError(f"{name} has shape {np.shape(lab)}, images have {images.shape[1:]}")
+        if not np.issubdtype(np.asarray(lab).dtype, np.integer):
+            raise ValueError(f"{name} must be an integer label image, got {np.asarray(lab).dtype}")
+        if np.asarray(lab).min(initial=0) < 0:
+            raise ValueError(f"{name} has negative labels")
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise ValueError(f"images must be integer (uint16) or float, got {images.dtype}")
+    return images, np.asarray(nuclei).astype(np.int64), np.asarray(cells).astype(np.int64)
+
+
+def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, channels: list[str], *,
+                  compartments: tuple[str, ...] = COMPARTMENTS, groups: tuple[str, ...] = GROUPS,
+                  texture_scale: int = 3, texture_levels: int = 256, radial_bins: int = 4,
+                  zernike_degree: int = 9, moments: bool = True, manders_threshold: float = 0.15,
+                  neighbor_distance: float | None = None) -> pd.DataFrame:
+    """Handcrafted morphology of every cell of one field.
+
+    Parameters
+    ----------
+    images
+        (C, H, W) uint16 counts (float accepted; NaN pixels are left out of intensity features).
+        Intensities are reported on CellProfiler's scale: counts / 65535.
+    nuclei, cells
+        (H, W) integer label images; nucleus k lies inside cell k (same label).
+    channels
+        C channel names, used in the feature names (``Cells_Intensity_MeanIntensity_Actin``).
+    compartments
+        Subset of ``("Nuclei", "Cells", "Cytoplasm")``; Cytoplasm = cell minus its nucleus.
+    groups
+        Subset of ``("AreaShape", "Intensity", "Texture", "RadialDistribution", "Correlation",
+        "Neighbors")``. Neighbors is measured on Cells (and Nuclei with ``neighbor_distance``).
+    texture_scale, texture_levels
+        Haralick co-occurrence distance (pixels) and gray levels.
+    radial_bins
+        Number of rings of the radial distribution.
+    zernike_degree
+        Highest Zernike order (-1: none). ``moments``: central, normalised and Hu moments.
+    manders_threshold
+        Fraction of the per-object maximum used by Manders / overlap.
+    neighbor_distance
+        Also count nuclei whose centres lie within this many pixels (``Nuclei_Neighbors_...``).
+
+    Returns
+    -------
+    DataFrame, one row per label present in ``cells`` (index ``label``, int64, ascending), float32
+    columns named ``<Compartment>_<Group>_<Feature>[_<Channel>][_<suffix>]``. Undefined values
+    (absent nucleus, empty cytoplasm, one-pixel objects, flat or empty channels) are NaN; see
+    `undefined_report`.
+    """
+    images, nuclei, cells = _check(images, nuclei, cells, channels)
+    unknown = (set(compartments) - set(COMPARTMENTS)) | (set(groups) - set(GROUPS))
+    if unknown:
+        raise ValueError(f"unknown compartments/groups: {sorted(unknown)}")
+    index = present_labels(cells)
+    scaled = [cellprofiler_scale(im) for im in images]
+    columns: dict[str, np.ndarray] = {}
+    labels = compartment_labels(nuclei, cells)
+    for comp in compartments:
+        objects = Objects(labels[comp], index)
+
+        def add(features, **names):
+            for key, value in features.items():
+                for placeholder, name in names.items():
+                    key = key.replace("{" + placeholder + "}", name)
+                if f"{comp}_{key}" in columns:
+                    raise ValueError(f"feature name {comp}_{key} arises twice; rename the channels {channels}")
+                columns[f"{comp}_{key}"] = value
+
+        if "AreaShape" in groups:
+            add(shape_features(objects, zernike_degree=zernike_degree, moments=moments))
+        for c, channel in enumerate(channels):
+            if "Intensity" in groups:
+                add(intensity_features(objects, scaled[c]), c=channel)
+            if "Texture" in groups:
+                add(texture_features(objects, scaled[c], scale=texture_scale, levels=texture_levels), c=channel)
+            if "RadialDistribution" in groups:
+                add(radial_features(objects, scaled[c], bins=radial_bins), c=channel)
+        if "Correlation" in groups:
+            for a, b in combinations(range(len(channels)), 2):
+                add(correlation_features(objects, scaled[a], scaled[b], threshold=manders_threshold),
+                    a=channels[a], b=channels[b])
+        if "Neighbors" in groups and comp == "Cells":
+            add(neighbor_features(objects))
+        if "Neighbors" in groups and comp == "Nuclei" and neighbor_distance is not None:
+            add({k: v for k, v in neighbor_features(objects, distance=neighbor_distance).items()
+                 if k.startswith(f"Neighbors_NumberOfNeighbors_{neighbor_distance:g}")})
+    frame = pd.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in columns.items()},
+                         index=pd.Index(index, name="label"))
+    return frame
+
+
+def default_options() -> dict:
+    """The keyword options of `measure_field` and their defaults (to record as provenance)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in measure_field.__kwdefaults__.items()}
+
+
+def undefined_report(features: pd.DataFrame) -> pd.DataFrame:
+    """Where features are undefined (NaN).
+
+    Returns a DataFrame indexed by feature name, for features with at least one NaN: ``n_nan``
+    (cells), ``fraction``; sorted by ``n_nan`` descending. ``features.isna().any(axis=1)`` gives the
+    cells concerned.
+    """
+    n_nan = features.isna().sum()
+    n_nan = n_nan[n_nan > 0].sort_values(ascending=False)
+    return pd.DataFrame({"n_nan": n_nan.astype(np.int64),
+                         "fraction": (n_nan / max(len(features), 1)).astype(np.float64)},
+                        index=n_nan.index.rename("feature"))
