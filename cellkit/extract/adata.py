@@ -21,8 +21,9 @@ def cells_adata(root: zarr.Group):
     ``X`` = ``features`` (N, F) float32 (F = 0 when the store has none), ``var_names`` = feature
     names; ``uns["cellkit"]`` = version, parameters and inputs of the extraction.
     """
-    import anndata as ad
     import pandas as pd
+
+    from ..features import to_anndata
 
     obs = cellstore.read_obs(root)
     obs = obs.drop(columns=["cell_id"])
@@ -31,13 +32,11 @@ def cells_adata(root: zarr.Group):
     if features is None:
         features = pd.DataFrame(np.zeros((len(obs), 0), np.float32), index=obs.index)
     extract = dict(root.attrs.get("extract", {}))
-    uns = {"cellkit": {"version": __version__, "stage": "extract",
-                       "parameters": {k: v for k, v in extract.get("parameters", {}).items()},
-                       "inputs": {**extract.get("inputs", {}), "cells_store": str(Path(root.store.root).resolve())
-                                  if hasattr(root.store, "root") else ""},
-                       "channels": list(root.attrs["channels"]), "crop_size": int(root.attrs["crop_size"])}}
-    var = pd.DataFrame(index=pd.Index([str(c) for c in features.columns], name="feature"))
-    return ad.AnnData(X=features.to_numpy(dtype=np.float32), obs=obs, var=var, uns=uns)
+    store = str(Path(root.store.root).resolve()) if hasattr(root.store, "root") else ""
+    uns = {"version": __version__, "stage": "extract", "parameters": dict(extract.get("parameters", {})),
+           "inputs": {**extract.get("inputs", {}), "cells_store": store},
+           "channels": list(root.attrs["channels"]), "crop_size": int(root.attrs["crop_size"])}
+    return to_anndata(obs, features, uns)
 
 
 def write_cells_adata(root: zarr.Group, path: str | os.PathLike) -> Path:
