@@ -296,14 +296,15 @@ def test_cli(plate, tmp_path):
     index.to_parquet(tmp_path / "index.parquet")
     result = runner.invoke(app, ["extract", str(tmp_path / "index.parquet"), str(labels), "--out",
                                  str(tmp_path / "cells.zarr"), "--size", "32", "--workers", "2"])
-    # cellkit.features is another stage; without it the default --features fails clearly
-    if result.exit_code == 1:
-        assert "--no-features" in result.output and "Traceback" not in result.output
-        assert not (tmp_path / "cells.zarr").exists()
-    result = runner.invoke(app, ["extract", str(tmp_path / "index.parquet"), str(labels), "--out",
-                                 str(tmp_path / "cells.zarr"), "--size", "32", "--workers", "2", "--no-features"])
+    # default: CellProfiler-style features measured in the same pass, written to cells.h5ad
     assert result.exit_code == 0, result.output
-    assert len(read_cells(tmp_path / "cells.zarr")[2]) == len(expected_cells(index, labels, 32, "drop"))
+    adata = ad.read_h5ad(tmp_path / "cells.h5ad")
+    assert adata.n_obs == len(expected_cells(index, labels, 32, "drop"))
+    assert "Nuclei_AreaShape_Area" in adata.var_names and adata.X.dtype == np.float32
+    result = runner.invoke(app, ["extract", str(tmp_path / "index.parquet"), str(labels), "--out",
+                                 str(tmp_path / "crops.zarr"), "--size", "32", "--workers", "2", "--no-features"])
+    assert result.exit_code == 0, result.output
+    assert len(read_cells(tmp_path / "crops.zarr")[2]) == adata.n_obs
     result = runner.invoke(app, ["extract", str(tmp_path / "index.parquet"), str(tmp_path / "nolabels.zarr"),
                                  "--out", str(tmp_path / "x.zarr"), "--no-features"])
     assert result.exit_code == 1 and "no label store" in result.output and "Traceback" not in result.output
