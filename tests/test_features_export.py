@@ -12,7 +12,7 @@ from cellkit.datasets import CHANNELS, SyntheticConfig, plate_layout, render_lay
 from cellkit.features import measure_field, to_anndata
 
 CONFIG = SyntheticConfig(n_batches=1, plates_per_batch=1, compounds_per_moa=1, n_moas=2, n_concentrations=1,
-                         dmso_wells=2, sites=1, height=128, width=160, seed=5)
+                         dmso_wells=2, sites=1, height=192, width=256, seed=5)
 runner = CliRunner()
 
 
