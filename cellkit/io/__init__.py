@@ -1,6 +1,7 @@
 """Plate indexes, image reading, and store readers/writers."""
 
 from .images import ImageReadError, image_shape, read_field, read_image
+from .profiles import ProfileTableError, from_table, join_bbbc021, read_profiles, to_table
 from .plate_index import (
     BBBC021_CHANNELS,
     METADATA_COLUMNS,
@@ -18,4 +19,5 @@ __all__ = [
     "BBBC021_CHANNELS", "METADATA_COLUMNS", "ImageReadError", "PlateIndexError", "channels_of",
     "from_bbbc021", "from_csv", "from_pattern", "image_shape", "read_field", "read_image",
     "read_index", "validate_index", "write_index",
+    "ProfileTableError", "from_table", "join_bbbc021", "read_profiles", "to_table",
 ]
