@@ -19,8 +19,8 @@ import pandas as pd
 from . import pp, tl
 
 # The best pipeline found on BBBC021 (benchmarks/profiles_bbbc021.py): robust per-plate
-# normalization clipped at 5, feature selection, ZCA spherize on DMSO (epsilon 3), treatment = median.
-BEST = dict(normalize="robust", clip=5.0, select=True, spherize="zca", epsilon=3.0, treatment_func="median")
+# normalization clipped at 8, feature selection, ZCA-cor spherize on DMSO (epsilon 2), treatment = mean.
+BEST = dict(normalize="robust", clip=8.0, select=True, spherize="zca-cor", epsilon=2.0, treatment_func="mean")
 # What a user gets without options: per-plate z-score against controls, treatment = mean (Ljosa's plain pipeline).
 PLAIN = dict(normalize="zscore", clip=None, select=False, spherize="none", epsilon=1e-6, treatment_func="mean")
 

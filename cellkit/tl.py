@@ -54,11 +54,11 @@ def _open_source(data):
     return _Zarr(), obs, var.index, obsm, (lambda: None)
 
 
-def _rows(matrix, start: int, stop: int) -> np.ndarray:
+def _rows(matrix, start: int, stop: int, dtype=np.float64) -> np.ndarray:
     block = matrix[start:stop]
     if hasattr(block, "toarray"):
         block = block.toarray()
-    return np.asarray(block, dtype=np.float64)
+    return np.asarray(block, dtype=dtype)
 
 
 def aggregate(data: ad.AnnData | str | os.PathLike, *, by: Sequence[str] | str = ("plate", "well"),
@@ -140,16 +140,20 @@ def aggregate(data: ad.AnnData | str | os.PathLike, *, by: Sequence[str] | str =
 
 
 def _chunked_mean(matrix, codes, n_groups, n_rows, chunk_size):
+    """Per-group nan-mean from float32 blocks of ``chunk_size`` rows (sums kept in float64)."""
     sums = np.zeros((n_groups, matrix.shape[1]))
-    counts = np.zeros((n_groups, matrix.shape[1]))
+    missing = np.zeros((n_groups, matrix.shape[1]))
     for start in range(0, n_rows, chunk_size):
         stop = min(start + chunk_size, n_rows)
-        block = _rows(matrix, start, stop)
-        finite = ~np.isnan(block)
-        indicator = sp.csr_matrix((np.ones(stop - start), (codes[start:stop], np.arange(stop - start))),
+        block = _rows(matrix, start, stop, np.float32)
+        indicator = sp.csr_matrix((np.ones(stop - start, dtype=np.float32), (codes[start:stop], np.arange(stop - start))),
                                   shape=(n_groups, stop - start))
-        sums += indicator @ np.where(finite, block, 0.0)
-        counts += indicator @ finite.astype(np.float64)
+        nan = np.isnan(block)
+        if nan.any():  # a copy only when needed: block may be a view of an in-memory X
+            block = np.where(nan, np.float32(0), block)
+            missing += indicator @ nan.astype(np.float32)
+        sums += indicator @ block
+    counts = np.bincount(codes, minlength=n_groups)[:, None] - missing
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
@@ -169,12 +173,15 @@ def _grouped_median(matrix, codes, n_groups, chunk_size):
         for start in range(int(rows[0]), int(rows[-1]) + 1, chunk_size):
             wanted = rows[(rows >= start) & (rows < start + chunk_size)]
             if len(wanted):
-                parts.append(_rows(matrix, start, int(wanted[-1]) + 1)[wanted - start])
-        block, block_codes = np.concatenate(parts), codes[rows]
+                parts.append(_rows(matrix, start, int(wanted[-1]) + 1, np.float32)[wanted - start])
+        block = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        by_group = np.argsort(codes[rows], kind="stable")
+        edges = np.searchsorted(codes[rows][by_group], np.arange(g, h + 1))
+        median = np.nanmedian if np.isnan(block).any() else np.median
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN
             for k in range(g, h):
-                out[k] = np.nanmedian(block[block_codes == k], axis=0)
+                out[k] = median(block[by_group[edges[k - g]:edges[k - g + 1]]], axis=0)
         g = h
     return out
 
@@ -365,7 +372,7 @@ def mean_average_precision(adata: ad.AnnData, *, label: str = "moa", compound: s
 
 def loco_classification(adata: ad.AnnData, *, label: str = "moa", compound: str = "compound",
                         use_rep: str | None = None, control: str | None = None,
-                        classifier: str = "logistic", random_state: int = 0) -> tuple[float, pd.DataFrame]:
+                        classifier: str = "centroid", random_state: int = 0) -> tuple[float, pd.DataFrame]:
     """Leave-one-compound-out classification of the label.
 
     For each compound, a classifier is trained on the profiles of every other compound and
