@@ -14,7 +14,6 @@ from typing import Sequence
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 
 from . import pp, tl
 
@@ -102,7 +101,8 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
                   max_cluster_cells: int = 5000, seed: int = 0, log=print) -> dict[str, Path]:
     """The demo's profiling stage: cells.h5ad -> wells, treatments, scores, clusters, figures.
 
-    Writes under ``out_dir``: ``wells.h5ad`` (plain pipeline: per-plate z-score vs DMSO wells),
+    Writes under ``out_dir``: ``wells.h5ad`` (plain pipeline: per-plate z-score vs DMSO wells;
+    features with any NaN or no variance across wells dropped),
     ``treatments.h5ad``, ``evaluation/`` (see `evaluate_profiles`), ``cells_clustered.h5ad`` (up
     to ``max_cluster_cells`` cells, seeded sample, with Leiden clusters and UMAP),
     ``markers.csv`` and ``figures/`` (UMAPs, counts, concentrations, channels, example cells when
@@ -118,6 +118,7 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
     figs.mkdir(parents=True, exist_ok=True)
     wells = tl.aggregate(cells_h5ad, by=("plate", "well"))
     pp.normalize(wells, control="compound == 'DMSO'", by="plate", method="zscore")
+    pp.feature_select(wells, operations=("nan", "variance"), nan_cutoff=0.0)  # scoring needs NaN-free features
     with atomic_path(out / "wells.h5ad") as tmp:
         wells.write_h5ad(tmp)
     treatments = prepare_profiles(wells, treatment=("compound", "concentration"))

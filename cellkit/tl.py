@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import __version__
 from .pp import _record, get_rep
 
 # --------------------------------------------------------------------------- aggregate

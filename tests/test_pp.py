@@ -1,5 +1,3 @@
-import warnings
-
 import anndata as ad
 import numpy as np
 import pandas as pd

@@ -1,7 +1,6 @@
 """Plate indexes, image reading, and store readers/writers."""
 
 from .images import ImageReadError, image_shape, read_field, read_image
-from .profiles import ProfileTableError, from_table, join_bbbc021, read_profiles, to_table
 from .plate_index import (
     BBBC021_CHANNELS,
     METADATA_COLUMNS,
@@ -14,6 +13,7 @@ from .plate_index import (
     validate_index,
     write_index,
 )
+from .profiles import ProfileTableError, from_table, join_bbbc021, read_profiles, to_table
 
 __all__ = [
     "BBBC021_CHANNELS", "METADATA_COLUMNS", "ImageReadError", "PlateIndexError", "channels_of",
