@@ -73,22 +73,35 @@ def variants():
         out.append(dict(normalize="robust", clip=7, select=True, corr_threshold=corr, spherize="zca-cor", epsilon=1))
     for clip, eps, post in itertools.product([7, 8], [1, 2], [3, 5, "renorm"]):
         out.append(dict(normalize="robust", clip=clip, select=True, spherize="zca-cor", epsilon=eps, post=post))
+    for clip, eps in [(7, 1), (8, 2), (8, 1), (10, 1)]:  # wells scaled to unit length before averaging
+        out.append(dict(normalize="robust", clip=clip, select=True, spherize="zca-cor", epsilon=eps, post="l2"))
     return out
 
 
-def run_variant(wells, v: dict) -> dict:
-    w = wells.copy()
-    ck.pp.normalize(w, method=v["normalize"], clip=v.get("clip"))
-    if v.get("select"):
-        if "corr_threshold" in v and v["corr_threshold"] is None:
-            ck.pp.feature_select(w, operations=["blocklist", "nan", "variance"])
-        else:
-            ck.pp.feature_select(w, corr_threshold=v.get("corr_threshold") or 0.9)
+def _selected(wells, v: dict, cache: dict):
+    """Normalized and feature-selected wells, shared by the variants that differ only later."""
+    key = (v["normalize"], v.get("clip"), bool(v.get("select")), v.get("corr_threshold", 0.9))
+    if key not in cache:
+        w = wells.copy()
+        ck.pp.normalize(w, method=v["normalize"], clip=v.get("clip"))
+        if v.get("select"):
+            if key[3] is None:
+                ck.pp.feature_select(w, operations=["blocklist", "nan", "variance"])
+            else:
+                ck.pp.feature_select(w, corr_threshold=key[3])
+        cache[key] = w
+    return cache[key].copy()
+
+
+def run_variant(wells, v: dict, cache: dict) -> dict:
+    w = _selected(wells, v, cache)
     if v.get("spherize", "none") != "none":
         ck.pp.spherize(w, method=v["spherize"], epsilon=v["epsilon"], by=v.get("spherize_by"))
     post = v.get("post")
     if post == "renorm":
         ck.pp.normalize(w, method="robust", clip=v.get("clip"))
+    elif post == "l2":
+        ck.pp.l2_normalize(w)
     elif post is not None:
         w.X = np.clip(w.X, -post, post)
     rep = None
@@ -114,7 +127,7 @@ def full_scores(treatments) -> dict:
 
 
 def pycytominer_pipeline(wells, *, method: str, select: bool, clip: float | None = None,
-                         spherize: bool = False, operation: str = "mean"):
+                         spherize: bool = False, l2: bool = False, operation: str = "mean"):
     """The same steps with pycytominer: per-plate normalize vs DMSO, feature_select, aggregate."""
     from pycytominer import aggregate, feature_select, normalize
 
@@ -135,6 +148,9 @@ def pycytominer_pipeline(wells, *, method: str, select: bool, clip: float | None
     if spherize:
         table = normalize(table, features=features, meta_features=meta, method="spherize",
                           spherize_method="ZCA-cor", samples="Metadata_compound == 'DMSO'")
+    if l2:  # pycytominer has no row scaling: done with numpy
+        values = table[features].to_numpy(dtype=float)
+        table[features] = values / np.linalg.norm(values, axis=1, keepdims=True)
     treat = aggregate(table, strata=["Metadata_compound", "Metadata_concentration"], features=features,
                       operation=operation, output_type=None)
     treat = treat.merge(table[["Metadata_compound", "Metadata_concentration", "Metadata_moa", "Metadata_batch"]]
@@ -154,8 +170,9 @@ def main():
     results = {"data": str(args.data), "n_wells": wells.n_obs, "variants": []}
     if not args.quick:
         t = time.perf_counter()
+        cache = {}
         for v in variants():
-            scores = run_variant(wells, v)
+            scores = run_variant(wells, v, cache)
             results["variants"].append({**v, **scores})
             print(f"{json.dumps(v):<130} mean {scores['mean']}  median {scores['median']}", flush=True)
         print(f"{len(results['variants'])} variants in {time.perf_counter() - t:.0f} s")
@@ -163,7 +180,7 @@ def main():
     pipelines = {
         "plain (cellkit default: zscore vs DMSO per plate, treatment = mean)": ("cellkit", PLAIN),
         "robust + feature_select, mean": ("cellkit", dict(normalize="robust", select=True, treatment_func="mean")),
-        "best (robust clip 8 + select + ZCA-cor eps 2 on DMSO, mean)": ("cellkit", BEST),
+        "best (robust clip 8 + select + ZCA-cor eps 1 on DMSO + unit-length wells, mean)": ("cellkit", BEST),
     }
     for name, (_, params) in pipelines.items():
         t = time.perf_counter()
@@ -176,8 +193,8 @@ def main():
     pyc = {
         "plain (standardize vs DMSO per plate, mean)": dict(method="standardize", select=False),
         "robust + feature_select, mean": dict(method="mad_robustize", select=True),
-        "best-equivalent (mad_robustize, clip 8, select, spherize ZCA-cor, mean)":
-            dict(method="mad_robustize", select=True, clip=8.0, spherize=True),
+        "best-equivalent (mad_robustize, clip 8, select, spherize ZCA-cor, unit-length wells, mean)":
+            dict(method="mad_robustize", select=True, clip=8.0, spherize=True, l2=True),
     }
     for name, params in pyc.items():
         t = time.perf_counter()

@@ -279,6 +279,25 @@ def feature_select(adata: ad.AnnData, *, operations: Sequence[str] = ("blocklist
     return adata if copy else None
 
 
+# --------------------------------------------------------------------------- row scaling
+
+def l2_normalize(adata: ad.AnnData, *, use_rep: str | None = None, key_added: str | None = None,
+                 copy: bool = False) -> ad.AnnData | None:
+    """Scale each profile (row) to unit L2 norm.
+
+    Before averaging wells into treatments this gives every well the same weight in the
+    treatment's direction (the mean of unit vectors: a cosine consensus). Rows of zeros stay
+    zero; NaN stays NaN. Reads and writes ``X`` / ``obsm[use_rep]`` (or ``key_added``);
+    records ``uns["cellkit"]["l2_normalize"]``.
+    """
+    adata = adata.copy() if copy else adata
+    X = get_rep(adata, use_rep).astype(np.float64)
+    norms = np.sqrt(np.nansum(X * X, axis=1, keepdims=True))
+    _set_rep(adata, use_rep, key_added, (X / np.where(norms > 0, norms, 1.0)).astype(np.float32))
+    _record(adata, "l2_normalize", dict(use_rep=use_rep, key_added=key_added))
+    return adata if copy else None
+
+
 # --------------------------------------------------------------------------- spherize
 
 def whitening_matrix(ref: np.ndarray, *, method: str = "zca", epsilon: float = 1e-6,

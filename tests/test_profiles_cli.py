@@ -44,7 +44,7 @@ def test_profile_then_evaluate(cells_h5ad, tmp_path):
     table = pd.read_csv(out / "moa_accuracy.csv", index_col=0)
     assert len(table) == 16 and table["nsc_correct"].mean() == pytest.approx(scores["NSC"])
     for name in ("per_moa_accuracy.csv", "confusion_nsc.csv", "average_precision.csv", "loco.csv",
-                 "confusion_nsc.png", "moa_distribution.png", "scores.json"):
+                 "confusion_nsc.png", "moa_distribution.png", "umap_profiles.png", "scores.json"):
         assert (out / name).stat().st_size > 0, name
 
 
@@ -69,7 +69,7 @@ def test_import_and_evaluate_bbbc021_cellprofiler_profiles(tmp_path):
     assert wells.shape == (632, 516) and wells.obs["moa"].notna().all()
     assert (wells.obs["compound"] == "DMSO").sum() == 330 and wells.obs["batch"].nunique() == 10
     out = tmp_path / "eval"
-    result = runner.invoke(app, ["evaluate", str(h5ad), "--normalize", "zscore", "--out-dir", str(out),
+    result = runner.invoke(app, ["evaluate", str(h5ad), "--preset", "plain", "--out-dir", str(out),
                                  "--no-figures"])
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout.strip().splitlines()[-1])

@@ -90,12 +90,16 @@ def evaluate(
     treatment: str = typer.Option("compound,concentration",
                                   help="Obs columns defining a treatment; '' to score the rows as given."),
     treatment_func: str = typer.Option("mean", help="Wells -> treatment: mean or median."),
+    preset: str = typer.Option("none", help="Pipeline preset, overriding the options below: none, plain "
+                               "(zscore vs controls, mean) or best (robust clip 8, select, ZCA-cor eps 1, "
+                               "unit-length wells, mean)."),
     normalize: str = typer.Option("none", help="Normalize per plate vs controls first: none, zscore, robust."),
     plate: str = typer.Option("plate", help="Obs column normalized separately."),
     clip: float = typer.Option(None, help="Clip normalized values to [-CLIP, CLIP]."),
     select: bool = typer.Option(False, help="Feature selection before scoring."),
     spherize: str = typer.Option("none", help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
     epsilon: float = typer.Option(1e-6, help="Spherize regularizer (relative to the mean eigenvalue)."),
+    l2: bool = typer.Option(False, help="Scale each well to unit length before averaging into treatments."),
     use_rep: str = typer.Option(None, help="Score obsm[USE_REP] instead of X."),
     metadata: list[str] = typer.Option([], help="Table metadata column: NAME=COLUMN (beside Metadata_*). Repeat."),
     bbbc021_image: Path = typer.Option(None, help="Join BBBC021_v1_image.csv(.gz) on plate+well."),
@@ -106,13 +110,18 @@ def evaluate(
     """Score profiles against MOA labels: NSC / NSCB 1-NN accuracy, mAP, leave-one-compound-out."""
     import json
 
-    from ..profiles import evaluate_profiles, prepare_profiles
+    from ..profiles import BEST, PLAIN, evaluate_profiles, prepare_profiles
 
+    steps = dict(normalize=normalize, clip=clip, select=select, spherize=spherize, epsilon=epsilon, l2=l2,
+                 treatment_func=treatment_func)
+    presets = {"none": {}, "plain": PLAIN, "best": BEST}
+    if preset not in presets:
+        fail(f"--preset must be one of {list(presets)}, got {preset!r}")
+    steps.update(presets[preset])
     adata = _load_profiles(profiles, metadata, bbbc021_image, bbbc021_moa)
     try:
-        treatments = prepare_profiles(adata, control=control, normalize=normalize, plate=plate, clip=clip,
-                                      select=select, spherize=spherize, epsilon=epsilon, use_rep=use_rep,
-                                      treatment=_split(treatment), treatment_func=treatment_func)
+        treatments = prepare_profiles(adata, control=control, plate=plate, use_rep=use_rep,
+                                      treatment=_split(treatment), **steps)
         summary = evaluate_profiles(treatments, out_dir, label=label, compound=compound, batch=batch or None,
                                     control=control, use_rep=use_rep, figures=figures)
     except (KeyError, ValueError) as err:
