@@ -50,8 +50,8 @@ def umap(adata: ad.AnnData, *, color: Sequence[str] | str = ("moa", "compound", 
     if missing:
         raise KeyError(f"obs has no column(s) {missing}; obs columns: {list(adata.obs.columns)}")
     xy = np.asarray(adata.obsm[basis])[:, :2]
-    size = point_size or max(2.0, 120000 / max(adata.n_obs, 1) ** 1.2)
-    fig, axes = plt.subplots(1, len(color), figsize=(5.5 * len(color), 4.6), squeeze=False)
+    size = point_size or float(np.clip(3000 / max(adata.n_obs, 1), 1.0, 40.0))
+    fig, axes = plt.subplots(1, len(color), figsize=(7.5 * len(color), 4.6), squeeze=False)
     for ax, col in zip(axes[0], color):
         values = adata.obs[col]
         if pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype):
@@ -63,7 +63,9 @@ def umap(adata: ad.AnnData, *, color: Sequence[str] | str = ("moa", "compound", 
                 sel = (values.astype(str) == name).to_numpy()
                 ax.scatter(xy[sel, 0], xy[sel, 1], color=c, s=size, linewidths=0, label=name)
             if len(pal) <= legend_max:
-                ax.legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+                legend = ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+                for handle in legend.legend_handles:
+                    handle.set_sizes([25])
         ax.set_title(col)
         ax.set_xticks([])
         ax.set_yticks([])

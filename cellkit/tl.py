@@ -448,14 +448,17 @@ def marker_features(adata: ad.AnnData, *, groupby: str = "leiden", n_features: i
                     method: str = "wilcoxon") -> pd.DataFrame:
     """Features of ``X`` that mark each group (scanpy ``rank_genes_groups``).
 
-    Returns a long DataFrame ``group, rank, feature, score, logfoldchange-free pvals_adj``
-    with the top ``n_features`` per group; also leaves scanpy's ``uns["rank_genes_groups"]``.
+    Returns a long DataFrame with columns ``group, rank, feature, score, pvals_adj``: the top
+    ``n_features`` per group. Writes scanpy's ``uns["rank_genes_groups"]``; NaN values are
+    treated as 0 for the test.
     """
     import scanpy as sc
 
     _column(adata, groupby, "group")
     sub = adata if not np.isnan(get_rep(adata, None)).any() else _nan_free(adata)
-    sc.tl.rank_genes_groups(sub, groupby, method=method, use_raw=False)
+    with warnings.catch_warnings():  # log fold changes are meaningless on z-scored features (not returned)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sc.tl.rank_genes_groups(sub, groupby, method=method, use_raw=False)
     if sub is not adata:
         adata.uns["rank_genes_groups"] = sub.uns["rank_genes_groups"]
     frames = []

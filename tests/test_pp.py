@@ -111,3 +111,10 @@ def test_spherize_whitens_controls():
     bad.X[0, 0] = np.nan
     with pytest.raises(ValueError, match="contain NaN"):
         ck.pp.spherize(bad)
+
+
+def test_l2_normalize_rows():
+    a = _wells([[3.0, 4.0], [0.0, 0.0], [1.0, np.nan]], ["A"] * 3, ["DMSO"] * 3)
+    ck.pp.l2_normalize(a)
+    np.testing.assert_allclose(a.X[0], [0.6, 0.8], rtol=1e-6)
+    assert np.array_equal(a.X[1], [0, 0]) and a.X[2, 0] == 1 and np.isnan(a.X[2, 1])

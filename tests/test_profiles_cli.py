@@ -54,6 +54,8 @@ def test_profile_cli_errors(cells_h5ad, tmp_path):
     assert result.exit_code == 1 and "no row matches" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["evaluate", str(cells_h5ad), "--label", "mechanism", "--out-dir", str(tmp_path)])
     assert result.exit_code == 1 and "mechanism" in result.output
+    result = runner.invoke(app, ["evaluate", str(cells_h5ad), "--preset", "fastest", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "--preset must be one of" in result.output
     assert not (tmp_path / "w.h5ad").exists()
 
 
