@@ -68,7 +68,7 @@ def main():
     parser.add_argument("--cells", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=500)
     parser.add_argument("--wells", type=int, default=3_000)
-    parser.add_argument("--chunk-size", type=int, default=100_000)
+    parser.add_argument("--chunk-size", type=int, default=25_000)
     parser.add_argument("--work", type=Path, default=HERE / "results" / "aggregate_work")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

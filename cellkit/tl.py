@@ -61,7 +61,7 @@ def _rows(matrix, start: int, stop: int, dtype=np.float64) -> np.ndarray:
 
 
 def aggregate(data: ad.AnnData | str | os.PathLike, *, by: Sequence[str] | str = ("plate", "well"),
-              func: str = "mean", use_rep: str | None = None, chunk_size: int = 100_000) -> ad.AnnData:
+              func: str = "mean", use_rep: str | None = None, chunk_size: int = 25_000) -> ad.AnnData:
     """Aggregate rows (cells) into groups (wells, treatments).
 
     Parameters

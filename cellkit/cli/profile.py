@@ -47,7 +47,7 @@ def profile(
     epsilon: float = typer.Option(1e-6, help="Spherize regularizer (relative to the mean eigenvalue)."),
     treatments: Path = typer.Option(None, help="Also write treatment profiles (.h5ad) here."),
     treatment: str = typer.Option("compound,concentration", help="Obs columns defining a treatment."),
-    chunk_size: int = typer.Option(100_000, help="Cells read at a time."),
+    chunk_size: int = typer.Option(25_000, help="Cells read at a time."),
 ):
     """Aggregate cells to wells (out of core), normalize per plate against controls, select, spherize."""
     import warnings
