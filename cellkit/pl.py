@@ -87,7 +87,7 @@ def moa_distribution(adata: ad.AnnData, *, label: str = "moa", show: bool = Fals
     if label not in adata.obs:
         raise KeyError(f"obs has no {label!r} column")
     counts = adata.obs[label].astype(str).value_counts()
-    return _counts_bar(counts, f"{label} distribution", f"number of {'rows' if adata.n_obs else ''}", show, save)
+    return _counts_bar(counts, f"{label} distribution", "number of rows", show, save)
 
 
 def compound_counts(adata: ad.AnnData, *, compound: str = "compound", top: int = 40, show: bool = False, save=None):
