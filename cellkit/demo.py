@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .datasets import SyntheticConfig, synthetic_index, write_ground_truth_labels, write_synthetic_plate
 from .io import write_index
+from .profiles import demo_profiles
 
 DEMO_CONFIG = SyntheticConfig()
 
@@ -31,6 +32,14 @@ def run_demo(out, config: SyntheticConfig = DEMO_CONFIG, *, log=print, progress=
     write_index(index, outputs["index"])
     log(f"index: {len(index)} fields, {index.plate.nunique()} plates -> {outputs['index']}")
     _extract(index, outputs, log=log)
+    # profiles: wells, treatments, MOA scores, clusters and figures, once extraction has written cells.h5ad
+    cells_h5ad, profiles = out / "cells.h5ad", out / "profiles"
+    if cells_h5ad.exists():
+        if not (profiles / "evaluation" / "scores.json").exists():
+            cells_zarr = out / "cells.zarr"
+            outputs.update(demo_profiles(cells_h5ad, profiles, cells_zarr=cells_zarr if cells_zarr.exists() else None,
+                                         log=log))
+        outputs["profiles"] = profiles
     return outputs
 
 

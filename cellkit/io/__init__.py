@@ -15,10 +15,12 @@ from .plate_index import (
     validate_index,
     write_index,
 )
+from .profiles import ProfileTableError, from_table, join_bbbc021, read_profiles, to_table
 
 __all__ = [
     "BBBC021_CHANNELS", "METADATA_COLUMNS", "CellDataset", "ImageReadError", "IncompleteStoreError",
     "PlateIndexError", "channels_of", "open_cells", "read_cells",
     "from_bbbc021", "from_csv", "from_pattern", "image_shape", "read_field", "read_image",
     "read_index", "validate_index", "write_index",
+    "ProfileTableError", "from_table", "join_bbbc021", "read_profiles", "to_table",
 ]

@@ -1,0 +1,157 @@
+"""``cellkit profile``, ``cellkit evaluate`` and ``cellkit import-profiles``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import console, fail
+
+CONTROL = "compound == 'DMSO'"
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _load_profiles(path: Path, metadata: list[str], bbbc021_image: Path | None, bbbc021_moa: Path | None):
+    from ..io import ProfileTableError, join_bbbc021, read_profiles
+
+    rename = {}
+    for item in metadata:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            fail(f"--metadata must look like NAME=COLUMN, got {item!r}")
+        rename[key] = value
+    try:
+        adata = read_profiles(path, **({"metadata": rename} if rename and path.suffix != ".h5ad" else {}))
+        if bbbc021_image is not None:
+            join_bbbc021(adata, bbbc021_image, bbbc021_moa)
+    except (FileNotFoundError, ProfileTableError, ValueError) as err:
+        fail(str(err))
+    return adata
+
+
+def profile(
+    cells: Path = typer.Argument(..., help="Cells AnnData (.h5ad, read backed, or AnnData .zarr)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output wells .h5ad."),
+    by: str = typer.Option("plate,well", help="Obs columns defining a well (comma separated)."),
+    func: str = typer.Option("mean", help="Aggregation: mean or median."),
+    use_rep: str = typer.Option(None, help="Aggregate obsm[USE_REP] instead of X (e.g. X_simclr)."),
+    control: str = typer.Option(CONTROL, help="Obs query selecting control wells."),
+    normalize: str = typer.Option("zscore", help="Per-plate normalization vs controls: zscore, robust or none."),
+    plate: str = typer.Option("plate", help="Obs column normalized separately."),
+    select: bool = typer.Option(True, help="Feature selection (blocklist, NaN, variance, correlation) on X."),
+    spherize: str = typer.Option("none", help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
+    epsilon: float = typer.Option(1e-6, help="Spherize regularizer (relative to the mean eigenvalue)."),
+    treatments: Path = typer.Option(None, help="Also write treatment profiles (.h5ad) here."),
+    treatment: str = typer.Option("compound,concentration", help="Obs columns defining a treatment."),
+    chunk_size: int = typer.Option(25_000, help="Cells read at a time."),
+):
+    """Aggregate cells to wells (out of core), normalize per plate against controls, select, spherize."""
+    import warnings
+
+    from .. import pp, tl
+    from .._atomic import atomic_path
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            wells = tl.aggregate(cells, by=_split(by), func=func, use_rep=use_rep, chunk_size=chunk_size)
+            console.print(f"aggregated {wells.obs['n_cells'].sum()} cells into {wells.n_obs} wells")
+            if normalize != "none":
+                pp.normalize(wells, control=control, by=plate, method=normalize)
+            if select and use_rep is None:
+                pp.feature_select(wells)
+                console.print(f"feature selection kept {wells.n_vars} features")
+            if spherize != "none":
+                pp.spherize(wells, control=control, method=spherize, epsilon=epsilon)
+        for w in caught:
+            console.print(f"[yellow]warning:[/] {w.message}")
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        fail(str(err).strip('"'))
+    with atomic_path(out) as tmp:
+        wells.write_h5ad(tmp)
+    console.print(f"wells -> {out}")
+    if treatments is not None:
+        treated = tl.aggregate(wells, by=_split(treatment), func="mean")
+        with atomic_path(treatments) as tmp:
+            treated.write_h5ad(tmp)
+        console.print(f"{treated.n_obs} treatments -> {treatments}")
+
+
+def evaluate(
+    profiles: Path = typer.Argument(..., help="Well (or treatment) profiles: .h5ad, .csv[.gz] or .parquet."),
+    label: str = typer.Option("moa", help="Obs column with the label (MOA)."),
+    compound: str = typer.Option("compound", help="Obs column with the compound."),
+    batch: str = typer.Option("batch", help="Obs column with the batch ('' to skip NSCB)."),
+    control: str = typer.Option(CONTROL, help="Obs query selecting controls (left out of scoring)."),
+    treatment: str = typer.Option("compound,concentration",
+                                  help="Obs columns defining a treatment; '' to score the rows as given."),
+    treatment_func: str = typer.Option("mean", help="Wells -> treatment: mean or median."),
+    preset: str = typer.Option("none", help="Pipeline preset, overriding the options below: none, plain "
+                               "(zscore vs controls, mean) or best (robust clip 8, select, ZCA-cor eps 1, "
+                               "unit-length wells, mean)."),
+    normalize: str = typer.Option("none", help="Normalize per plate vs controls first: none, zscore, robust."),
+    plate: str = typer.Option("plate", help="Obs column normalized separately."),
+    clip: float = typer.Option(None, help="Clip normalized values to [-CLIP, CLIP]."),
+    select: bool = typer.Option(False, help="Feature selection before scoring."),
+    spherize: str = typer.Option("none", help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
+    epsilon: float = typer.Option(1e-6, help="Spherize regularizer (relative to the mean eigenvalue)."),
+    l2: bool = typer.Option(False, help="Scale each well to unit length before averaging into treatments."),
+    use_rep: str = typer.Option(None, help="Score obsm[USE_REP] instead of X."),
+    metadata: list[str] = typer.Option([], help="Table metadata column: NAME=COLUMN (beside Metadata_*). Repeat."),
+    bbbc021_image: Path = typer.Option(None, help="Join BBBC021_v1_image.csv(.gz) on plate+well."),
+    bbbc021_moa: Path = typer.Option(None, help="With --bbbc021-image: BBBC021_v1_moa.csv for the MOA."),
+    out_dir: Path = typer.Option(Path("evaluation"), help="Folder for moa_accuracy.csv, tables and figures."),
+    figures: bool = typer.Option(True, help="Write figures."),
+):
+    """Score profiles against MOA labels: NSC / NSCB 1-NN accuracy, mAP, leave-one-compound-out."""
+    import json
+
+    from ..profiles import BEST, PLAIN, evaluate_profiles, prepare_profiles
+
+    steps = dict(normalize=normalize, clip=clip, select=select, spherize=spherize, epsilon=epsilon, l2=l2,
+                 treatment_func=treatment_func)
+    presets = {"none": {}, "plain": PLAIN, "best": BEST}
+    if preset not in presets:
+        fail(f"--preset must be one of {list(presets)}, got {preset!r}")
+    steps.update(presets[preset])
+    adata = _load_profiles(profiles, metadata, bbbc021_image, bbbc021_moa)
+    try:
+        treatments = prepare_profiles(adata, control=control, plate=plate, use_rep=use_rep,
+                                      treatment=_split(treatment), **steps)
+        summary = evaluate_profiles(treatments, out_dir, label=label, compound=compound, batch=batch or None,
+                                    control=control, use_rep=use_rep, figures=figures)
+    except (KeyError, ValueError) as err:
+        fail(str(err).strip('"'))
+    console.print(f"[bold]{summary['n_profiles']} profiles[/] ({label}: {summary['n_labels']} labels)")
+    nscb = f"{100 * summary['NSCB']:.1f}%" if summary["NSCB"] is not None else "n/a"
+    console.print(f"  NSC  {100 * summary['NSC']:.1f}%  ({summary['n_NSC']} scored)")
+    console.print(f"  NSCB {nscb}  ({summary['n_NSCB']} scored; excluded: {len(summary['excluded_NSCB'])})")
+    console.print(f"  mAP  {summary['mAP']:.3f}   leave-one-compound-out accuracy {100 * summary['LOCO']:.1f}%")
+    typer.echo(json.dumps({k: summary[k] for k in ("NSC", "NSCB", "n_NSC", "n_NSCB", "mAP", "LOCO")}))
+    console.print(f"results -> {out_dir}")
+
+
+def import_profiles(
+    table: Path = typer.Argument(..., help="CellProfiler-style table (.csv[.gz] or .parquet), per cell or per well."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .h5ad."),
+    metadata: list[str] = typer.Option([], help="Metadata column: NAME=COLUMN (beside Metadata_*). Repeat."),
+    bbbc021_image: Path = typer.Option(None, help="Join BBBC021_v1_image.csv(.gz) on plate+well."),
+    bbbc021_moa: Path = typer.Option(None, help="With --bbbc021-image: BBBC021_v1_moa.csv for the MOA."),
+):
+    """Turn a CellProfiler / pycytominer profile table into an AnnData (.h5ad)."""
+    from .._atomic import atomic_path
+
+    adata = _load_profiles(table, metadata, bbbc021_image, bbbc021_moa)
+    with atomic_path(out) as tmp:
+        adata.write_h5ad(tmp)
+    console.print(f"{adata.n_obs} profiles x {adata.n_vars} features, obs {list(adata.obs.columns)} -> {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(profile)
+    app.command()(evaluate)
+    app.command("import-profiles")(import_profiles)

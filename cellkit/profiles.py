@@ -1,0 +1,167 @@
+"""The profiling pipeline as two calls, shared by the CLI, the demo and the benchmarks.
+
+`prepare_profiles`: wells -> (normalize, select, spherize) -> treatments.
+`evaluate_profiles`: treatments -> NSC / NSCB / mAP / LOCO, ``moa_accuracy.csv``, tables, figures.
+`demo_profiles`: cells.h5ad -> wells, treatments, scores, clusters and figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import anndata as ad
+import numpy as np
+
+from . import pp, tl
+
+# The best pipeline found on BBBC021 (benchmarks/profiles_bbbc021.py): robust per-plate
+# normalization clipped at 8, feature selection, ZCA-cor spherize on DMSO (epsilon 1), wells
+# scaled to unit length, treatment = mean. Chosen on the same 103 treatments it is scored on.
+BEST = dict(normalize="robust", clip=8.0, select=True, spherize="zca-cor", epsilon=1.0, l2=True,
+            treatment_func="mean")
+# What a user gets without options: per-plate z-score against controls, treatment = mean (Ljosa's plain pipeline).
+PLAIN = dict(normalize="zscore", clip=None, select=False, spherize="none", epsilon=1e-6, l2=False,
+             treatment_func="mean")
+
+
+def prepare_profiles(wells: ad.AnnData, *, control: str = "compound == 'DMSO'", normalize: str = "none",
+                     plate: str = "plate", clip: float | None = None, select: bool = False, spherize: str = "none",
+                     epsilon: float = 1e-6, l2: bool = False, use_rep: str | None = None,
+                     treatment: Sequence[str] = ("compound", "concentration"),
+                     treatment_func: str = "mean") -> ad.AnnData:
+    """Well profiles -> treatment profiles (a new AnnData; ``wells`` is not modified).
+
+    Steps, each optional: `ck.pp.normalize` per ``plate`` against ``control`` (``normalize``:
+    ``"zscore"``/``"robust"``), `ck.pp.feature_select` (X only), `ck.pp.spherize` on the controls,
+    `ck.pp.l2_normalize` (``l2``), then `ck.tl.aggregate` by ``treatment`` (empty: return the wells). Parameters of each step
+    are recorded in ``uns["cellkit"]``.
+    """
+    wells = wells.copy()
+    if normalize != "none":
+        pp.normalize(wells, control=control, by=plate, method=normalize, clip=clip, use_rep=use_rep)
+    if select and use_rep is None:
+        pp.feature_select(wells)
+    if spherize != "none":
+        pp.spherize(wells, control=control, method=spherize, epsilon=epsilon, use_rep=use_rep)
+    if l2:
+        pp.l2_normalize(wells, use_rep=use_rep)
+    if not treatment:
+        return wells
+    treatments = tl.aggregate(wells, by=list(treatment), func=treatment_func, use_rep=use_rep)
+    treatments.uns["cellkit"] = {**wells.uns.get("cellkit", {}), **treatments.uns["cellkit"]}
+    return treatments
+
+
+def evaluate_profiles(profiles: ad.AnnData, out_dir: str | os.PathLike | None = None, *, label: str = "moa",
+                      compound: str = "compound", batch: str | None = "batch",
+                      control: str | None = "compound == 'DMSO'", use_rep: str | None = None,
+                      figures: bool = True) -> dict:
+    """Score profiles against labels; write results under ``out_dir`` when given.
+
+    Files: ``moa_accuracy.csv`` (one row per profile: neighbours, predictions, correctness for
+    NSC and NSCB), ``per_moa_accuracy.csv``, ``confusion_nsc.csv``, ``average_precision.csv``,
+    ``loco.csv``, ``scores.json`` and, with ``figures``, ``confusion_nsc.png``,
+    ``moa_distribution.png`` and ``umap_profiles.png``. Returns the summary dict (NSC, NSCB, counts, exclusions, mAP, LOCO).
+    """
+    if control is not None:
+        try:
+            controls = np.asarray(profiles.obs.eval(control), dtype=bool)
+        except Exception:
+            controls = np.zeros(profiles.n_obs, dtype=bool)  # e.g. no compound column: nothing to drop
+        profiles = profiles[~controls].copy()
+        control = None
+    scores = tl.moa_accuracy(profiles, label=label, compound=compound, batch=batch, use_rep=use_rep, key_added=None)
+    map_score, ap_table = tl.mean_average_precision(profiles, label=label, compound=compound, use_rep=use_rep)
+    loco, loco_table = tl.loco_classification(profiles, label=label, compound=compound, use_rep=use_rep)
+    summary = {**scores.summary(), "mAP": map_score, "LOCO": loco, "n_profiles": int(profiles.n_obs),
+               "n_labels": int(profiles.obs[label].nunique())}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        scores.table.to_csv(out / "moa_accuracy.csv", index_label="profile")
+        per_label = scores.per_label("nsc").add_prefix("nsc_")
+        if batch is not None:
+            per_label = per_label.join(scores.per_label("nscb").add_prefix("nscb_"), how="left")
+        per_label.join(ap_table.groupby("label")["average_precision"].mean().rename("mAP")).to_csv(
+            out / "per_moa_accuracy.csv", index_label=label)
+        scores.confusion("nsc").to_csv(out / "confusion_nsc.csv")
+        ap_table.to_csv(out / "average_precision.csv", index_label="profile")
+        loco_table.to_csv(out / "loco.csv", index_label="profile")
+        (out / "scores.json").write_text(json.dumps(summary, indent=2, default=str))
+        if figures:
+            from . import pl
+            import matplotlib.pyplot as plt
+
+            embedded = profiles.copy()
+            tl.cluster(embedded, use_rep=use_rep, n_pcs=min(30, embedded.n_vars - 1, embedded.n_obs - 2),
+                       n_neighbors=min(15, embedded.n_obs - 1))
+            for fig in (pl.confusion_matrix(scores.confusion("nsc"), title=f"NSC confusion ({100 * scores.nsc:.1f}%)",
+                                            save=out / "confusion_nsc.png"),
+                        pl.moa_distribution(profiles, label=label, save=out / "moa_distribution.png"),
+                        pl.umap(embedded, color=[c for c in (label, compound, batch) if c in embedded.obs],
+                                save=out / "umap_profiles.png")):
+                plt.close(fig)
+    return summary
+
+
+def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, cells_zarr=None,
+                  max_cluster_cells: int = 5000, seed: int = 0, log=print) -> dict[str, Path]:
+    """The demo's profiling stage: cells.h5ad -> wells, treatments, scores, clusters, figures.
+
+    Writes under ``out_dir``: ``wells.h5ad`` (plain pipeline: per-plate z-score vs DMSO wells;
+    features with any NaN or no variance across wells dropped),
+    ``treatments.h5ad``, ``evaluation/`` (see `evaluate_profiles`), ``cells_clustered.h5ad`` (up
+    to ``max_cluster_cells`` cells, seeded sample, with Leiden clusters and UMAP),
+    ``markers.csv`` and ``figures/`` (UMAPs, counts, concentrations, channels, example cells when
+    ``cells_zarr`` is given). Returns name -> path.
+    """
+    import matplotlib.pyplot as plt
+
+    from . import pl
+    from ._atomic import atomic_path
+
+    out = Path(out_dir)
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    wells = tl.aggregate(cells_h5ad, by=("plate", "well"))
+    pp.normalize(wells, control="compound == 'DMSO'", by="plate", method="zscore")
+    pp.feature_select(wells, operations=("nan", "variance"), nan_cutoff=0.0)  # scoring needs NaN-free features
+    with atomic_path(out / "wells.h5ad") as tmp:
+        wells.write_h5ad(tmp)
+    treatments = prepare_profiles(wells, treatment=("compound", "concentration"))
+    with atomic_path(out / "treatments.h5ad") as tmp:
+        treatments.write_h5ad(tmp)
+    summary = evaluate_profiles(treatments, out / "evaluation")
+    log(f"profiles: {wells.n_obs} wells, {treatments.n_obs} treatments; NSC {100 * summary['NSC']:.1f}%, "
+        f"NSCB {100 * (summary['NSCB'] or float('nan')):.1f}%, mAP {summary['mAP']:.3f}")
+
+    cells = ad.read_h5ad(cells_h5ad)
+    if cells.n_obs > max_cluster_cells:
+        rng = np.random.default_rng(seed)
+        cells = cells[np.sort(rng.choice(cells.n_obs, max_cluster_cells, replace=False))].copy()
+    pp.normalize(cells, control="compound == 'DMSO'", by="plate", method="zscore", clip=10)
+    tl.cluster(cells, random_state=seed)
+    markers = tl.marker_features(cells, groupby="leiden")
+    markers.to_csv(out / "markers.csv", index=False)
+    with atomic_path(out / "cells_clustered.h5ad") as tmp:
+        cells.write_h5ad(tmp)
+    made = [pl.umap(cells, color=[c for c in ("moa", "compound", "plate", "leiden") if c in cells.obs],
+                    save=figs / "umap_cells.png"),
+            pl.moa_distribution(cells, save=figs / "moa_distribution_cells.png"),
+            pl.compound_counts(cells, save=figs / "compound_counts.png"),
+            pl.concentration_histogram(wells, save=figs / "concentration_histogram.png")]
+    channels = [v.rsplit("_", 1)[1] for v in cells.var_names if v.startswith("Cells_Intensity_MeanIntensity_")]
+    if channels:
+        made.append(pl.channel_comparison(ad.read_h5ad(cells_h5ad), channels=channels,
+                                          save=figs / "channel_comparison.png"))
+    if cells_zarr is not None:
+        made.append(pl.example_cells(cells_zarr, groupby="moa", save=figs / "example_cells_moa.png"))
+    for fig in made:
+        plt.close(fig)
+    log(f"profiles: {cells.obs['leiden'].nunique()} Leiden clusters on {cells.n_obs} cells; figures in {figs}")
+    return {"wells": out / "wells.h5ad", "treatments": out / "treatments.h5ad",
+            "evaluation": out / "evaluation", "cells_clustered": out / "cells_clustered.h5ad",
+            "markers": out / "markers.csv", "figures": figs}
