@@ -85,3 +85,12 @@ def test_montage(store):
     image = fig.axes[0].images[0].get_array()
     assert image.shape[:2] == (3 * 18, 5 * 18)  # one row per MOA, 5 cells each
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b", "c"]
+
+
+def test_write_obs_accepts_categoricals(tmp_path):
+    """obs read back from an h5ad has categorical columns; the store keeps their values."""
+    obs = pd.DataFrame({"cell_id": ["a", "b"], "moa": pd.Categorical(["x", None]), "dose": pd.Categorical([1.0, 2.0])})
+    write_cells(tmp_path / "c.zarr", np.zeros((2, 1, 4, 4), np.uint16), np.zeros((2, 2, 4, 4), bool), obs,
+                channels=["DNA"])
+    back = read_cells(tmp_path / "c.zarr")[2]
+    assert list(back["moa"]) == ["x", None] and list(back["dose"]) == [1.0, 2.0]

@@ -97,6 +97,8 @@ def write_obs(root: zarr.Group, obs: pd.DataFrame) -> None:
     columns = ["cell_id"] + [c for c in obs.columns if c != "cell_id"] if "cell_id" in obs.columns else list(obs.columns)
     for col in columns:
         values = obs[col]
+        if isinstance(values.dtype, pd.CategoricalDtype):  # e.g. obs read back from an h5ad
+            values = values.astype(values.cat.categories.dtype)
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             group.create_array(col, data=values.to_numpy())
             continue
