@@ -47,3 +47,4 @@ def test_demo_small(tmp_path, monkeypatch):
     result = runner.invoke(app, ["demo", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "demo" / "index.parquet").exists()
+    assert (tmp_path / "demo" / "labels.qc.csv").exists() and "segment:" in result.output
