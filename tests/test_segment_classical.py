@@ -39,6 +39,14 @@ def test_classical_accuracy_on_synthetic_field(field):
     assert set(result.border) == set(np.unique(edge)) - {0} and len(result.border) > 0
 
 
+@pytest.mark.parametrize("method", ["li", "log_otsu"])
+def test_other_thresholds_find_the_nuclei(field, method):
+    images, true_nuclei, _ = field
+    seg = get_segmenter("classical", params=ClassicalParams(threshold_method=method))
+    scores = score_images([(true_nuclei, seg.segment_field(images, CHANNELS).nuclei)])["pooled"]
+    assert scores["ap@0.5"] >= 0.8, scores
+
+
 def test_channel_order_and_size_filter(field):
     images, _, _ = field
     seg = get_segmenter("classical")
@@ -74,5 +82,7 @@ def test_bad_inputs(field):
     nan[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         seg.segment_field(nan, CHANNELS)
+    with pytest.raises(ValueError, match="unknown threshold method"):
+        get_segmenter("classical", params=ClassicalParams(threshold_method="mean")).segment_field(images, CHANNELS)
     with pytest.raises(ValueError, match="unknown backend"):
         get_segmenter("stardist")

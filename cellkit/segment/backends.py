@@ -143,7 +143,11 @@ class CellposeSegmenter(Segmenter):
     def __post_init__(self):
         # fail now, in the caller, not later in a worker
         self.model_path = str(cpb.resolve_model(self.model))
-        self.cell_model_path = str(cpb.resolve_model(self.cell_model)) if self.cell_model else None
+        try:
+            self.cell_model_path = str(cpb.resolve_model(self.cell_model)) if self.cell_model else None
+        except cpb.WeightsNotFoundError as err:
+            raise cpb.WeightsNotFoundError(f"{err} For Cellpose nuclei with cells grown by the classical "
+                                           "propagation, pass cell_model=None (--cell-model classical).") from None
 
     def describe(self):
         d = super().describe()

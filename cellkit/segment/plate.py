@@ -50,13 +50,13 @@ def segment_index_row(row: dict, channels: list[str], segmenter: Segmenter, out:
 
 
 def _qc_from_store(out: str, field_id: str) -> dict:
+    """The QC row of a field completed by an earlier run, from its group attributes."""
     import zarr
 
     attrs = zarr.open_group(str(Path(out) / field_id), mode="r").attrs
     return {"field_id": field_id, "status": "ok", "n_nuclei": attrs.get("n_nuclei", 0),
             "n_cells": attrs.get("n_cells", 0), "n_border": len(attrs.get("border_labels", [])),
-            "notes": "; ".join(attrs.get("notes", [])) + ("; " if attrs.get("notes") else "") + "done earlier",
-            "error": "", "seconds": 0.0}
+            "notes": "; ".join([*attrs.get("notes", []), "done earlier"]), "error": "", "seconds": 0.0}
 
 
 def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmenter, *, workers: int = 1,
