@@ -14,8 +14,13 @@ BACKEND_HELP = "classical, cellpose, or auto (Cellpose when its weights are avai
 
 
 def _segmenter(backend: str, model: str | None, cell_model: str, diameter: str | None, gpu: bool | None,
-               batch_size: int = 8):
-    from ..segment import WeightsNotFoundError, get_segmenter
+               classical: dict | None = None):
+    from ..segment import ClassicalParams, WeightsNotFoundError, get_segmenter
+    from ..segment.classical import THRESHOLD_METHODS
+
+    classical = {k: v for k, v in (classical or {}).items() if v is not None}
+    if classical.get("threshold_method", "otsu") not in THRESHOLD_METHODS:
+        fail(f"--threshold-method must be one of {', '.join(THRESHOLD_METHODS)}")
 
     if diameter not in (None, "auto"):
         try:
@@ -25,8 +30,8 @@ def _segmenter(backend: str, model: str | None, cell_model: str, diameter: str |
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            segmenter = get_segmenter(backend, model=model, diameter=diameter, gpu=gpu, batch_size=batch_size,
-                                      cell_model=None if cell_model.lower() in ("none", "classical") else cell_model)
+            segmenter = get_segmenter(backend, model=model, diameter=diameter, gpu=gpu,
+                                      params=ClassicalParams(**classical), cell_model=None if cell_model.lower() in ("none", "classical") else cell_model)
         for w in caught:
             console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
     except (WeightsNotFoundError, ValueError) as err:
@@ -45,6 +50,11 @@ def segment(
     workers: int = typer.Option(1, help="Local dask worker processes."),
     scheduler: str = typer.Option(None, help="Address of a running dask scheduler (overrides --workers)."),
     gpu: bool = typer.Option(None, "--gpu/--cpu", help="Cellpose device (default: GPU when torch sees one)."),
+    threshold_method: str = typer.Option(None, help="Classical nuclei threshold: otsu (default), li, log_otsu."),
+    nucleus_diameter: float = typer.Option(None, help="Classical: nucleus diameter in px (default: estimated)."),
+    min_nucleus_area: int = typer.Option(None, help="Drop nuclei under this many px (default 15)."),
+    max_nucleus_area: int = typer.Option(None, help="Drop nuclei over this many px (default: no limit)."),
+    min_cell_area: int = typer.Option(None, help="Drop cells (and their nucleus) under this many px (default 50)."),
 ):
     """Segment nuclei and cells in every field of a plate index into a label store."""
     from ..io import PlateIndexError, read_index
@@ -54,7 +64,9 @@ def segment(
         plate_index = read_index(index)
     except (PlateIndexError, FileNotFoundError, OSError) as err:
         fail(f"cannot read plate index {index}: {err}")
-    segmenter = _segmenter(backend, model, cell_model, diameter, gpu)
+    segmenter = _segmenter(backend, model, cell_model, diameter, gpu, dict(
+        threshold_method=threshold_method, nucleus_diameter=nucleus_diameter, min_nucleus_area=min_nucleus_area,
+        max_nucleus_area=max_nucleus_area, min_cell_area=min_cell_area))
     console.print(f"segmenting {len(plate_index)} fields with the {segmenter.name} backend -> {out}")
     with progress_bar("segmenting fields", total=len(plate_index)) as update:
         qc = segment_plate(plate_index, out, segmenter, workers=workers, scheduler=scheduler, progress=update)
@@ -107,12 +119,13 @@ def score_segmentation(
     diameter: str = typer.Option(None, help="Cellpose diameter in px, or 'auto'."),
     out: Path = typer.Option(None, "--out", "-o", help="JSON file to write (default: print only)."),
     gpu: bool = typer.Option(None, "--gpu/--cpu", help="Cellpose device (default: GPU when torch sees one)."),
+    threshold_method: str = typer.Option(None, help="Classical nuclei threshold: otsu (default), li, log_otsu."),
 ):
     """Segment images as nuclei and print average precision at IoU 0.5 and 0.75 (per image, pooled)."""
     from .._atomic import atomic_path
     from ..segment.evaluate import score_segmenter
 
-    segmenter = _segmenter(backend, model, "none", diameter, gpu)
+    segmenter = _segmenter(backend, model, "none", diameter, gpu, {"threshold_method": threshold_method})
     try:
         result = score_segmenter(segmenter, images, masks)
     except (FileNotFoundError, ValueError, OSError) as err:

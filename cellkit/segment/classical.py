@@ -95,16 +95,14 @@ def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     return (np.bincount(labels.ravel()) >= min_area)[labels] & mask
 
 
-def _otsu(values: np.ndarray) -> float:
-    if values.size == 0 or values.min() == values.max():
-        return np.inf
-    return float(filters.threshold_otsu(values))
-
-
 THRESHOLD_METHODS = ("otsu", "li", "log_otsu")
 
 
-def auto_threshold(image: np.ndarray, method: str = "li") -> float:
+def _otsu(values: np.ndarray) -> float:
+    return float(filters.threshold_otsu(values))
+
+
+def auto_threshold(image: np.ndarray, method: str = "otsu") -> float:
     """Automatic threshold of a background-removed image (>= 0).
 
     ``li``: minimum cross-entropy (CellProfiler's default), less pulled up than Otsu by a few very
@@ -118,7 +116,7 @@ def auto_threshold(image: np.ndarray, method: str = "li") -> float:
         return float(filters.threshold_li(image))
     if method == "log_otsu":
         floor = max(float(np.percentile(image, 1)), 1e-3 * float(image.max()))
-        return float(np.exp(_otsu(np.log(np.maximum(image, floor)))))
+        return float(np.exp(auto_threshold(np.log(np.maximum(image, floor)), "otsu")))
     raise ValueError(f"unknown threshold method {method!r}; choose one of {', '.join(THRESHOLD_METHODS)}")
 
 
@@ -232,7 +230,7 @@ def segment_cells(nuclei: np.ndarray, cytoplasm: list[np.ndarray],
     diameter = params.nucleus_diameter or 2 * np.sqrt(np.median(areas[areas > 0]) / np.pi)
     planes = [_normalized_plane(c, 4 * diameter, f"cytoplasm channel {k}") for k, c in enumerate(cytoplasm)]
     cyto = np.mean(planes, axis=0)
-    threshold = _otsu(cyto) * params.cell_threshold_scale
+    threshold = auto_threshold(cyto, "otsu") * params.cell_threshold_scale
     foreground = remove_small(cyto > threshold, params.min_cell_area) | (nuclei > 0)
     foreground = ndi.binary_fill_holes(foreground)
     relief = planes[0] + filters.sobel(cyto)
