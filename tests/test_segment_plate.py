@@ -78,3 +78,18 @@ def test_cli_segment_reports_corrupt_field(small_plate, tmp_path):
     result = runner.invoke(app, ["segment", str(tmp_path / "index.parquet"), "--out", str(tmp_path / "l.zarr"),
                                  "--backend", "cellpose"], env={"CELLPOSE_LOCAL_MODELS_PATH": str(tmp_path / "none")})
     assert result.exit_code == 1 and "--backend classical" in result.output.replace("\n", " ")
+
+
+def test_batched_tasks_isolate_a_bad_field(small_plate, tmp_path):
+    index = _subset(small_plate, 4)
+    bool_tif = tmp_path / "complex.tif"
+    tifffile.imwrite(bool_tif, np.ones((256, 320), np.complex64))  # wrong dtype for an image
+    index.loc[0, "path_DNA"] = str(bool_tif)
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(open(index.loc[3, "path_Tubulin"], "rb").read()[:2000])
+    index.loc[3, "path_Tubulin"] = str(truncated)
+    qc = segment_plate(index, tmp_path / "labels.zarr", get_segmenter("classical"), fields_per_task=4)
+    qc = qc.set_index("field_id")
+    assert list(qc.status) == ["failed", "ok", "ok", "failed"]
+    assert "dtype complex64" in qc.error.iloc[0] and qc.error.iloc[3].startswith("ImageReadError")
+    assert (qc.n_cells.iloc[1:3] > 0).all()

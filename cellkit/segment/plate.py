@@ -30,23 +30,53 @@ def qc_path(labels_path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + ".qc.csv")
 
 
-def segment_index_row(row: dict, channels: list[str], segmenter: Segmenter, out: str) -> dict:
-    """Read, segment and write one field; never raises: failures come back as a QC row."""
-    start = time.perf_counter()
-    qc = {"field_id": row["field_id"], "status": "ok", "n_nuclei": 0, "n_cells": 0, "n_border": 0, "notes": "",
-          "error": ""}
-    try:
-        image = read_field(row, channels)
-        result = segmenter.segment_field(image, channels)
-        qc.update(n_nuclei=int(result.nuclei.max(initial=0)), n_cells=result.n_objects,
-                  n_border=len(result.border), notes="; ".join(result.notes))
-        write_field_labels(out, row["field_id"], result.nuclei, result.cells,
-                           attrs={"border_labels": result.border.tolist(), "notes": result.notes,
-                                  "backend": segmenter.name})
-    except Exception as err:  # reported per field; the run goes on
-        qc.update(status="failed", error=f"{type(err).__name__}: {err}")
-    qc["seconds"] = round(time.perf_counter() - start, 3)
+def _failed(qc: dict, err: Exception) -> dict:
+    qc.update(status="failed", error=f"{type(err).__name__}: {err}")
     return qc
+
+
+def segment_index_rows(rows: list[dict], channels: list[str], segmenter: Segmenter, out: str) -> list[dict]:
+    """Read, segment (as one batch) and write some fields; never raises: failures come back as QC rows.
+
+    A field that cannot be read is failed alone; if the batch fails, its fields are retried one by
+    one so that only the faulty field is reported.
+    """
+    start = time.perf_counter()
+    qcs, images = [], []
+    for row in rows:
+        qcs.append({"field_id": row["field_id"], "status": "ok", "n_nuclei": 0, "n_cells": 0, "n_border": 0,
+                    "notes": "", "error": ""})
+        try:
+            images.append(read_field(row, channels))
+        except Exception as err:  # unreadable or corrupt: reported, the run goes on
+            _failed(qcs[-1], err)
+            images.append(None)
+    readable = [i for i, im in enumerate(images) if im is not None]
+    try:
+        results = dict(zip(readable, segmenter.segment_fields([images[i] for i in readable], channels)))
+    except Exception:
+        if len(readable) <= 1:
+            results = {}
+            for i in readable:
+                try:
+                    results[i] = segmenter.segment_field(images[i], channels)
+                except Exception as err:
+                    _failed(qcs[i], err)
+        else:  # isolate the faulty field
+            return [qc for r in rows for qc in segment_index_rows([r], channels, segmenter, out)]
+    for i, result in results.items():
+        try:
+            write_field_labels(out, rows[i]["field_id"], result.nuclei, result.cells,
+                               attrs={"border_labels": result.border.tolist(), "notes": result.notes,
+                                      "backend": segmenter.name})
+            qcs[i].update(n_nuclei=int(result.nuclei.max(initial=0)), n_cells=result.n_objects,
+                          n_border=len(result.border), notes="; ".join(result.notes))
+        except Exception as err:
+            _failed(qcs[i], err)
+    seconds = round((time.perf_counter() - start) / max(len(rows), 1), 3)
+    for qc in qcs:
+        qc["seconds"] = seconds
+    return qcs
 
 
 def _qc_from_store(out: str, field_id: str) -> dict:
@@ -60,7 +90,7 @@ def _qc_from_store(out: str, field_id: str) -> dict:
 
 
 def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmenter, *, workers: int = 1,
-                  scheduler: str | None = None, progress=None) -> pd.DataFrame:
+                  scheduler: str | None = None, fields_per_task: int | None = None, progress=None) -> pd.DataFrame:
     """Segment all fields of a plate index into ``out`` (labels.zarr) and write the QC table.
 
     Parameters
@@ -75,6 +105,9 @@ def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmen
         Local dask worker processes (1: run in this process). Ignored with ``scheduler``.
     scheduler
         Address of a running dask scheduler (``tcp://host:8786``).
+    fields_per_task
+        Fields segmented together in one batch (one dask task); default 1 for the classical
+        backend, 4 for Cellpose (its network runs the batch's tiles together).
     progress
         Optional ``callable(n_done, n_total)``.
 
@@ -97,12 +130,14 @@ def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmen
     total = len(rows)
     report = progress or (lambda n, t: None)
     report(len(results), total)
-    if todo and (workers > 1 or scheduler):
-        results += _run_distributed(todo, channels, segmenter, out, workers, scheduler,
+    size = fields_per_task or (1 if segmenter.name == "classical" else 4)
+    tasks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    if tasks and (workers > 1 or scheduler):
+        results += _run_distributed(tasks, channels, segmenter, out, workers, scheduler,
                                     lambda n: report(len(done) + n, total))
     else:
-        for r in todo:
-            results.append(segment_index_row(r, channels, segmenter, out))
+        for task in tasks:
+            results += segment_index_rows(task, channels, segmenter, out)
             report(len(results), total)
     order = {r["field_id"]: i for i, r in enumerate(rows)}
     qc = pd.DataFrame(results, columns=QC_COLUMNS).sort_values("field_id", key=lambda s: s.map(order))
@@ -112,7 +147,7 @@ def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmen
     return qc
 
 
-def _run_distributed(todo, channels, segmenter, out, workers, scheduler, report) -> list[dict]:
+def _run_distributed(tasks, channels, segmenter, out, workers, scheduler, report) -> list[dict]:
     from distributed import Client, LocalCluster, as_completed
 
     if scheduler:
@@ -122,11 +157,11 @@ def _run_distributed(todo, channels, segmenter, out, workers, scheduler, report)
         client = Client(cluster)
     try:
         seg = client.scatter(segmenter, broadcast=True)
-        futures = [client.submit(segment_index_row, r, channels, seg, out, key=f"segment-{r['field_id']}", pure=False)
-                   for r in todo]
+        futures = [client.submit(segment_index_rows, task, channels, seg, out,
+                                 key=f"segment-{task[0]['field_id']}", pure=False) for task in tasks]
         results = []
         for future in as_completed(futures):
-            results.append(future.result())
+            results += future.result()
             report(len(results))
         return results
     finally:
