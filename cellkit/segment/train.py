@@ -111,10 +111,15 @@ def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str |
         with atomic_path(out) as target:
             shutil.copyfile(path, target)
     cpb.load_model.cache_clear()
-    return {"seconds": round(time.perf_counter() - start, 1),
-            "final_train_loss": float(np.asarray(train_losses)[-1]) if len(train_losses) else None,
-            "final_test_loss": float(np.asarray(test_losses)[-1]) if test_images is not None and len(test_losses)
-            else None}
+    return {"seconds": round(time.perf_counter() - start, 1), "final_train_loss": _last_recorded(train_losses),
+            "final_test_loss": _last_recorded(test_losses) if test_images is not None else None}
+
+
+def _last_recorded(losses) -> float | None:
+    """Last non-zero loss (Cellpose records the test loss only every few epochs, zeros between)."""
+    losses = np.asarray(losses, float)
+    recorded = losses[losses > 0]
+    return float(recorded[-1]) if recorded.size else None
 
 
 def train_segmenter(images: str | os.PathLike, masks: str | os.PathLike, out: str | os.PathLike, *,
@@ -148,8 +153,8 @@ def train_segmenter(images: str | os.PathLike, masks: str | os.PathLike, out: st
     log(f"training on {len(train_idx)} images, validating on {len(val_idx)} held-out images, {epochs} epochs")
     fit = train_cellpose([ims[i] for i in train_idx], [mks[i] for i in train_idx], out, epochs=epochs,
                          batch_size=batch_size, learning_rate=learning_rate, diam_mean=diam_mean,
-                         patch_size=patch_size, pretrained=pretrained, seed=seed, gpu=gpu, test_images=[ims[i] for i in val_idx],
-                         test_masks=[mks[i] for i in val_idx])
+                         patch_size=patch_size, pretrained=pretrained, seed=seed, gpu=gpu,
+                         test_images=[ims[i] for i in val_idx], test_masks=[mks[i] for i in val_idx])
     segmenter = CellposeSegmenter(model=str(out), cell_model=None, diameter=diameter, gpu=gpu)
     predictions = segmenter.segment_nuclei([ims[i] for i in val_idx])
     scores = score_images([(mks[i], p) for i, p in zip(val_idx, predictions)], names=[names[i] for i in val_idx])
