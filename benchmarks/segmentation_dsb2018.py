@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 RESULTS = Path(__file__).parent / "results"
 TARGET = 0.86
