@@ -35,3 +35,44 @@ def input_stage(ctx: Context, kind: str, **options) -> None:
         index = io.read_index(options["path"], check_files=True)
     io.write_index(index, ctx.out / "index.parquet")
     ctx.log(f"input: {len(index)} fields, {index.plate.nunique()} plates")
+
+
+@register_stage("segment", outputs=["labels.zarr", "labels.qc.csv"])
+def segment_stage(ctx: Context, backend: str = "classical", model: str | None = None, cell_model: str | None = "cyto3",
+                  diameter: float | None = None) -> None:
+    """``index.parquet`` -> ``labels.zarr`` (+ QC table). Fails when any field failed."""
+    import pandas as pd
+
+    from .segment import get_segmenter, qc_path, segment_plate
+
+    labels = ctx.out / "labels.zarr"
+    segmenter = get_segmenter(backend, model=model, cell_model=cell_model, diameter=diameter)
+    qc = segment_plate(pd.read_parquet(ctx.out / "index.parquet"), labels, segmenter,
+                       workers=ctx.workers or 1, scheduler=ctx.scheduler)
+    failed = qc[qc.status != "ok"]
+    if len(failed):
+        raise RuntimeError(f"segmentation failed for {len(failed)} fields, see {qc_path(labels)}")
+    ctx.log(f"segment: {int(qc.n_cells.sum())} cells in {len(qc)} fields")
+
+
+@register_stage("extract", outputs=["cells.zarr", "cells.h5ad"])
+def extract_stage(ctx: Context, size: int = 64, border: str = "drop", mask_neighbors: bool = False,
+                  features: bool = True) -> None:
+    """``index.parquet`` + ``labels.zarr`` -> ``cells.zarr`` and ``cells.h5ad`` (morphology in X)."""
+    from .extract import extract_cells
+    from .features import measure_field
+
+    extract_cells(ctx.out / "index.parquet", ctx.out / "labels.zarr", ctx.out / "cells.zarr", size=size,
+                  border=border, mask_neighbors=mask_neighbors, measure=measure_field if features else None,
+                  adata=ctx.out / "cells.h5ad", workers=ctx.workers or 2, scheduler=ctx.scheduler, log=ctx.log)
+
+
+@register_stage("profile", outputs=["profiles"])
+def profile_stage(ctx: Context, max_cluster_cells: int = 5000, seed: int = 0) -> None:
+    """``cells.h5ad`` -> ``profiles/``: wells, treatments, MOA scores, clusters, figures."""
+    from ._atomic import atomic_path
+    from .profiles import demo_profiles
+
+    with atomic_path(ctx.out / "profiles") as tmp:
+        demo_profiles(ctx.out / "cells.h5ad", tmp, cells_zarr=ctx.out / "cells.zarr",
+                      max_cluster_cells=max_cluster_cells, seed=seed, log=ctx.log)

@@ -49,3 +49,4 @@ def test_demo_small(tmp_path, monkeypatch):
     assert (tmp_path / "demo" / "index.parquet").exists()
     images, _, obs = cellkit.io.read_cells(tmp_path / "demo" / "cells.zarr")
     assert images.shape[0] == len(obs) > 0 and obs.field_id.nunique() > 10
+    assert (tmp_path / "demo" / "labels.qc.csv").exists() and "segment:" in result.output

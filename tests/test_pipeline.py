@@ -59,3 +59,13 @@ def test_bad_pipeline(tmp_path):
     with pytest.raises(ValueError, match="input must be exactly one of"):
         run_pipeline({"input": {"csv": "x"}, "output": str(tmp_path), "stages": []})
     assert "input" in STAGES
+
+
+def test_demo_yaml_is_the_demo_pipeline():
+    from pathlib import Path
+
+    from cellkit.demo import demo_pipeline
+    from cellkit.pipeline import check_pipeline, load_pipeline
+
+    from_file = load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml")
+    assert from_file == check_pipeline(demo_pipeline())

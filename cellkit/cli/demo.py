@@ -10,13 +10,15 @@ from ._common import console
 
 
 def demo(out: Path = typer.Argument(Path("demo_out"), help="Output folder."),
-         seed: int = typer.Option(0, help="Random seed of the synthetic plate set.")):
-    """Generate a synthetic plate set and run every cellkit stage on it."""
+         seed: int = typer.Option(0, help="Random seed of the synthetic plate set."),
+         workers: int = typer.Option(None, help="Local dask workers (default: one per core).")):
+    """Generate a synthetic plate set and run every cellkit stage on it (pipelines/demo.yaml)."""
     from dataclasses import replace
 
-    from ..demo import DEMO_CONFIG, run_demo
+    from .. import demo as demo_module
 
-    outputs = run_demo(out, replace(DEMO_CONFIG, seed=seed), log=console.print)
+    outputs = demo_module.run_demo(out, replace(demo_module.DEMO_CONFIG, seed=seed), log=console.print,
+                                   workers=workers)
     console.print("[bold]outputs[/]")
     for name, path in outputs.items():
         console.print(f"  {name:<12} {path}")

@@ -1,0 +1,159 @@
+"""Segmentation accuracy against synthetic ground truth, throughput and peak memory.
+
+Renders BBBC021-sized (1024x1280) synthetic fields with ground truth (several phenotypes, plate
+illumination and gains), segments them with each backend and reports pooled AP@0.5 / AP@0.75 for
+nuclei and cells, fields per second and peak resident memory (each backend measured in a fresh
+process). Cellpose pretrained weights are not available offline: with ``--model`` (a
+cellkit-trained nucleus model) Cellpose is run end to end (cells from the classical propagation
+unless ``--cell-model`` is given); without it only the network passes of an untrained CPnet of
+Cellpose's size are timed (nucleus pass + 2-channel cell pass, no mask computation: an untrained
+network's flows make the mask step meaningless and slow).
+
+    nice -n 10 python benchmarks/segmentation_synthetic.py [--fields 6] [--model MODEL]
+
+Writes benchmarks/results/segmentation_synthetic.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+CHANNELS = ["DNA", "Tubulin", "Actin"]
+TARGETS = {"nuclei_ap@0.5": 0.95, "cells_ap@0.5": 0.90}
+
+
+def synthetic_fields(n: int, shape=(1024, 1280), seed: int = 0):
+    """n fields (images, nuclei, cells) of varied phenotypes with uneven illumination and gains."""
+    from cellkit.datasets import render_field
+    from cellkit.datasets.phenotypes import MOAS, phenotype
+    from cellkit.datasets.render import illumination_field
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        effect = None if k % 3 == 0 else MOAS[k % len(MOAS)]
+        params = phenotype(_effect(effect), fraction=1.0) if effect else phenotype()
+        illumination = np.stack([illumination_field(shape, rng, strength=rng.uniform(0.2, 0.4)) for _ in range(3)])
+        gains = np.exp(rng.normal(0, 0.15, 3))
+        out.append(render_field(params, shape, rng=rng, gains=gains, illumination=illumination))
+    return out
+
+
+def _effect(moa):
+    from cellkit.datasets.phenotypes import MOA_EFFECTS
+
+    return MOA_EFFECTS[moa]
+
+
+def measure(backend: str, n_fields: int, model: str | None, cell_model: str | None, seed: int) -> dict:
+    """Segment the fields with one backend in this process: accuracy, seconds per field, peak RSS."""
+    import resource
+
+    import torch
+
+    from cellkit.segment import get_segmenter, score_images
+
+    torch.set_num_threads(2)
+    fields = synthetic_fields(n_fields, seed=seed)
+    segmenter = get_segmenter(backend, model=model, cell_model=cell_model, gpu=False)
+    segmenter.segment_field(fields[0][0][:, :256, :256], CHANNELS)  # warm-up (model load)
+    start = time.perf_counter()
+    results = [segmenter.segment_field(images, CHANNELS) for images, _, _ in fields]
+    seconds = time.perf_counter() - start
+    nuclei = score_images([(f[1], r.nuclei) for f, r in zip(fields, results)])["pooled"]
+    cells = score_images([(f[2], r.cells) for f, r in zip(fields, results)])["pooled"]
+    return {"backend": backend, "model": model, "cell_model": cell_model, "n_fields": n_fields,
+            "field_shape": list(fields[0][0].shape), "seconds_per_field": seconds / n_fields,
+            "fields_per_second": n_fields / seconds,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "nuclei": nuclei, "cells": cells, "n_true_cells": int(sum(f[2].max() for f in fields))}
+
+
+def untrained_model(path: Path, nchan: int = 2) -> str:
+    """A randomly initialised Cellpose 3 CPnet saved as a weight file (timing only)."""
+    import torch
+    from cellpose.resnet_torch import CPnet
+
+    torch.manual_seed(0)
+    CPnet([nchan, 32, 64, 128, 256], 3, sz=3, diam_mean=17.0).save_model(str(path))
+    return str(path)
+
+
+def measure_network(n_fields: int, seed: int) -> dict:
+    """Seconds per field of the Cellpose network passes alone (untrained weights), and peak RSS."""
+    import resource
+
+    import torch
+    from cellpose import models
+
+    torch.set_num_threads(2)
+    fields = synthetic_fields(n_fields, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        nuc = models.CellposeModel(gpu=False, pretrained_model=untrained_model(Path(tmp) / "n.cp"), diam_mean=17.0)
+        cyto = models.CellposeModel(gpu=False, pretrained_model=untrained_model(Path(tmp) / "c.cp"), diam_mean=30.0)
+    start = time.perf_counter()
+    for images, _, _ in fields:
+        nuc.eval(images[0].astype(np.float32), channels=[0, 0], diameter=17.0, compute_masks=False)
+        cyto.eval(images[[2, 0]].astype(np.float32), channels=[1, 2], channel_axis=0, diameter=30.0,
+                  compute_masks=False)
+    seconds = time.perf_counter() - start
+    return {"backend": "cellpose (network passes only, untrained weights)", "n_fields": n_fields,
+            "field_shape": list(fields[0][0].shape), "seconds_per_field": seconds / n_fields,
+            "fields_per_second": n_fields / seconds,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _in_subprocess(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--_measure", *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fields", type=int, default=6, help="1024x1280 fields for the classical backend")
+    parser.add_argument("--cellpose-fields", type=int, default=2, help="fields for the Cellpose timing")
+    parser.add_argument("--model", help="cellkit-trained Cellpose nucleus model (accuracy and timing)")
+    parser.add_argument("--cell-model", help="Cellpose cell model (default: classical propagation from nuclei)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--_measure", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._measure:
+        backend, n, model, cell_model = args._measure
+        if backend == "network":
+            print(json.dumps(measure_network(int(n), args.seed)))
+            return
+        print(json.dumps(measure(backend, int(n), None if model == "-" else model,
+                                 None if cell_model == "-" else cell_model, args.seed)))
+        return
+    runs = {"classical": _in_subprocess(["classical", str(args.fields), "-", "-"])}
+    if args.model:
+        runs["cellpose_trained"] = _in_subprocess(["cellpose", str(args.cellpose_fields), args.model,
+                                                   args.cell_model or "-"])
+    runs["cellpose_network_timing"] = _in_subprocess(["network", str(args.cellpose_fields), "-", "-"])
+    classical = runs["classical"]
+    summary = {"nuclei_ap@0.5": classical["nuclei"]["ap@0.5"], "cells_ap@0.5": classical["cells"]["ap@0.5"]}
+    result = {"runs": runs, "classical_vs_targets": {k: {"value": summary[k], "target": TARGETS[k],
+                                                         "met": summary[k] >= TARGETS[k]} for k in TARGETS}}
+    for name, run in runs.items():
+        acc = "" if "nuclei" not in run else (f"nuclei AP@0.5 {run['nuclei']['ap@0.5']:.3f} AP@0.75 "
+                                              f"{run['nuclei']['ap@0.75']:.3f} | cells AP@0.5 "
+                                              f"{run['cells']['ap@0.5']:.3f} AP@0.75 {run['cells']['ap@0.75']:.3f} | ")
+        print(f"{name:<28} {run['n_fields']} fields {run['field_shape'][1:]}: {acc}"
+              f"{run['fields_per_second']:.3f} fields/s ({run['seconds_per_field']:.2f} s/field), "
+              f"peak RSS {run['peak_rss_mib']:.0f} MiB")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "segmentation_synthetic.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["classical_vs_targets"]))
+
+
+if __name__ == "__main__":
+    main()

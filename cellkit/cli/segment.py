@@ -1,0 +1,148 @@
+"""``cellkit segment``, ``cellkit train-segmenter`` and ``cellkit score-segmentation``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import typer
+
+from ._common import console, fail, progress_bar
+
+BACKEND_HELP = "classical, cellpose, or auto (Cellpose when its weights are available, else classical)."
+
+
+def _segmenter(backend: str, model: str | None, cell_model: str, diameter: str | None, gpu: bool | None,
+               classical: dict | None = None):
+    from ..segment import ClassicalParams, WeightsNotFoundError, get_segmenter
+    from ..segment.classical import THRESHOLD_METHODS
+
+    classical = {k: v for k, v in (classical or {}).items() if v is not None}
+    if classical.get("threshold_method", "otsu") not in THRESHOLD_METHODS:
+        fail(f"--threshold-method must be one of {', '.join(THRESHOLD_METHODS)}")
+
+    if diameter not in (None, "auto"):
+        try:
+            diameter = float(diameter)
+        except ValueError:
+            fail(f"--diameter must be a number of pixels or 'auto', got {diameter!r}")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            segmenter = get_segmenter(backend, model=model, diameter=diameter, gpu=gpu,
+                                      params=ClassicalParams(**classical), cell_model=None if cell_model.lower() in ("none", "classical") else cell_model)
+        for w in caught:
+            console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    except (WeightsNotFoundError, ValueError) as err:
+        fail(str(err))
+    return segmenter
+
+
+def segment(
+    index: Path = typer.Argument(..., help="Plate index (parquet from `cellkit index`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Label store to write (labels.zarr); reruns resume it."),
+    backend: str = typer.Option("classical", help=BACKEND_HELP),
+    model: str = typer.Option(None, help="Cellpose nucleus model: name (nuclei) or path to a trained model."),
+    cell_model: str = typer.Option("cyto3", help="Cellpose cell model (name or path), or 'classical' to grow "
+                                                 "cells from the nuclei by propagation."),
+    diameter: str = typer.Option(None, help="Cellpose nucleus diameter in px, or 'auto' (measured per field)."),
+    workers: int = typer.Option(1, help="Local dask worker processes."),
+    scheduler: str = typer.Option(None, help="Address of a running dask scheduler (overrides --workers)."),
+    gpu: bool = typer.Option(None, "--gpu/--cpu", help="Cellpose device (default: GPU when torch sees one)."),
+    threshold_method: str = typer.Option(None, help="Classical nuclei threshold: otsu (default), li, log_otsu."),
+    nucleus_diameter: float = typer.Option(None, help="Classical: nucleus diameter in px (default: estimated)."),
+    min_nucleus_area: int = typer.Option(None, help="Drop nuclei under this many px (default 15)."),
+    max_nucleus_area: int = typer.Option(None, help="Drop nuclei over this many px (default: no limit)."),
+    min_cell_area: int = typer.Option(None, help="Drop cells (and their nucleus) under this many px (default 50)."),
+):
+    """Segment nuclei and cells in every field of a plate index into a label store."""
+    from ..io import PlateIndexError, read_index
+    from ..segment import qc_path, segment_plate
+
+    try:
+        plate_index = read_index(index)
+    except (PlateIndexError, FileNotFoundError, OSError) as err:
+        fail(f"cannot read plate index {index}: {err}")
+    segmenter = _segmenter(backend, model, cell_model, diameter, gpu, dict(
+        threshold_method=threshold_method, nucleus_diameter=nucleus_diameter, min_nucleus_area=min_nucleus_area,
+        max_nucleus_area=max_nucleus_area, min_cell_area=min_cell_area))
+    console.print(f"segmenting {len(plate_index)} fields with the {segmenter.name} backend -> {out}")
+    with progress_bar("segmenting fields", total=len(plate_index)) as update:
+        qc = segment_plate(plate_index, out, segmenter, workers=workers, scheduler=scheduler, progress=update)
+    failed = qc[qc.status != "ok"]
+    ok = qc[qc.status == "ok"]
+    console.print(f"{len(ok)} fields segmented ({int(ok.n_cells.sum())} cells), {len(failed)} failed; "
+                  f"QC table: {qc_path(out)}")
+    for row in failed.itertuples():
+        console.print(f"[red]failed[/] {row.field_id}: {row.error}", highlight=False)
+    if len(failed):
+        fail(f"{len(failed)} of {len(qc)} fields failed (see {qc_path(out)}); rerun to retry them")
+
+
+def train_segmenter(
+    images: Path = typer.Argument(..., help="Folder of single-channel training images."),
+    masks: Path = typer.Argument(..., help="Folder of label images with the same file stems."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model file to write (plus MODEL.json with the report)."),
+    epochs: int = typer.Option(100, help="Training epochs (passes over the training images)."),
+    batch_size: int = typer.Option(8, help="Patches per optimisation step."),
+    learning_rate: float = typer.Option(0.005, help="Learning rate."),
+    patch_size: int = typer.Option(224, help="Training patch side in px (multiple of 16)."),
+    validation_fraction: float = typer.Option(0.2, help="Fraction of pairs held out for validation."),
+    diam_mean: float = typer.Option(17.0, help="Object diameter (px) the network works at."),
+    pretrained: str = typer.Option(None, help="Start from these Cellpose weights (name or path); default: scratch."),
+    seed: int = typer.Option(0, help="Random seed (split, initialisation, patches)."),
+    gpu: bool = typer.Option(None, "--gpu/--cpu", help="Device (default: GPU when torch sees one)."),
+):
+    """Train a Cellpose model from image/mask pairs and report held-out validation accuracy."""
+    from ..segment import WeightsNotFoundError
+    from ..segment.train import train_segmenter as train
+
+    if patch_size % 16:
+        fail("--patch-size must be a multiple of 16")
+    try:
+        report = train(images, masks, out, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                       patch_size=patch_size, validation_fraction=validation_fraction, diam_mean=diam_mean,
+                       pretrained=pretrained, seed=seed, gpu=gpu, log=console.print)
+    except (WeightsNotFoundError, FileNotFoundError, ValueError) as err:
+        fail(str(err))
+    pooled = report["validation"]["pooled"]
+    typer.echo(json.dumps({"model": str(out), "validation_ap@0.5": pooled["ap@0.5"],
+                           "validation_ap@0.75": pooled["ap@0.75"], "seconds": report["seconds"]}))
+
+
+def score_segmentation(
+    images: Path = typer.Option(..., help="Folder of single-channel images."),
+    masks: Path = typer.Option(..., help="Folder of ground-truth label images (same file stems)."),
+    backend: str = typer.Option("classical", help=BACKEND_HELP),
+    model: str = typer.Option(None, help="Cellpose nucleus model: name or path."),
+    diameter: str = typer.Option(None, help="Cellpose diameter in px, or 'auto'."),
+    out: Path = typer.Option(None, "--out", "-o", help="JSON file to write (default: print only)."),
+    gpu: bool = typer.Option(None, "--gpu/--cpu", help="Cellpose device (default: GPU when torch sees one)."),
+    threshold_method: str = typer.Option(None, help="Classical nuclei threshold: otsu (default), li, log_otsu."),
+):
+    """Segment images as nuclei and print average precision at IoU 0.5 and 0.75 (per image, pooled)."""
+    from .._atomic import atomic_path
+    from ..segment.evaluate import score_segmenter
+
+    segmenter = _segmenter(backend, model, "none", diameter, gpu, {"threshold_method": threshold_method})
+    try:
+        result = score_segmenter(segmenter, images, masks)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        fail(str(err))
+    for row in result["per_image"]:
+        console.print(f"  {row['name'][:40]:<40} true {row['n_true']:>4}  pred {row['n_pred']:>4}  "
+                      f"AP@0.5 {row['ap@0.5']:.3f}  AP@0.75 {row['ap@0.75']:.3f}", highlight=False)
+    pooled = result["pooled"]
+    console.print(f"pooled over {pooled['n_images']} images: AP@0.5 {pooled['ap@0.5']:.3f}  "
+                  f"AP@0.75 {pooled['ap@0.75']:.3f}", highlight=False)
+    if out:
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+    typer.echo(json.dumps(pooled))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(segment)
+    app.command("train-segmenter")(train_segmenter)
+    app.command("score-segmentation")(score_segmentation)

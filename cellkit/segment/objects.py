@@ -1,0 +1,66 @@
+"""Nucleus-cell pairing and border flags shared by all backends."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .classical import relabel_raster
+
+
+def pair_nuclei_cells(nuclei: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Make nuclei and cells one-to-one: nucleus k lies inside cell k.
+
+    Each nucleus goes to the cell holding most of its pixels; a cell keeps the nucleus with the
+    largest overlap among those assigned to it. Nuclei are clipped to their cell; cells without a
+    nucleus and nuclei without a cell are dropped. Pairs are numbered 1..N in raster order of the
+    cell's first pixel.
+
+    Parameters
+    ----------
+    nuclei, cells
+        (H, W) integer label images.
+
+    Returns
+    -------
+    nuclei, cells : (H, W) uint32 each, the same label set {1..N}.
+    """
+    nuclei, cells = np.asarray(nuclei), np.asarray(cells)
+    if nuclei.shape != cells.shape:
+        raise ValueError(f"nuclei {nuclei.shape} and cells {cells.shape} differ in shape")
+    n_nuc, n_cell = int(nuclei.max(initial=0)), int(cells.max(initial=0))
+    both = (nuclei > 0) & (cells > 0)
+    codes, counts = np.unique(nuclei[both].astype(np.int64) * (n_cell + 1) + cells[both], return_counts=True)
+    nuc, cell = codes // (n_cell + 1), codes % (n_cell + 1)
+    # best cell of each nucleus (largest overlap): sort by overlap, the last write wins
+    order = np.argsort(counts, kind="stable")
+    best_cell = np.zeros(n_nuc + 1, np.int64)
+    best_count = np.zeros(n_nuc + 1, np.int64)
+    best_cell[nuc[order]] = cell[order]
+    best_count[nuc[order]] = counts[order]
+    # each cell keeps its largest assigned nucleus
+    assigned = np.flatnonzero(best_cell)
+    order = assigned[np.argsort(best_count[assigned], kind="stable")]
+    cell_nucleus = np.zeros(n_cell + 1, np.int64)
+    cell_nucleus[best_cell[order]] = order
+    kept_cells = np.flatnonzero(cell_nucleus)
+    cell_map = np.zeros(n_cell + 1, np.int64)
+    cell_map[kept_cells] = kept_cells
+    new_cells = relabel_raster(cell_map[cells])
+    # the new label of each kept cell, then the nucleus maps to its cell's new label
+    new_id = np.zeros(n_cell + 1, np.uint32)
+    flat_new = new_cells.ravel()
+    ids, first = np.unique(cell_map[cells].ravel(), return_index=True)
+    new_id[ids] = flat_new[first]
+    nuc_map = np.zeros(n_nuc + 1, np.uint32)
+    nuc_map[cell_nucleus[kept_cells]] = new_id[kept_cells]
+    new_nuclei = nuc_map[nuclei]
+    new_nuclei[new_nuclei != new_cells] = 0  # clip each nucleus to its own cell
+    return new_nuclei.astype(np.uint32), new_cells.astype(np.uint32)
+
+
+def border_labels(labels: np.ndarray) -> np.ndarray:
+    """Sorted labels (int64) of the objects touching the image border."""
+    labels = np.asarray(labels)
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    ids = np.unique(edge)
+    return ids[ids > 0].astype(np.int64)
