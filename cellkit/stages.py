@@ -70,9 +70,8 @@ def extract_stage(ctx: Context, size: int = 64, border: str = "drop", mask_neigh
 @register_stage("profile", outputs=["profiles"])
 def profile_stage(ctx: Context, max_cluster_cells: int = 5000, seed: int = 0) -> None:
     """``cells.h5ad`` -> ``profiles/``: wells, treatments, MOA scores, clusters, figures."""
-    from ._atomic import atomic_path
     from .profiles import demo_profiles
 
-    with atomic_path(ctx.out / "profiles") as tmp:
-        demo_profiles(ctx.out / "cells.h5ad", tmp, cells_zarr=ctx.out / "cells.zarr",
-                      max_cluster_cells=max_cluster_cells, seed=seed, log=ctx.log)
+    # an interrupted run is finished by the pipeline running this stage again (it overwrites)
+    demo_profiles(ctx.out / "cells.h5ad", ctx.out / "profiles", cells_zarr=ctx.out / "cells.zarr",
+                  max_cluster_cells=max_cluster_cells, seed=seed, log=ctx.log)

@@ -13,7 +13,7 @@ def synth(
     out: Path = typer.Argument(..., help="New folder for the plate set."),
     batches: int = typer.Option(2, help="Number of batches (weeks)."),
     plates_per_batch: int = typer.Option(2, help="Replicate plates per batch."),
-    compounds_per_moa: int = typer.Option(2, help="Compounds per MOA (1-4)."),
+    compounds_per_moa: int = typer.Option(3, help="Compounds per MOA (1-4)."),
     moas: int = typer.Option(12, help="Number of MOAs (1-12)."),
     concentrations: int = typer.Option(2, help="Concentrations per compound."),
     dmso_wells: int = typer.Option(4, help="DMSO wells per plate."),

@@ -10,8 +10,9 @@ Layout under ``out``::
     synthetic.json                                 # parameters, seed, version
 
 Each compound belongs to one batch (its replicate plates all sit in that batch, as in BBBC021),
-and the compounds of one MOA are spread over different batches, so that NSCB is meaningful and
-harder than NSC. Every plate has DMSO wells. Batches and plates differ in stain intensity and
+and the compounds of one MOA are spread round-robin over the batches: with more compounds per MOA
+than batches, some same-MOA compounds share a batch (easy NSC neighbours) and others do not (the
+only ones NSCB allows), so NSCB is harder than NSC, as in BBBC021. Every plate has DMSO wells. Batches and plates differ in stain intensity and
 illumination (batch effects), and batches also in cell size.
 """
 
@@ -45,7 +46,7 @@ class SyntheticConfig:
 
     n_batches: int = 2
     plates_per_batch: int = 2
-    compounds_per_moa: int = 2
+    compounds_per_moa: int = 3
     n_moas: int = 12
     n_concentrations: int = 2
     dmso_wells: int = 4
