@@ -29,3 +29,35 @@ def run_demo(out, config: SyntheticConfig = DEMO_CONFIG, *, log=print, progress=
     write_index(index, outputs["index"])
     log(f"index: {len(index)} fields, {index.plate.nunique()} plates -> {outputs['index']}")
     return outputs
+
+
+# A short run: about a minute of training and embedding on 2 CPU cores for the demo's few thousand cells.
+DEMO_TRAINING = {"epochs": 1, "max_cells": 1024, "batch_size": 128, "width": 16, "num_workers": 1, "seed": 0}
+
+
+def demo_embeddings(cells_zarr, cells_h5ad, out_dir, *, config: dict | None = None, log=print) -> dict[str, Path]:
+    """Train a short SimCLR run and fit PCA on ``cells_zarr``; write ``obsm["X_simclr"]``, ``obsm["X_pca"]``.
+
+    Models go to ``out_dir/<method>``; ``cells_h5ad`` is updated in place (created from the store's
+    obs when absent). A finished model or an existing embedding is not redone.
+    Returns method -> model folder.
+    """
+    import anndata as ad
+
+    from .models import EMBEDDING_KEYS, IncompleteModelError, embed_h5ad, load_model, train
+
+    out_dir, cells_h5ad = Path(out_dir), Path(cells_h5ad)
+    config = {**DEMO_TRAINING, **(config or {})}
+    models = {}
+    for method in ("simclr", "pca"):
+        model_dir = models[method] = out_dir / method
+        try:
+            load_model(model_dir)
+        except (FileNotFoundError, IncompleteModelError):
+            log(f"train: {method} on {cells_zarr}")
+            train(cells_zarr, model_dir, method=method, config=config, overwrite=True, log=log)
+        key = EMBEDDING_KEYS[method]
+        if not cells_h5ad.exists() or key not in ad.read_h5ad(cells_h5ad, backed="r").obsm:
+            embed_h5ad(cells_zarr, model_dir, cells_h5ad)
+            log(f"embed: obsm[{key!r}] -> {cells_h5ad}")
+    return models

@@ -1,5 +1,6 @@
 """Plate indexes, image reading, and store readers/writers."""
 
+from .bbbc021_crops import BBBC021_CROP_CHANNELS, import_bbbc021_crops
 from .images import ImageReadError, image_shape, read_field, read_image
 from .plate_index import (
     BBBC021_CHANNELS,
@@ -15,7 +16,8 @@ from .plate_index import (
 )
 
 __all__ = [
-    "BBBC021_CHANNELS", "METADATA_COLUMNS", "ImageReadError", "PlateIndexError", "channels_of",
-    "from_bbbc021", "from_csv", "from_pattern", "image_shape", "read_field", "read_image",
+    "BBBC021_CHANNELS", "BBBC021_CROP_CHANNELS", "METADATA_COLUMNS", "ImageReadError", "PlateIndexError", "channels_of",
+    "from_bbbc021", "from_csv", "from_pattern", "image_shape", "import_bbbc021_crops", "read_field", "read_image",
     "read_index", "validate_index", "write_index",
 ]
+
