@@ -57,7 +57,7 @@ def demo_embeddings(cells_zarr, cells_h5ad, out_dir, *, config: dict | None = No
             log(f"train: {method} on {cells_zarr}")
             train(cells_zarr, model_dir, method=method, config=config, overwrite=True, log=log)
         key = EMBEDDING_KEYS[method]
-        if not cells_h5ad.exists() or key not in ad.read_h5ad(cells_h5ad, backed="r").obsm:
+        if not cells_h5ad.exists() or key not in ad.read_h5ad(cells_h5ad).obsm:
             embed_h5ad(cells_zarr, model_dir, cells_h5ad)
             log(f"embed: obsm[{key!r}] -> {cells_h5ad}")
     return models

@@ -254,6 +254,9 @@ def test_cli_train_resume_embed(store, tmp_path):
     assert adata.obsm["X_ae"].shape == (96, TINY["latent_dim"]) and adata.obs_names[0] == "P1/B02/1/1"
     result = runner.invoke(app, ["train", str(store), "--method", "mae", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "unknown method" in result.output
+    cfg.write_text("widht: 8\n")
+    result = runner.invoke(app, ["train", str(store), "--out", str(tmp_path / "x"), "--config", str(cfg)])
+    assert result.exit_code == 1 and "unknown training option" in result.output and "widht" in result.output
 
 
 def test_import_real_bbbc021_crops(tmp_path):

@@ -112,5 +112,14 @@ def load_model(model_dir, *, device: str | torch.device = "cpu", allow_incomplet
     return model.to(device).eval(), config
 
 
+MODEL_FILES = (CONFIG, WEIGHTS, CHECKPOINT)
+
+
 def model_files_exist(model_dir) -> bool:
-    return any(os.path.exists(Path(model_dir) / name) for name in (CONFIG, WEIGHTS, CHECKPOINT))
+    return any(os.path.exists(Path(model_dir) / name) for name in MODEL_FILES)
+
+
+def remove_model_files(model_dir) -> None:
+    """Remove a model folder's files (config first, so a half-removed folder reads as no model)."""
+    for name in MODEL_FILES:
+        Path(model_dir, name).unlink(missing_ok=True)

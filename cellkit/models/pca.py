@@ -30,11 +30,14 @@ class PCAModel(nn.Module):
         return (x.flatten(1).float() - self.mean) @ self.components.T
 
 
-def fit_pca(data: CellChunks, config: dict, *, batch_size: int = 512, num_workers: int = 0, progress=None) -> PCAModel:
+def fit_pca(data: CellChunks, config: dict, *, batch_size: int | None = None, num_workers: int = 0,
+            progress=None) -> PCAModel:
     """Fit `PCAModel` on every crop of ``data`` (normalized by the dataset), in store order.
 
-    ``config["n_components"]`` is lowered to the number of cells or features when larger
-    (the config is updated in place). ``progress(done, total)`` is called after each batch.
+    ``config["n_components"]`` (k) is lowered to the number of cells or features when larger
+    (the config is updated in place). ``batch_size`` defaults to ``2k``: each ``partial_fit``
+    costs an SVD of ``(k + batch) x features``, so total work ~ (k + b)^2 / b is near its minimum
+    there. ``progress(done, total)`` is called after each batch.
     """
     n, size = data.n_rows(), int(config["input_size"])
     n_features = len(data.channels) * size * size
@@ -42,7 +45,7 @@ def fit_pca(data: CellChunks, config: dict, *, batch_size: int = 512, num_worker
     config["n_components"] = k
     pca = IncrementalPCA(n_components=k)
     held, done = None, 0
-    for x, _ in iter_batches(data, max(batch_size, k), num_workers=num_workers):
+    for x, _ in iter_batches(data, max(batch_size or 2 * k, k), num_workers=num_workers):
         flat = center_crop(x, size).flatten(1).numpy().astype(np.float64)
         # partial_fit needs at least k rows: a short last batch joins the one before it.
         if held is not None and len(flat) >= k:

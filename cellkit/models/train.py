@@ -19,8 +19,8 @@ import torch
 
 from .. import __version__
 from .augment import AugmentConfig, augment
-from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_exist, read_config, save_checkpoint,
-                         save_weights, write_json)
+from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_exist, read_config, remove_model_files,
+                         save_checkpoint, save_weights, write_json)
 from .data import CellChunks, channel_stats, iter_batches
 from .encoders import build_model
 
@@ -41,6 +41,9 @@ DEFAULTS = {
     "augment": AugmentConfig().to_dict(),
 }
 # The autoencoder reconstructs its input: photometric jitter and noise only make the target noisier.
+# Keys `train` adds to a saved config.json (so a saved config can be passed back as options).
+RECORDED_KEYS = {"method", "channels", "crop_size", "norm_mean", "norm_std", "cells", "epochs_done", "history",
+                 "complete", "cellkit_version", "torch_version", "n_train_cells", "weights_sha256"}
 METHOD_DEFAULTS = {"autoencoder": {"augment": AugmentConfig(crop_scale=(0.8, 1.0), brightness=0.0, contrast=0.0,
                                                             blur_prob=0.0, noise_std=0.0).to_dict()}}
 
@@ -120,10 +123,11 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
         method = config["method"]
         state = load_checkpoint(out_dir)
     else:
-        if model_files_exist(out_dir) and not overwrite:
-            raise FileExistsError(f"{out_dir} already holds a model; use --resume to continue it or --overwrite")
-        base = {k: v for k, v in (config or {}).items() if k in DEFAULTS}
-        config = default_config(method, **base)
+        if model_files_exist(out_dir):
+            if not overwrite:
+                raise FileExistsError(f"{out_dir} already holds a model; use --resume to continue it or --overwrite")
+            remove_model_files(out_dir)
+        config = default_config(method, **{k: v for k, v in (config or {}).items() if k not in RECORDED_KEYS})
         state = None
     out_dir.mkdir(parents=True, exist_ok=True)
 
