@@ -12,7 +12,7 @@ from cellkit.cli import app
 from cellkit.io.cells import write_cells
 from cellkit.models import (AugmentConfig, ChannelMismatchError, CellChunks, ConvAutoencoder, IncompleteModelError,
                             ResNetEncoder, augment, byol_loss, center_crop, default_config, embed, embed_cells,
-                            embed_h5ad, iter_batches, load_model, nt_xent, obs_adata, train)
+                            iter_batches, load_model, nt_xent, obs_adata, train)
 from cellkit.models.checkpoint import load_checkpoint
 
 from .conftest import real_path
@@ -246,6 +246,8 @@ def test_cli_train_resume_embed(store, tmp_path):
     result = runner.invoke(app, ["train", str(store), "--out", str(out), "--resume", "--epochs", "2"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["epochs_done"] == 2
+    result = runner.invoke(app, ["train", str(store), "--out", str(out), "--resume", "--lr", "0.5"])
+    assert result.exit_code == 1 and "'lr'" in result.output
     result = runner.invoke(app, ["train", str(store), "--out", str(out)])
     assert result.exit_code == 1 and "--resume" in result.output
     result = runner.invoke(app, ["embed", str(store), "--model", str(out), "--adata", str(h5ad)])

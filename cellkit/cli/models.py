@@ -31,6 +31,7 @@ def train(
 
     from .. import models
     from ..io.cells import IncompleteStoreError
+    from ..models.checkpoint import read_config
 
     try:
         options = models.read_config_file(config) if config else {}
@@ -42,7 +43,10 @@ def train(
     if depth is not None:
         options["blocks"] = [depth] * len(options.get("blocks", models.DEFAULTS["blocks"]))
     if resume:
-        options = {k: v for k, v in options.items() if k == "epochs"}
+        try:
+            method = read_config(out)["method"]
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            fail(f"nothing to resume in {out}: {err}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task(f"{method}", total=None)

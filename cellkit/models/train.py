@@ -105,7 +105,8 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     method : 'simclr', 'byol', 'autoencoder', 'pca' or 'random' (no training: the seeded init).
     config : overrides of `default_config` (or a full saved config).
     resume : continue the run in ``out_dir`` from its last completed epoch (its saved config
-        is used; ``config`` may only raise ``epochs``).
+        is used; ``config`` may only change ``epochs`` (raising it changes the learning-rate schedule)
+        and ``num_workers``).
     overwrite : replace an existing model folder. Without it (and without ``resume``) an
         existing one is refused.
     progress : ``progress(epoch, epochs, step, steps, loss)`` after each step.
@@ -117,8 +118,9 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     if resume:
         saved = read_config(out_dir)
         extra = {k: v for k, v in (config or {}).items() if k in saved and saved[k] != v}
-        if set(extra) - {"epochs"}:
-            raise ValueError(f"--resume continues the saved run; these options differ from it: {sorted(extra)}")
+        if set(extra) - {"epochs", "num_workers"}:
+            raise ValueError(f"--resume continues the saved run; only epochs and num_workers may change, but "
+                             f"{sorted(set(extra) - {'epochs', 'num_workers'})} differ from it")
         config = {**saved, **extra, "complete": False}
         method = config["method"]
         state = load_checkpoint(out_dir)
@@ -171,38 +173,10 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     if steps < 1:
         raise ValueError(f"{train_data.n_rows()} cells is fewer than one batch of {config['batch_size']}; "
                          "lower batch_size")
-    aug = AugmentConfig.from_dict(config["augment"])
-    amp = config["amp"] and device.type == "cuda"
-    total = steps * config["epochs"]
     for epoch in range(first_epoch, config["epochs"]):
-        model.train()
-        # Everything random in an epoch derives from (seed, epoch): resuming needs no RNG state.
-        shuffle = torch.Generator().manual_seed(config["seed"] * 1_000_003 + epoch)
-        views = torch.Generator(device=device).manual_seed(config["seed"] * 1_000_003 + epoch + 7919)
-        start, losses = time.perf_counter(), []
-        batches = iter_batches(train_data, config["batch_size"], shuffle=True, generator=shuffle, drop_last=True,
-                               num_workers=config["num_workers"], buffer_chunks=config["buffer_chunks"])
-        for step, (x, _) in enumerate(batches):
-            k = epoch * steps + step
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(config, k, total)
-            x = x.to(device, non_blocking=True)
-            v1 = augment(x, aug, config["input_size"], views)
-            v2 = augment(x, aug, config["input_size"], views) if method != "autoencoder" else None
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = model.loss(v1, v2)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training diverged at epoch {epoch + 1}, step {step + 1} (loss {loss.item()}); "
-                                         "lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if method == "byol":
-                model.ema = 1 - (1 - config["ema"]) * (math.cos(math.pi * k / total) + 1) / 2
-                model.update_target()
-            losses.append(loss.item())
-            if progress:
-                progress(epoch + 1, config["epochs"], step + 1, steps, losses[-1])
+        start = time.perf_counter()
+        losses = _train_epoch(model, optimizer, train_data, config, epoch=epoch, steps=steps, device=device,
+                              progress=progress)
         seconds = time.perf_counter() - start
         n_seen = len(losses) * config["batch_size"]
         config["history"].append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": seconds,
@@ -217,6 +191,43 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     if first_epoch >= config["epochs"]:  # resumed a finished run: nothing left to train
         return _finish(model, config, out_dir, log)
     return out_dir
+
+
+def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int, steps: int, device, progress
+                 ) -> list[float]:
+    """One pass over ``data`` (``steps`` full batches, each seen as two augmented views); returns the losses."""
+    method, total = config["method"], steps * config["epochs"]
+    aug = AugmentConfig.from_dict(config["augment"])
+    amp = config["amp"] and device.type == "cuda"
+    model.train()
+    # Everything random in an epoch derives from (seed, epoch): resuming needs no RNG state.
+    shuffle = torch.Generator().manual_seed(config["seed"] * 1_000_003 + epoch)
+    views = torch.Generator(device=device).manual_seed(config["seed"] * 1_000_003 + epoch + 7919)
+    batches = iter_batches(data, config["batch_size"], shuffle=True, generator=shuffle, drop_last=True,
+                           num_workers=config["num_workers"], buffer_chunks=config["buffer_chunks"])
+    losses = []
+    for step, (x, _) in enumerate(batches):
+        k = epoch * steps + step
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(config, k, total)
+        x = x.to(device, non_blocking=True)
+        v1 = augment(x, aug, config["input_size"], views)
+        v2 = augment(x, aug, config["input_size"], views) if method != "autoencoder" else None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = model.loss(v1, v2)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch + 1}, step {step + 1} (loss {loss.item()}); "
+                                     "lower lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if method == "byol":  # target EMA rises from config["ema"] to 1 along a cosine
+            model.ema = 1 - (1 - config["ema"]) * (math.cos(math.pi * k / total) + 1) / 2
+            model.update_target()
+        losses.append(loss.item())
+        if progress:
+            progress(epoch + 1, config["epochs"], step + 1, steps, losses[-1])
+    return losses
 
 
 def _finish(model, config: dict, out_dir: Path, log) -> Path:
