@@ -115,8 +115,10 @@ def main():
             epochs = args.ae_epochs if method == "autoencoder" and args.ae_epochs else args.epochs
             config = {"epochs": epochs, "width": args.width, "batch_size": args.batch_size, "num_workers": 1,
                       "seed": 0}
+            resume = not args.retrain and (model_dir / "checkpoint.pt").exists()  # an interrupted run goes on
             start = time.perf_counter()
-            train(cells, model_dir, method=method, config=config, overwrite=True, log=print)
+            train(cells, model_dir, method=method, config=None if resume else config, resume=resume,
+                  overwrite=not resume, log=print)
             print(f"{method}: trained in {time.perf_counter() - start:.0f}s", flush=True)
         if not done or args.retrain or EMBEDDING_KEYS[method] not in ad.read_h5ad(h5ad).obsm:
             start = time.perf_counter()
