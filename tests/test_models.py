@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 CHANNELS = ["DNA", "Tubulin", "Actin"]
 # A tiny model: trains in well under a second per epoch on one core.
 TINY = {"epochs": 2, "batch_size": 16, "width": 4, "blocks": [1, 1], "proj_hidden": 16, "proj_dim": 8,
-        "latent_dim": 8, "ae_depth": 2, "input_size": 16, "n_components": 5, "num_workers": 0, "buffer_chunks": 2}
+        "latent_dim": 8, "ae_depth": 2, "input_size": 16, "n_components": 5, "num_workers": 0, "shuffle_cells": 64}
 
 
 def _store(path, n=96, size=20, channels=CHANNELS, seed=0, chunk=32):
@@ -126,7 +126,7 @@ def test_encoders_any_channel_count():
 def test_batches_cover_store_and_ignore_worker_count(store):
     data = CellChunks(store, mean=[0, 0, 0], std=[1, 1, 1])
     runs = [list(iter_batches(data, 10, shuffle=True, generator=torch.Generator().manual_seed(5),
-                              num_workers=w, buffer_chunks=2)) for w in (0, 2)]
+                              num_workers=w, buffer_cells=40)) for w in (0, 2)]
     rows = torch.cat([r for _, r in runs[0]])
     assert sorted(rows.tolist()) == list(range(96)) and rows.tolist() != list(range(96))
     for (x0, r0), (x1, r1) in zip(*runs):

@@ -1,10 +1,11 @@
 """Lazy, chunk-aware reading of crops from a cells.zarr for training and embedding.
 
-``images`` is chunked along cells (hundreds per compressed chunk), so reading cells one at a
-time would decompress each chunk hundreds of times. `CellChunks` is a map-style Dataset whose
-item is one whole chunk; a multi-worker DataLoader reads chunks in parallel (each worker opens
-the store itself), and `iter_batches` shuffles cells across a buffer of chunks in the main
-process with a seeded generator, so the batches do not depend on the number of workers.
+``images`` is chunked along cells (16 to hundreds per compressed chunk), so reading cells one at
+a time would decompress each chunk many times. `CellChunks` is a map-style Dataset whose item is
+a run of whole chunks (at least ``read_cells`` cells); a multi-worker DataLoader reads them in
+parallel (each worker opens the store itself), and `iter_batches` shuffles cells across a buffer
+of runs in the main process with a seeded generator, so the batches do not depend on the number
+of workers.
 """
 
 from __future__ import annotations
@@ -26,19 +27,21 @@ class CellChunks(torch.utils.data.Dataset):
     path : cells.zarr
     mean, std : per-channel normalization ``(C,)``; crops come out as ``(x - mean) / std``.
         ``None``: raw values as float32.
-    chunks : indices of the chunks to serve (default: all).
+    chunks : indices of the read units to serve (default: all).
+    read_cells : cells per read unit, rounded up to whole store chunks (``chunk_size`` attribute).
 
     Item ``i`` is ``(crops, rows)``: float32 tensor ``(n, C, S, S)`` and int64 tensor ``(n,)``
     of their row numbers in the store.
     """
 
     def __init__(self, path, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 chunks: Sequence[int] | None = None):
+                 chunks: Sequence[int] | None = None, read_cells: int = 64):
         root = open_cells(path)
         images = root["images"]
         self.path = str(path)
         self.n_cells = images.shape[0]
-        self.chunk_size = images.chunks[0]
+        store_chunk = images.chunks[0]
+        self.chunk_size = store_chunk * max(1, -(-int(read_cells) // store_chunk))
         self.n_chunks = -(-self.n_cells // self.chunk_size)
         self.channels = list(root.attrs["channels"])
         self.crop_size = int(images.shape[-1])
@@ -96,12 +99,12 @@ def channel_stats(path, *, max_cells: int = 4096) -> tuple[list[float], list[flo
 
 
 def iter_batches(data: CellChunks, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                 num_workers: int = 0, buffer_chunks: int = 4, drop_last: bool = False
+                 num_workers: int = 0, buffer_cells: int = 1024, drop_last: bool = False
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(crops, rows)`` batches: float32 ``(B, C, S, S)`` and int64 ``(B,)``.
 
-    ``shuffle``: chunk order and the cells within a buffer of ``buffer_chunks`` chunks are
-    permuted with ``generator`` (CPU); the result is the same for any ``num_workers``.
+    ``shuffle``: the order of the read units and the cells within a buffer of at least
+    ``buffer_cells`` cells are permuted with ``generator`` (CPU); the result is the same for any ``num_workers``.
     Without shuffling, cells come in store order.
     """
     order = torch.randperm(len(data), generator=generator).tolist() if shuffle else list(range(len(data)))
@@ -126,7 +129,7 @@ def iter_batches(data: CellChunks, batch_size: int, *, shuffle: bool = False, ge
         pending_x.append(x)
         pending_r.append(rows)
         n_pending += len(x)
-        if n_pending >= buffer_chunks * data.chunk_size and n_pending >= batch_size:
+        if n_pending >= max(buffer_cells, batch_size):
             yield from flush(final=False)
     if n_pending:
         yield from flush(final=True)

@@ -37,7 +37,7 @@ DEFAULTS = {
     "latent_dim": 64, "ae_depth": 3,                 # autoencoder
     "n_components": 50,                              # PCA
     "max_cells": None,                               # train on (about) this many cells, whole chunks spread evenly
-    "num_workers": 2, "buffer_chunks": 4, "stats_cells": 4096, "amp": True,
+    "num_workers": 2, "shuffle_cells": 1024, "stats_cells": 4096, "amp": True,
     "augment": AugmentConfig().to_dict(),
 }
 # The autoencoder reconstructs its input: photometric jitter and noise only make the target noisier.
@@ -204,7 +204,7 @@ def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int
     shuffle = torch.Generator().manual_seed(config["seed"] * 1_000_003 + epoch)
     views = torch.Generator(device=device).manual_seed(config["seed"] * 1_000_003 + epoch + 7919)
     batches = iter_batches(data, config["batch_size"], shuffle=True, generator=shuffle, drop_last=True,
-                           num_workers=config["num_workers"], buffer_chunks=config["buffer_chunks"])
+                           num_workers=config["num_workers"], buffer_cells=config["shuffle_cells"])
     losses = []
     for step, (x, _) in enumerate(batches):
         k = epoch * steps + step
