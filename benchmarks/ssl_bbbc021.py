@@ -14,7 +14,7 @@ Also records training throughput (crops/s, augmentation and data loading include
 Usage: nice -n 10 python benchmarks/ssl_bbbc021.py [--methods simclr,...] [--epochs 3] [--width 32] [--out DIR]
 A finished model in DIR is reused (and embedded if its embedding is missing), so the methods can be
 trained in separate runs, or with `cellkit train --resume`, and scored together.
-Writes benchmarks/results/ssl_bbbc021.json.
+Writes benchmarks/results/ssl_bbbc021.json (or --json).
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", default="random,pca,simclr,byol,autoencoder")
     parser.add_argument("--retrain", action="store_true", help="Train again even when a finished model exists.")
+    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "ssl_bbbc021.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out
@@ -151,8 +152,8 @@ def main():
               f"{info['probe']['auroc_pooled']:>14.3f}{info['probe']['auroc_mean_plates']:>14.3f}"
               f"{info['cell_knn']['balanced_accuracy']:>13.3f}"
               f"{info['well_1nn']['accuracy']:>11.3f}")
-    dest = Path(__file__).resolve().parent / "results" / "ssl_bbbc021.json"
-    dest.parent.mkdir(exist_ok=True)
+    dest = args.json
+    dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(results, indent=2))
     print(f"written {dest}")
 
