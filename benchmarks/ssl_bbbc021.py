@@ -154,7 +154,7 @@ def main():
               f"{info['well_1nn']['accuracy']:>11.3f}")
     dest = args.json
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(results, indent=2))
+    dest.write_text(json.dumps(results, indent=2, default=str))
     print(f"written {dest}")
 
 
