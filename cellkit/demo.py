@@ -14,9 +14,14 @@ from .pipeline import run_pipeline
 
 DEMO_CONFIG = SyntheticConfig()
 
+# The embedding stage trains a small SimCLR encoder briefly and fits PCA: it shows the stage,
+# it does not make a useful model (see docs/models.md for real training settings).
+DEMO_TRAINING = {"epochs": 1, "max_cells": 512, "batch_size": 64, "width": 8, "proj_hidden": 64, "proj_dim": 32,
+                 "n_components": 20, "num_workers": 0, "seed": 0}
 DEMO_STAGES = [
     {"segment": {"backend": "classical"}},
     {"extract": {"size": 64}},
+    {"embed": {"methods": ["simclr", "pca"], "config": DEMO_TRAINING}},
     {"profile": {}},
 ]
 
@@ -30,7 +35,7 @@ def run_demo(out, config: SyntheticConfig | None = None, *, log=print, workers: 
     """Run every stage on a synthetic plate set under ``out``; returns output name -> path.
 
     Outputs: ``plate/`` (BBBC021 layout + ground truth), ``index.parquet``, ``labels.zarr`` (+ QC),
-    ``cells.zarr``, ``cells.h5ad`` (morphology), ``profiles/`` (wells, treatments, MOA scores,
+    ``cells.zarr``, ``cells.h5ad`` (morphology in X, embeddings in obsm), ``models/``, ``profiles/`` (wells, treatments, MOA scores,
     clusters, figures), ``pipeline.log``, ``provenance.json``.
     """
     return run_pipeline(demo_pipeline(config or DEMO_CONFIG, str(out)), log=log, workers=workers)

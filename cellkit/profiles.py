@@ -14,6 +14,7 @@ from typing import Sequence
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 
 from . import pp, tl
 
@@ -162,6 +163,31 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
     for fig in made:
         plt.close(fig)
     log(f"profiles: {cells.obs['leiden'].nunique()} Leiden clusters on {cells.n_obs} cells; figures in {figs}")
+    table = compare_representations(cells_h5ad)
+    table.to_csv(out / "representations.csv")
+    log("profiles: MOA accuracy by representation\n" + table.round(3).to_string())
     return {"wells": out / "wells.h5ad", "treatments": out / "treatments.h5ad",
             "evaluation": out / "evaluation", "cells_clustered": out / "cells_clustered.h5ad",
-            "markers": out / "markers.csv", "figures": figs}
+            "markers": out / "markers.csv", "figures": figs, "representations": out / "representations.csv"}
+
+
+def compare_representations(cells_h5ad: str | os.PathLike, *, control: str = "compound == 'DMSO'") -> pd.DataFrame:
+    """NSC, NSCB and mAP of treatment profiles from each representation of the cells.
+
+    For ``X`` (morphology) and every ``obsm["X_*"]`` (embeddings) of ``cells_h5ad``: cells ->
+    well means -> per-plate z-score against ``control`` wells -> treatment means -> scores.
+    Features that are NaN or constant across wells are dropped first. Returns one row per
+    representation (index ``X`` or the obsm key).
+    """
+    backed = ad.read_h5ad(cells_h5ad, backed="r")
+    reps = [None] + sorted(k for k in backed.obsm.keys() if k.startswith("X_"))
+    backed.file.close()
+    rows = {}
+    for rep in reps:
+        wells = tl.aggregate(cells_h5ad, by=("plate", "well"), use_rep=rep)
+        pp.feature_select(wells, operations=("nan", "variance"), nan_cutoff=0.0)
+        treatments = prepare_profiles(wells, control=control, normalize="zscore")
+        summary = evaluate_profiles(treatments, control=control, figures=False)
+        rows[rep or "X"] = {"NSC": summary["NSC"], "NSCB": summary["NSCB"], "mAP": summary["mAP"],
+                            "n_features": wells.n_vars, "n_treatments": summary["n_profiles"]}
+    return pd.DataFrame.from_dict(rows, orient="index")

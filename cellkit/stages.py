@@ -75,3 +75,25 @@ def profile_stage(ctx: Context, max_cluster_cells: int = 5000, seed: int = 0) ->
     # an interrupted run is finished by the pipeline running this stage again (it overwrites)
     demo_profiles(ctx.out / "cells.h5ad", ctx.out / "profiles", cells_zarr=ctx.out / "cells.zarr",
                   max_cluster_cells=max_cluster_cells, seed=seed, log=ctx.log)
+
+
+@register_stage("embed", outputs=["models"])
+def embed_stage(ctx: Context, methods: tuple = ("simclr", "pca"), config: dict | None = None) -> None:
+    """``cells.zarr`` -> ``models/<method>`` (trained encoders) and ``obsm["X_<method>"]`` in ``cells.h5ad``.
+
+    An interrupted training resumes from its last finished epoch.
+    """
+    from .models import IncompleteModelError, embed_h5ad, load_model, train
+    from .models.checkpoint import CHECKPOINT
+
+    cells = ctx.out / "cells.zarr"
+    for method in methods:
+        model_dir = ctx.out / "models" / method
+        try:
+            load_model(model_dir)
+        except (FileNotFoundError, IncompleteModelError):
+            ctx.log(f"embed: training {method}")
+            resume = (model_dir / CHECKPOINT).exists()  # an earlier run finished at least one epoch
+            train(cells, model_dir, method=method, config=config, resume=resume, overwrite=not resume, log=ctx.log)
+        embed_h5ad(cells, model_dir, ctx.out / "cells.h5ad")
+        ctx.log(f"embed: obsm['X_{method}'] -> cells.h5ad")

@@ -1,0 +1,108 @@
+"""``cellkit train``, ``cellkit embed`` and ``cellkit import-crops``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import console, fail, progress_bar
+
+
+def train(
+    cells: Path = typer.Argument(..., help="cells.zarr to train on."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder (config.json, model.safetensors, checkpoint.pt)."),
+    method: str = typer.Option("simclr", help="simclr, byol, autoencoder, pca, or random (the untrained control)."),
+    config: Path = typer.Option(None, help="JSON or YAML file of training options (see cellkit.models.DEFAULTS)."),
+    epochs: int = typer.Option(None, help="Epochs (default 10)."),
+    batch_size: int = typer.Option(None, help="Crops per batch (default 128)."),
+    lr: float = typer.Option(None, help="Peak learning rate (cosine decay; default 1e-3)."),
+    width: int = typer.Option(None, help="Encoder width: channels of the first stage (default 32)."),
+    depth: int = typer.Option(None, help="Residual blocks per stage (default 1)."),
+    max_cells: int = typer.Option(None, help="Train on about this many cells (whole chunks spread over the store)."),
+    seed: int = typer.Option(None, help="Random seed (default 0)."),
+    workers: int = typer.Option(None, help="DataLoader workers reading chunks (default 2)."),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last finished epoch."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model folder."),
+):
+    """Train an encoder (or fit PCA) on the crops of a cells.zarr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .. import models
+    from ..io.cells import IncompleteStoreError
+    from ..models.checkpoint import read_config
+
+    try:
+        options = models.read_config_file(config) if config else {}
+    except (OSError, ValueError) as err:
+        fail(f"cannot read {config}: {err}")
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "width": width, "max_cells": max_cells,
+             "seed": seed, "num_workers": workers}
+    options.update({k: v for k, v in given.items() if v is not None})
+    if depth is not None:
+        options["blocks"] = [depth] * len(options.get("blocks", models.DEFAULTS["blocks"]))
+    if resume:
+        try:
+            method = read_config(out)["method"]
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            fail(f"nothing to resume in {out}: {err}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task(f"{method}", total=None)
+
+        def progress(epoch, n_epochs, step, steps, loss):
+            text = f"{method} epoch {epoch}/{n_epochs}" + ("" if loss != loss else f" loss {loss:.4f}")
+            bar.update(task, completed=step, total=steps, description=text)
+
+        try:
+            models.train(cells, out, method=method, config=options, resume=resume, overwrite=overwrite,
+                         device=device, progress=progress, log=bar.console.print)
+        except (FileNotFoundError, FileExistsError, IncompleteStoreError, ValueError, FloatingPointError) as err:
+            fail(str(err))
+    console.print(f"model written to {out}")
+
+
+def embed(
+    cells: Path = typer.Argument(..., help="cells.zarr whose crops are embedded."),
+    model: Path = typer.Option(..., "--model", "-m", help="Model folder written by `cellkit train`."),
+    adata: Path = typer.Option(..., "--adata", help="cells.h5ad to write into (created from the store's obs if absent)."),
+    key: str = typer.Option(None, help="obsm key (default X_<method>: X_simclr, X_byol, X_ae, X_pca, X_random)."),
+    batch_size: int = typer.Option(256, help="Crops per batch."),
+    workers: int = typer.Option(0, help="DataLoader workers reading chunks."),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+):
+    """Embed every crop with a trained model into obsm of an h5ad, aligned by cell_id."""
+    from .. import models
+    from ..io.cells import IncompleteStoreError
+
+    try:
+        with progress_bar("embedding cells") as update:
+            models.embed_h5ad(cells, model, adata, key_added=key, batch_size=batch_size, num_workers=workers,
+                              device=device, progress=update)
+    except (FileNotFoundError, IncompleteStoreError, models.IncompleteModelError, KeyError, ValueError) as err:
+        fail(str(err).strip("'\""))
+    console.print(f"embeddings written to {adata}")
+
+
+def import_crops(
+    npz: Path = typer.Argument(..., help="npz with a 'crops' array (N, S, S, C) uint16, channels last."),
+    index: Path = typer.Argument(..., help="index.csv: one row per crop (cell_idx, plate, well, site, compound, ...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="cells.zarr to write."),
+    adata: Path = typer.Option(None, "--adata", help="Also write an h5ad of the cells' metadata."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+):
+    """Import the real BBBC021 single-cell crops (npz + index.csv) as a cells.zarr (masks: all True)."""
+    from ..io import import_bbbc021_crops
+
+    try:
+        import_bbbc021_crops(npz, index, out, adata, overwrite=overwrite)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError) as err:
+        fail(str(err).strip("'\""))
+    console.print(f"crops written to {out}" + (f", metadata to {adata}" if adata else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(embed)
+    app.command("import-crops")(import_crops)

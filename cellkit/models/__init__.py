@@ -1,0 +1,21 @@
+"""Self-supervised encoders on cell crops: SimCLR, BYOL, autoencoder, PCA, random-init control.
+
+``train(cells_zarr, model_dir, method=...)`` writes a model folder; ``embed(adata, cells_zarr,
+model_dir)`` writes ``adata.obsm["X_<method>"]``.
+"""
+
+from .augment import AugmentConfig, augment, center_crop
+from .checkpoint import ChannelMismatchError, IncompleteModelError, load_model
+from .data import CellChunks, channel_stats, iter_batches
+from .embed import embed, embed_cells, embed_h5ad, obs_adata
+from .encoders import BYOL, ConvAutoencoder, RandomEncoder, ResNetEncoder, SimCLR, build_model
+from .losses import byol_loss, nt_xent
+from .pca import PCAModel, fit_pca
+from .train import DEFAULTS, EMBEDDING_KEYS, METHODS, default_config, read_config_file, train
+
+__all__ = [
+    "AugmentConfig", "BYOL", "CellChunks", "ChannelMismatchError", "ConvAutoencoder", "DEFAULTS", "EMBEDDING_KEYS",
+    "IncompleteModelError", "METHODS", "PCAModel", "RandomEncoder", "ResNetEncoder", "SimCLR", "augment",
+    "build_model", "byol_loss", "center_crop", "channel_stats", "default_config", "embed", "embed_cells",
+    "embed_h5ad", "fit_pca", "iter_batches", "load_model", "nt_xent", "obs_adata", "read_config_file", "train",
+]

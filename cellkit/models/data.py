@@ -1,0 +1,135 @@
+"""Lazy, chunk-aware reading of crops from a cells.zarr for training and embedding.
+
+``images`` is chunked along cells (16 to hundreds per compressed chunk), so reading cells one at
+a time would decompress each chunk many times. `CellChunks` is a map-style Dataset whose item is
+a run of whole chunks (at least ``read_cells`` cells); a multi-worker DataLoader reads them in
+parallel (each worker opens the store itself), and `iter_batches` shuffles cells across a buffer
+of runs in the main process with a seeded generator, so the batches do not depend on the number
+of workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..io.cells import open_cells
+
+
+class CellChunks(torch.utils.data.Dataset):
+    """Chunks of ``images`` of a complete cells.zarr, read lazily.
+
+    Parameters
+    ----------
+    path : cells.zarr
+    mean, std : per-channel normalization ``(C,)``; crops come out as ``(x - mean) / std``.
+        ``None``: raw values as float32.
+    chunks : indices of the read units to serve (default: all).
+    read_cells : cells per read unit, rounded up to whole store chunks (``chunk_size`` attribute).
+
+    Item ``i`` is ``(crops, rows)``: float32 tensor ``(n, C, S, S)`` and int64 tensor ``(n,)``
+    of their row numbers in the store.
+    """
+
+    def __init__(self, path, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 chunks: Sequence[int] | None = None, read_cells: int = 64):
+        root = open_cells(path)
+        images = root["images"]
+        self.path = str(path)
+        self.n_cells = images.shape[0]
+        store_chunk = images.chunks[0]
+        self.chunk_size = store_chunk * max(1, -(-int(read_cells) // store_chunk))
+        self.n_chunks = -(-self.n_cells // self.chunk_size)
+        self.channels = list(root.attrs["channels"])
+        self.crop_size = int(images.shape[-1])
+        self.chunks = list(range(self.n_chunks)) if chunks is None else [int(c) for c in chunks]
+        if self.chunks and not (0 <= min(self.chunks) and max(self.chunks) < self.n_chunks):
+            raise IndexError(f"chunk indices out of range 0..{self.n_chunks - 1}")
+        self.mean = None if mean is None else np.asarray(mean, np.float32)[:, None, None]
+        self.std = None if std is None else np.asarray(std, np.float32)[:, None, None]
+        self._images = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def n_rows(self) -> int:
+        """Number of cells served."""
+        return sum(self._bounds(c)[1] - self._bounds(c)[0] for c in self.chunks)
+
+    def _bounds(self, chunk: int) -> tuple[int, int]:
+        return chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, self.n_cells)
+
+    def _array(self):
+        # Opened once per process: a DataLoader worker never reuses its parent's handle.
+        if self._images is None or self._pid != os.getpid():
+            self._images, self._pid = open_cells(self.path)["images"], os.getpid()
+        return self._images
+
+    def __getitem__(self, i: int):
+        start, stop = self._bounds(self.chunks[i])
+        x = self._array()[start:stop].astype(np.float32)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return torch.from_numpy(x), torch.arange(start, stop)
+
+
+def channel_stats(path, *, max_cells: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the raw pixel values of up to ``max_cells`` cells.
+
+    The cells are whole chunks spread evenly over the store (deterministic). Returns two lists
+    of length C. A channel with zero spread gets std 1.
+    """
+    data = CellChunks(path)
+    n_take = max(1, min(data.n_chunks, -(-max_cells // data.chunk_size)))
+    picks = np.unique(np.linspace(0, data.n_chunks - 1, n_take).round().astype(int))
+    s1, s2, n = np.zeros(len(data.channels)), np.zeros(len(data.channels)), 0
+    for c in picks:
+        x = data[int(c)][0].double()
+        s1 += x.sum(dim=(0, 2, 3)).numpy()
+        s2 += (x ** 2).sum(dim=(0, 2, 3)).numpy()
+        n += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean ** 2, 0.0))
+    std[std == 0] = 1.0
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def iter_batches(data: CellChunks, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                 num_workers: int = 0, buffer_cells: int = 1024, drop_last: bool = False
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(crops, rows)`` batches: float32 ``(B, C, S, S)`` and int64 ``(B,)``.
+
+    ``shuffle``: the order of the read units and the cells within a buffer of at least
+    ``buffer_cells`` cells are permuted with ``generator`` (CPU); the result is the same for any ``num_workers``.
+    Without shuffling, cells come in store order.
+    """
+    order = torch.randperm(len(data), generator=generator).tolist() if shuffle else list(range(len(data)))
+    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=order, num_workers=num_workers,
+                                         persistent_workers=False, prefetch_factor=2 if num_workers else None)
+    pending_x, pending_r, n_pending = [], [], 0
+
+    def flush(final: bool):
+        nonlocal pending_x, pending_r, n_pending
+        x, r = torch.cat(pending_x), torch.cat(pending_r)
+        if shuffle:
+            perm = torch.randperm(len(x), generator=generator)
+            x, r = x[perm], r[perm]
+        n_out = len(x) if final else len(x) - len(x) % batch_size
+        for start in range(0, n_out, batch_size):
+            stop = min(start + batch_size, n_out)
+            if stop - start == batch_size or not drop_last:
+                yield x[start:stop], r[start:stop]
+        pending_x, pending_r, n_pending = [x[n_out:]], [r[n_out:]], len(x) - n_out
+
+    for x, rows in loader:
+        pending_x.append(x)
+        pending_r.append(rows)
+        n_pending += len(x)
+        if n_pending >= max(buffer_cells, batch_size):
+            yield from flush(final=False)
+    if n_pending:
+        yield from flush(final=True)

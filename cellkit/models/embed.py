@@ -1,0 +1,110 @@
+"""Embedding inference: crops of a cells.zarr -> ``obsm["X_<method>"]`` of an AnnData, aligned by cell_id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import __version__
+from .augment import center_crop
+from .checkpoint import check_channels, load_model
+from .data import CellChunks, iter_batches
+
+
+def embed_cells(cells, model_dir, *, batch_size: int = 256, num_workers: int = 0, device=None,
+                progress=None) -> tuple[np.ndarray, dict]:
+    """Embed every crop of a complete cells.zarr with the model in ``model_dir``.
+
+    Crops are normalized with the model's saved per-channel statistics and centre-cropped
+    to its input size. Raises `ChannelMismatchError` when the store's channels (names, order)
+    differ from the model's.
+
+    Returns
+    -------
+    embeddings : float32 (N, D), in store order.
+    config : the model's config.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, config = load_model(model_dir, device=device)
+    data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"])
+    check_channels(config["channels"], data.channels, where=f"the cells store {cells}")
+    out = None
+    amp = config.get("amp", False) and device.type == "cuda"
+    with torch.inference_mode():
+        for x, rows in iter_batches(data, batch_size, num_workers=num_workers):
+            x = center_crop(x.to(device), config["input_size"])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                z = model.embed(x).float().cpu().numpy()
+            if out is None:
+                out = np.empty((data.n_cells, z.shape[1]), np.float32)
+            out[rows.numpy()] = z
+            if progress:
+                progress(int(rows[-1]) + 1, data.n_cells)
+    return out, config
+
+
+def obs_adata(cells):
+    """An AnnData with no variables whose obs is the store's obs table, indexed by ``cell_id``.
+
+    Text columns become categoricals (missing values stay missing).
+    """
+    import anndata as ad
+
+    from ..io.cells import open_cells, read_obs
+
+    obs = read_obs(open_cells(cells))
+    if "cell_id" not in obs:
+        raise ValueError(f"{cells} has no cell_id column in obs: cannot align embeddings by cell")
+    obs = obs.drop(columns="cell_id")
+    for col in obs.columns:
+        if obs[col].dtype == object:
+            obs[col] = obs[col].astype("category")
+    return ad.AnnData(obs=obs)
+
+
+def embed(adata, cells, model_dir, *, key_added: str | None = None, batch_size: int = 256, num_workers: int = 0,
+          device=None, progress=None) -> None:
+    """Embed the cells of ``adata`` with a trained model and store the result in ``adata``.
+
+    Reads ``adata.obs_names`` (cell ids); every one must be a ``cell_id`` of the store.
+    Writes ``adata.obsm[key_added]`` float32 (n_obs, D) (default key ``X_<method>``: ``X_simclr``,
+    ``X_byol``, ``X_ae``, ``X_pca``, ``X_random``) and ``adata.uns["cellkit"]["embeddings"][key]``
+    (model folder, method, weights sha256, channels, normalization, versions).
+    """
+    from ..io.cells import open_cells, read_obs
+    from .train import EMBEDDING_KEYS
+
+    z, config = embed_cells(cells, model_dir, batch_size=batch_size, num_workers=num_workers, device=device,
+                            progress=progress)
+    store_ids = pd.Index(read_obs(open_cells(cells))["cell_id"].astype(str))
+    if store_ids.has_duplicates:
+        raise ValueError(f"{cells} has duplicate cell_id values: cannot align embeddings")
+    pos = store_ids.get_indexer(adata.obs_names.astype(str))
+    if (pos < 0).any():
+        missing = adata.obs_names[pos < 0]
+        raise KeyError(f"{len(missing)} cells of the AnnData are not in {cells} (e.g. {list(missing[:3])})")
+    key = key_added or EMBEDDING_KEYS[config["method"]]
+    adata.obsm[key] = z[pos]
+    info = adata.uns.setdefault("cellkit", {}).setdefault("embeddings", {})
+    info[key] = {"model_dir": str(Path(model_dir).resolve()), "method": config["method"], "cells": str(cells),
+                 "weights_sha256": config.get("weights_sha256", ""), "channels": list(config["channels"]),
+                 "input_size": config["input_size"], "norm_mean": config["norm_mean"], "norm_std": config["norm_std"],
+                 "epochs": config.get("epochs_done", 0), "seed": config["seed"], "cellkit_version": __version__,
+                 "torch_version": str(torch.__version__)}
+
+
+def embed_h5ad(cells, model_dir, h5ad, *, key_added: str | None = None, **options) -> Path:
+    """`embed` into an h5ad file, created from the store's obs when it does not exist; written atomically."""
+    import anndata as ad
+
+    from .._atomic import atomic_path
+
+    h5ad = Path(h5ad)
+    adata = ad.read_h5ad(h5ad) if h5ad.exists() else obs_adata(cells)
+    embed(adata, cells, model_dir, key_added=key_added, **options)
+    with atomic_path(h5ad) as tmp:
+        adata.write_h5ad(tmp)
+    return h5ad

@@ -1,0 +1,191 @@
+"""Encoders for multi-channel cell crops, projection heads, and the models each method trains.
+
+Every model maps a float32 batch ``(B, C, S, S)`` (normalized per channel) to an embedding
+``(B, D)`` through ``model.embed(x)``; the training objective lives in ``model.loss(view1, view2)``
+(contrastive methods) or ``model.loss(x, None)`` (autoencoder).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .losses import byol_loss, nt_xent
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a residual connection (ResNet-18 style)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNetEncoder(nn.Module):
+    """A compact ResNet for small crops with any number of input channels.
+
+    A stride-2 3x3 stem (followed by 2x2 max pooling when ``stem_pool``), then ``len(blocks)`` stages of basic blocks (stage ``i`` has
+    ``width * 2**i`` channels and halves the resolution, except the first), then global
+    average pooling. Output ``(B, out_dim)`` with ``out_dim = width * 2**(len(blocks) - 1)``.
+    """
+
+    def __init__(self, in_channels: int, *, width: int = 32, blocks: tuple[int, ...] = (1, 1, 1, 1),
+                 stem_pool: bool = True):
+        super().__init__()
+        if in_channels < 1 or width < 1 or not blocks or min(blocks) < 1:
+            raise ValueError(f"bad encoder shape: in_channels={in_channels}, width={width}, blocks={blocks}")
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(2) if stem_pool else nn.Identity())
+        layers, channels = [], width
+        for i, n in enumerate(blocks):
+            out = width * 2 ** i
+            for j in range(n):
+                layers.append(BasicBlock(channels, out, stride=2 if (i > 0 and j == 0) else 1))
+                channels = out
+        self.layers = nn.Sequential(*layers)
+        self.out_dim = channels
+
+    def forward(self, x):
+        return torch.flatten(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1)
+
+
+def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """Linear - BatchNorm - ReLU - Linear: the SimCLR / BYOL projection and prediction head."""
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+                         nn.Linear(hidden_dim, out_dim))
+
+
+def build_encoder(in_channels: int, config: dict) -> ResNetEncoder:
+    return ResNetEncoder(in_channels, width=int(config["width"]), blocks=tuple(config["blocks"]),
+                         stem_pool=bool(config.get("stem_pool", True)))
+
+
+class SimCLR(nn.Module):
+    """Encoder + projection head trained with NT-Xent (Chen et al. 2020). Embedding = encoder output."""
+
+    def __init__(self, in_channels: int, config: dict):
+        super().__init__()
+        self.encoder = build_encoder(in_channels, config)
+        self.projector = mlp_head(self.encoder.out_dim, config["proj_hidden"], config["proj_dim"])
+        self.temperature = float(config["temperature"])
+
+    def embed(self, x):
+        return self.encoder(x)
+
+    def loss(self, view1, view2):
+        z = self.projector(self.encoder(torch.cat([view1, view2])))
+        z1, z2 = z.chunk(2)
+        return nt_xent(z1, z2, self.temperature)
+
+
+class BYOL(nn.Module):
+    """Online encoder + projector + predictor regressing an EMA target network (Grill et al. 2020).
+
+    The target (``target_encoder``, ``target_projector``) gets no gradients; call `update_target`
+    after each optimizer step. Embedding = online encoder output.
+    """
+
+    def __init__(self, in_channels: int, config: dict):
+        super().__init__()
+        self.encoder = build_encoder(in_channels, config)
+        self.projector = mlp_head(self.encoder.out_dim, config["proj_hidden"], config["proj_dim"])
+        self.predictor = mlp_head(config["proj_dim"], config["proj_hidden"], config["proj_dim"])
+        self.target_encoder = copy.deepcopy(self.encoder)
+        self.target_projector = copy.deepcopy(self.projector)
+        for p in list(self.target_encoder.parameters()) + list(self.target_projector.parameters()):
+            p.requires_grad_(False)
+        self.ema = float(config["ema"])
+
+    def embed(self, x):
+        return self.encoder(x)
+
+    def loss(self, view1, view2):
+        both = torch.cat([view1, view2])
+        p1, p2 = self.predictor(self.projector(self.encoder(both))).chunk(2)
+        with torch.no_grad():
+            t1, t2 = self.target_projector(self.target_encoder(both)).chunk(2)
+        return byol_loss(p1, t2) + byol_loss(p2, t1)
+
+    @torch.no_grad()
+    def update_target(self):
+        """target = ema * target + (1 - ema) * online, for weights and batch-norm buffers."""
+        for online, target in ((self.encoder, self.target_encoder), (self.projector, self.target_projector)):
+            for po, pt in zip(online.parameters(), target.parameters()):
+                pt.lerp_(po.detach(), 1.0 - self.ema)
+            for bo, bt in zip(online.buffers(), target.buffers()):
+                bt.copy_(bo)
+
+
+class ConvAutoencoder(nn.Module):
+    """A small convolutional autoencoder: ``n_down`` stride-2 convs, a linear bottleneck, mirrored decoder.
+
+    Trained with mean squared reconstruction error of the (augmented) input; embedding = bottleneck.
+    The input side must be divisible by ``2**n_down``.
+    """
+
+    def __init__(self, in_channels: int, config: dict):
+        super().__init__()
+        width, n_down, size = int(config["width"]), int(config.get("ae_depth", 3)), int(config["input_size"])
+        if size % 2 ** n_down:
+            raise ValueError(f"autoencoder input size {size} is not divisible by 2**{n_down}")
+        enc, ch = [], in_channels
+        for i in range(n_down):
+            out = width * 2 ** i
+            enc += [nn.Conv2d(ch, out, 3, 2, 1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            ch = out
+        self.inner = (ch, size // 2 ** n_down)
+        flat = ch * self.inner[1] ** 2
+        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(flat, config["latent_dim"]))
+        dec = []
+        for i in reversed(range(n_down)):
+            out = width * 2 ** (i - 1) if i else width
+            dec += [nn.ConvTranspose2d(ch, out, 4, 2, 1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            ch = out
+        self.decoder_in = nn.Linear(config["latent_dim"], flat)
+        self.decoder = nn.Sequential(*dec, nn.Conv2d(ch, in_channels, 3, 1, 1))
+
+    def embed(self, x):
+        return self.encoder(x)
+
+    def reconstruct(self, x):
+        h = self.decoder_in(self.encoder(x)).view(-1, self.inner[0], self.inner[1], self.inner[1])
+        return self.decoder(h)
+
+    def loss(self, view1, view2=None):
+        return F.mse_loss(self.reconstruct(view1), view1)
+
+
+class RandomEncoder(nn.Module):
+    """The control: the SimCLR encoder at its seeded random initialisation, never trained."""
+
+    def __init__(self, in_channels: int, config: dict):
+        super().__init__()
+        self.encoder = build_encoder(in_channels, config)
+
+    def embed(self, x):
+        return self.encoder(x)
+
+
+MODELS = {"simclr": SimCLR, "byol": BYOL, "autoencoder": ConvAutoencoder, "random": RandomEncoder}
+
+
+def build_model(method: str, in_channels: int, config: dict) -> nn.Module:
+    """Build the model of ``method`` ('simclr', 'byol', 'autoencoder' or 'random') for ``in_channels``."""
+    if method not in MODELS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(MODELS)} or 'pca'")
+    return MODELS[method](in_channels, config)

@@ -1,0 +1,30 @@
+"""Self-supervised losses on embedding batches ``(B, D)``."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """Normalized-temperature cross entropy (SimCLR). ``z1[i]`` and ``z2[i]`` are two views of sample i.
+
+    Each of the 2B views is classified against the other 2B - 1 views; its positive is its
+    partner. Returns the mean loss (a scalar). Lower when matching pairs are more similar than
+    non-matching ones; ``log(2B - 1)`` when all views are identical.
+    """
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"z1 and z2 must both be (B, D); got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
+
+
+def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BYOL regression loss ``2 - 2 cos(p, t)``, averaged over the batch; 0 for parallel vectors, 4 for opposite."""
+    p = F.normalize(prediction.float(), dim=1)
+    t = F.normalize(target.float(), dim=1)
+    return (2 - 2 * (p * t).sum(dim=1)).mean()

@@ -1,0 +1,238 @@
+"""Training: SimCLR, BYOL, autoencoder, PCA and the random-init control, on a cells.zarr.
+
+`train` writes a model folder (see `checkpoint`): ``config.json`` (every option, the channels,
+the per-channel normalization computed from the data, versions, per-epoch loss and speed),
+``model.safetensors`` (after every epoch) and ``checkpoint.pt`` (model + optimizer, for
+``resume=True``). On the CPU, a seed gives identical weights run after run, and an interrupted
+run resumed from its last epoch ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .augment import AugmentConfig, augment
+from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_exist, read_config, remove_model_files,
+                         save_checkpoint, save_weights, write_json)
+from .data import CellChunks, channel_stats, iter_batches
+from .encoders import build_model
+
+METHODS = ("simclr", "byol", "autoencoder", "pca", "random")
+EMBEDDING_KEYS = {"simclr": "X_simclr", "byol": "X_byol", "autoencoder": "X_ae", "pca": "X_pca", "random": "X_random"}
+
+DEFAULTS = {
+    "epochs": 10, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5, "seed": 0,
+    "input_size": 64,            # crops are centre-cropped (embedding) or random-resized-cropped (training) to this
+    "width": 32, "blocks": [1, 1, 1, 1], "stem_pool": True,  # ResNet encoder
+    "proj_hidden": 256, "proj_dim": 64,              # projection / prediction heads
+    "temperature": 0.2,                              # SimCLR
+    "ema": 0.99,                                     # BYOL target EMA at the start (cosine to 1)
+    "latent_dim": 64, "ae_depth": 3,                 # autoencoder
+    "n_components": 50,                              # PCA
+    "max_cells": None,                               # train on (about) this many cells, whole chunks spread evenly
+    "num_workers": 2, "shuffle_cells": 1024, "stats_cells": 4096, "amp": True,
+    "augment": AugmentConfig().to_dict(),
+}
+# The autoencoder reconstructs its input: photometric jitter and noise only make the target noisier.
+# Keys `train` adds to a saved config.json (so a saved config can be passed back as options).
+RECORDED_KEYS = {"method", "channels", "crop_size", "norm_mean", "norm_std", "cells", "epochs_done", "history",
+                 "complete", "cellkit_version", "torch_version", "n_train_cells", "weights_sha256"}
+METHOD_DEFAULTS = {"autoencoder": {"augment": AugmentConfig(crop_scale=(0.8, 1.0), brightness=0.0, contrast=0.0,
+                                                            blur_prob=0.0, noise_std=0.0).to_dict()}}
+
+
+def default_config(method: str, **overrides) -> dict:
+    """The training config of ``method`` with ``overrides`` applied (unknown keys are refused).
+
+    ``augment`` may be given partially: its keys override the method's augmentation defaults.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    config = json.loads(json.dumps({**DEFAULTS, **METHOD_DEFAULTS.get(method, {})}))
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(f"unknown training option(s): {sorted(unknown)}; known: {sorted(config)}")
+    aug = {**config["augment"], **(overrides.pop("augment", None) or {})}
+    config.update(overrides)
+    config["augment"] = AugmentConfig.from_dict(aug).to_dict()
+    config["method"] = method
+    return config
+
+
+def read_config_file(path) -> dict:
+    """Options from a JSON or YAML file (a saved config.json works too)."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def _lr_at(config: dict, step: int, total: int) -> float:
+    return config["lr"] * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _training_chunks(data: CellChunks, max_cells) -> list[int]:
+    if not max_cells or max_cells >= data.n_cells:
+        return list(range(data.n_chunks))
+    n_take = max(1, -(-int(max_cells) // data.chunk_size))
+    return np.unique(np.linspace(0, data.n_chunks - 1, n_take).round().astype(int)).tolist()
+
+
+def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None, resume: bool = False,
+          overwrite: bool = False, device=None, progress=None, log=None) -> Path:
+    """Train an encoder of ``method`` on the crops of a complete cells.zarr; return ``out_dir``.
+
+    Parameters
+    ----------
+    cells : path of the cells.zarr.
+    out_dir : model folder, written as described in this module.
+    method : 'simclr', 'byol', 'autoencoder', 'pca' or 'random' (no training: the seeded init).
+    config : overrides of `default_config` (or a full saved config).
+    resume : continue the run in ``out_dir`` from its last completed epoch (its saved config
+        is used; ``config`` may only change ``epochs`` (raising it changes the learning-rate schedule)
+        and ``num_workers``).
+    overwrite : replace an existing model folder. Without it (and without ``resume``) an
+        existing one is refused.
+    progress : ``progress(epoch, epochs, step, steps, loss)`` after each step.
+    log : ``log(message)`` after each epoch.
+    """
+    out_dir = Path(out_dir)
+    device = _device(device)
+    log = log or (lambda message: None)
+    if resume:
+        saved = read_config(out_dir)
+        extra = {k: v for k, v in (config or {}).items() if k in saved and saved[k] != v}
+        if set(extra) - {"epochs", "num_workers"}:
+            raise ValueError(f"--resume continues the saved run; only epochs and num_workers may change, but "
+                             f"{sorted(set(extra) - {'epochs', 'num_workers'})} differ from it")
+        config = {**saved, **extra, "complete": False}
+        method = config["method"]
+        state = load_checkpoint(out_dir)
+    else:
+        if model_files_exist(out_dir):
+            if not overwrite:
+                raise FileExistsError(f"{out_dir} already holds a model; use --resume to continue it or --overwrite")
+            remove_model_files(out_dir)
+        config = default_config(method, **{k: v for k, v in (config or {}).items() if k not in RECORDED_KEYS})
+        state = None
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    data = CellChunks(cells)
+    if resume:
+        check_channels(config["channels"], data.channels, where=f"the cells store {cells}")
+    else:
+        mean, std = channel_stats(cells, max_cells=config["stats_cells"])
+        config.update(channels=data.channels, crop_size=data.crop_size, norm_mean=mean, norm_std=std,
+                      cells=str(cells), epochs_done=0, history=[], complete=False, cellkit_version=__version__,
+                      torch_version=str(torch.__version__))
+    train_data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"],
+                            chunks=_training_chunks(data, config["max_cells"]))
+    config["n_train_cells"] = train_data.n_rows()
+    torch.manual_seed(config["seed"])
+
+    if method == "pca":
+        from .pca import fit_pca
+
+        start = time.perf_counter()
+        model = fit_pca(train_data, config, num_workers=config["num_workers"],
+                        progress=lambda d, n: progress and progress(1, 1, d, n, float("nan")))
+        seconds = time.perf_counter() - start
+        config.update(epochs=1, epochs_done=1, history=[{"epoch": 1, "seconds": seconds,
+                                                         "cells_per_s": config["n_train_cells"] / seconds}])
+        return _finish(model, config, out_dir, log)
+    if method == "random":
+        model = build_model("random", len(data.channels), config)
+        config.update(epochs=0, epochs_done=0)
+        return _finish(model, config, out_dir, log)
+
+    model = build_model(method, len(data.channels), config).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config["lr"], weight_decay=config["weight_decay"])
+    first_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        first_epoch = int(state["epoch"])
+    steps = train_data.n_rows() // config["batch_size"]
+    if steps < 1:
+        raise ValueError(f"{train_data.n_rows()} cells is fewer than one batch of {config['batch_size']}; "
+                         "lower batch_size")
+    for epoch in range(first_epoch, config["epochs"]):
+        start = time.perf_counter()
+        losses = _train_epoch(model, optimizer, train_data, config, epoch=epoch, steps=steps, device=device,
+                              progress=progress)
+        seconds = time.perf_counter() - start
+        n_seen = len(losses) * config["batch_size"]
+        config["history"].append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": seconds,
+                                  "cells_per_s": n_seen / seconds})
+        config["epochs_done"] = epoch + 1
+        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1},
+                        out_dir)
+        config["weights_sha256"] = save_weights(model, out_dir)
+        config["complete"] = epoch + 1 == config["epochs"]
+        write_json(config, out_dir / CONFIG)
+        log(f"epoch {epoch + 1}/{config['epochs']}: loss {np.mean(losses):.4f}, {n_seen / seconds:.0f} crops/s")
+    if first_epoch >= config["epochs"]:  # resumed a finished run: nothing left to train
+        return _finish(model, config, out_dir, log)
+    return out_dir
+
+
+def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int, steps: int, device, progress
+                 ) -> list[float]:
+    """One pass over ``data`` (``steps`` full batches, each seen as two augmented views); returns the losses."""
+    method, total = config["method"], steps * config["epochs"]
+    aug = AugmentConfig.from_dict(config["augment"])
+    amp = config["amp"] and device.type == "cuda"
+    model.train()
+    # Everything random in an epoch derives from (seed, epoch): resuming needs no RNG state.
+    shuffle = torch.Generator().manual_seed(config["seed"] * 1_000_003 + epoch)
+    views = torch.Generator(device=device).manual_seed(config["seed"] * 1_000_003 + epoch + 7919)
+    batches = iter_batches(data, config["batch_size"], shuffle=True, generator=shuffle, drop_last=True,
+                           num_workers=config["num_workers"], buffer_cells=config["shuffle_cells"])
+    losses = []
+    for step, (x, _) in enumerate(batches):
+        k = epoch * steps + step
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(config, k, total)
+        x = x.to(device, non_blocking=True)
+        v1 = augment(x, aug, config["input_size"], views)
+        v2 = augment(x, aug, config["input_size"], views) if method != "autoencoder" else None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = model.loss(v1, v2)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch + 1}, step {step + 1} (loss {loss.item()}); "
+                                     "lower lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if method == "byol":  # target EMA rises from config["ema"] to 1 along a cosine
+            model.ema = 1 - (1 - config["ema"]) * (math.cos(math.pi * k / total) + 1) / 2
+            model.update_target()
+        losses.append(loss.item())
+        if progress:
+            progress(epoch + 1, config["epochs"], step + 1, steps, losses[-1])
+    return losses
+
+
+def _finish(model, config: dict, out_dir: Path, log) -> Path:
+    config["weights_sha256"] = save_weights(model, out_dir)
+    config["complete"] = True
+    write_json(config, out_dir / CONFIG)
+    log(f"{config['method']} model written to {out_dir}")
+    return out_dir
