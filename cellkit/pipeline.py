@@ -83,7 +83,15 @@ def check_pipeline(spec: dict, source: str = "pipeline") -> dict:
         problems.append("input must be exactly one of: synthetic, bbbc021, index")
     pairs = []
     for item in spec.get("stages") or []:
-        name, options = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+        if isinstance(item, str):
+            name, options = item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            name, options = next(iter(item.items()))
+        elif isinstance(item, (tuple, list)) and len(item) == 2:  # an already checked spec
+            name, options = item
+        else:
+            problems.append(f"a stage is a name or a one-key mapping name: options, got {item!r}")
+            continue
         if name not in STAGES:
             problems.append(f"unknown stage {name!r}; known: {sorted(STAGES)}")
         pairs.append((name, dict(options or {})))

@@ -69,3 +69,12 @@ def test_demo_yaml_is_the_demo_pipeline():
 
     from_file = load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml")
     assert from_file == check_pipeline(demo_pipeline())
+
+
+def test_bbbc021_pipeline_file_is_valid():
+    from pathlib import Path
+
+    from cellkit.pipeline import load_pipeline
+
+    spec = load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / "bbbc021.yaml")
+    assert list(spec["input"]) == ["bbbc021"] and [name for name, _ in spec["stages"]][0] == "segment"
