@@ -39,7 +39,7 @@ def test_classical_accuracy_on_synthetic_field(field):
     assert set(result.border) == set(np.unique(edge)) - {0} and len(result.border) > 0
 
 
-@pytest.mark.parametrize("method", ["li", "log_otsu"])
+@pytest.mark.parametrize("method", ["li", "log_otsu", "local"])
 def test_other_thresholds_find_the_nuclei(field, method):
     images, true_nuclei, _ = field
     seg = get_segmenter("classical", params=ClassicalParams(threshold_method=method))

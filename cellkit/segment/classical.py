@@ -1,8 +1,10 @@
 """Classical (CellProfiler-style) segmentation: nuclei from DNA, cells by seeded watershed.
 
-Nuclei (IdentifyPrimaryObjects): smoothing, background removal for uneven illumination,
-an automatic (Otsu) threshold, declumping by shape and intensity with a seeded watershed,
-size filters. Cells (IdentifySecondaryObjects, "Propagation"-like): a seeded watershed from the
+Nuclei (IdentifyPrimaryObjects): by default (``threshold_method="local"``) percentile
+normalisation, smoothing, a local threshold floored by a global one (robust to uneven
+illumination and to nuclei of very different brightness), declumping by shape with a seeded
+watershed, size filters. The global methods (``otsu``, ``li``, ``log_otsu``) remove the
+background with an opening, threshold once and declump by shape and intensity. Cells (IdentifySecondaryObjects, "Propagation"-like): a seeded watershed from the
 nuclei over the cytoplasm channels, limited to the thresholded cytoplasm foreground.
 """
 
@@ -52,7 +54,7 @@ class ClassicalParams:
     min_cell_area: int = 50
     smoothing: float = 0.08
     background_radius: float = 1.5
-    threshold_method: str = "otsu"
+    threshold_method: str = "local"
     threshold_scale: float = 1.0
     declump_min_distance: float = 0.45
     cell_threshold_scale: float = 1.0
