@@ -4,8 +4,9 @@ Nuclei (IdentifyPrimaryObjects): by default (``threshold_method="local"``) perce
 normalisation, smoothing, a local threshold floored by a global one (robust to uneven
 illumination and to nuclei of very different brightness), declumping by shape with a seeded
 watershed, size filters. The global methods (``otsu``, ``li``, ``log_otsu``) remove the
-background with an opening, threshold once and declump by shape and intensity. Cells (IdentifySecondaryObjects, "Propagation"-like): a seeded watershed from the
-nuclei over the cytoplasm channels, limited to the thresholded cytoplasm foreground.
+background with an opening, threshold once and declump by shape and intensity.
+Cells (IdentifySecondaryObjects, "Propagation"-like): a seeded watershed from the nuclei over
+the cytoplasm channels, limited to the thresholded cytoplasm foreground.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ class ClassicalParams:
     min_cell_area
         Cells under this many pixels are dropped together with their nucleus.
     smoothing
-        Gaussian sigma as a fraction of the nucleus diameter.
+        Gaussian sigma as a fraction of the nucleus diameter (global methods; ``local`` uses 1 px).
     background_radius
-        Radius of the background opening (uneven illumination), in nucleus diameters.
+        Radius of the background opening (uneven illumination), in nucleus diameters (global
+        methods only).
     threshold_method
         Automatic threshold of the nuclei: ``li`` (minimum cross-entropy), ``otsu``, ``log_otsu``, or
         ``local`` (percentile normalisation, local Gaussian-weighted threshold over a window of
@@ -39,7 +41,10 @@ class ClassicalParams:
         estimated from component areas; see `segment_nuclei_local`). ``local`` suits heterogeneous
         real images (DSB2018) better; the global methods are exact on even, sparse fields.
     threshold_scale
-        Multiplies the automatic threshold (lower: more permissive).
+        Multiplies the automatic threshold (``local``: its global floor) (lower: more permissive).
+    local_block, local_floor
+        ``local`` only: window of the local threshold in nucleus diameters, and its floor as a
+        multiple of the Li threshold of the normalised image.
     declump_min_distance
         Minimum distance between seeds of one clump, as a fraction of the nucleus diameter.
     cell_threshold_scale
