@@ -19,7 +19,7 @@ def _segmenter(backend: str, model: str | None, cell_model: str, diameter: str |
     from ..segment.classical import THRESHOLD_METHODS
 
     classical = {k: v for k, v in (classical or {}).items() if v is not None}
-    if classical.get("threshold_method", "otsu") not in THRESHOLD_METHODS:
+    if classical.get("threshold_method", "local") not in THRESHOLD_METHODS:
         fail(f"--threshold-method must be one of {', '.join(THRESHOLD_METHODS)}")
 
     if diameter not in (None, "auto"):
@@ -50,7 +50,7 @@ def segment(
     workers: int = typer.Option(1, help="Local dask worker processes."),
     scheduler: str = typer.Option(None, help="Address of a running dask scheduler (overrides --workers)."),
     gpu: bool = typer.Option(None, "--gpu/--cpu", help="Cellpose device (default: GPU when torch sees one)."),
-    threshold_method: str = typer.Option(None, help="Classical nuclei threshold: otsu (default), li, log_otsu."),
+    threshold_method: str = typer.Option(None, help="Classical nuclei threshold: local (default), otsu, li, log_otsu."),
     nucleus_diameter: float = typer.Option(None, help="Classical: nucleus diameter in px (default: estimated)."),
     min_nucleus_area: int = typer.Option(None, help="Drop nuclei under this many px (default 15)."),
     max_nucleus_area: int = typer.Option(None, help="Drop nuclei over this many px (default: no limit)."),
@@ -119,7 +119,7 @@ def score_segmentation(
     diameter: str = typer.Option(None, help="Cellpose diameter in px, or 'auto'."),
     out: Path = typer.Option(None, "--out", "-o", help="JSON file to write (default: print only)."),
     gpu: bool = typer.Option(None, "--gpu/--cpu", help="Cellpose device (default: GPU when torch sees one)."),
-    threshold_method: str = typer.Option(None, help="Classical nuclei threshold: otsu (default), li, log_otsu."),
+    threshold_method: str = typer.Option(None, help="Classical nuclei threshold: local (default), otsu, li, log_otsu."),
 ):
     """Segment images as nuclei and print average precision at IoU 0.5 and 0.75 (per image, pooled)."""
     from .._atomic import atomic_path

@@ -10,7 +10,7 @@
 from .backends import (BACKENDS, CellposeSegmenter, ClassicalSegmenter, FieldSegmentation, Segmenter,
                        get_segmenter)
 from .cellpose_backend import WeightsNotFoundError, cellpose_model_dir, resolve_model, weights_available
-from .classical import ClassicalParams, estimate_nucleus_diameter, segment_cells, segment_nuclei
+from .classical import ClassicalParams, estimate_nucleus_diameter, segment_cells, segment_nuclei, segment_nuclei_local
 from .matching import average_precision, iou_matrix, match_counts, overlap_pairs, score_images
 from .objects import border_labels, pair_nuclei_cells
 from .plate import qc_path, segment_plate
@@ -19,7 +19,8 @@ __all__ = [
     "BACKENDS", "CellposeSegmenter", "ClassicalSegmenter", "ClassicalParams", "FieldSegmentation", "Segmenter",
     "WeightsNotFoundError", "average_precision", "border_labels", "cellpose_model_dir", "estimate_nucleus_diameter",
     "get_segmenter", "iou_matrix", "match_counts", "overlap_pairs", "pair_nuclei_cells", "qc_path", "resolve_model",
-    "score_images", "segment_cells", "segment_nuclei", "segment_plate", "weights_available", "train_segmenter",
+    "score_images", "segment_cells", "segment_nuclei", "segment_nuclei_local", "segment_plate", "weights_available",
+    "train_segmenter",
 ]
 
 
