@@ -1,0 +1,194 @@
+"""The analysis notebooks in notebooks/ run end to end on one small demo output.
+
+One `run_demo` on a small synthetic plate set is shared by every notebook; each notebook is executed
+with nbclient in a kernel of the running interpreter, with tiny training runs (CELLKIT_NOTEBOOK_FAST=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+from cellkit.datasets import SyntheticConfig  # noqa: E402
+from cellkit.demo import run_demo  # noqa: E402
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+# 2 plates in 2 batches, 4 MOAs x 3 compounds x 2 concentrations, 3 DMSO wells per plate: about 120 cells,
+# 24 scored treatments, every MOA with compounds in both batches (NSCB defined).
+CONFIG = SyntheticConfig(n_batches=2, plates_per_batch=1, compounds_per_moa=3, n_moas=4, n_concentrations=2,
+                         dmso_wells=3, sites=1, height=256, width=320, seed=7)
+KERNEL = "cellkit-test-python"
+TIMEOUT = 120  # seconds per cell
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("notebooks") / "demo_out"
+    run_demo(out, CONFIG, log=lambda message: None, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory, demo_out):
+    """A kernelspec running this interpreter (so a fresh .venv works without a registered kernel)."""
+    jupyter_path = tmp_path_factory.mktemp("jupyter")
+    spec = jupyter_path / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "cellkit tests", "language": "python"}))
+    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "CELLKIT_DEMO_OUT", "CELLKIT_NOTEBOOK_FAST",
+                                             "PYTHONPATH", "MPLBACKEND", "OMP_NUM_THREADS")}
+    repo = str(NOTEBOOKS.parent)
+    os.environ.update(JUPYTER_PATH=str(jupyter_path), CELLKIT_DEMO_OUT=str(demo_out), CELLKIT_NOTEBOOK_FAST="1",
+                      PYTHONPATH=os.pathsep.join(p for p in (repo, saved["PYTHONPATH"]) if p),
+                      OMP_NUM_THREADS=saved["OMP_NUM_THREADS"] or "1")
+    os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend
+    yield demo_out / "notebooks"
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def execute(name: str) -> nbformat.NotebookNode:
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=TIMEOUT, kernel_name=KERNEL,
+                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute()
+    return nb
+
+
+def outputs_text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") + out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def images(nb) -> int:
+    return sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
+
+
+def test_notebooks_are_stripped():
+    names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+    assert len(names) == 10, names
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path.name} has stored outputs"
+
+
+def test_01_exploration_qc(kernel_env, demo_out):
+    nb = execute("01_exploration_qc")
+    qc = pd.read_csv(kernel_env / "qc_per_plate.csv", index_col=0)
+    index = pd.read_parquet(demo_out / "index.parquet")
+    assert qc.fields.sum() == len(index) and set(qc.index) == set(index.plate)
+    assert images(nb) >= 4  # channels, intensities, overlays
+    assert f"{len(index)} fields, 2 plates" in outputs_text(nb)
+
+
+def test_02_metadata(kernel_env, demo_out):
+    nb = execute("02_metadata")
+    replicates = pd.read_csv(kernel_env / "replicates.csv")
+    index = pd.read_parquet(demo_out / "index.parquet")
+    assert replicates.wells.sum() == index[["plate", "well"]].drop_duplicates().shape[0]
+    treated = replicates[replicates.compound != "DMSO"]
+    assert len(treated) == CONFIG.n_moas * CONFIG.compounds_per_moa * CONFIG.n_concentrations
+    assert replicates.loc[replicates.compound == "DMSO", "plates"].item() == 2  # DMSO on every plate
+    assert images(nb) >= 4
+
+
+def test_03_preprocessing(kernel_env):
+    execute("03_preprocessing")
+    treatments = ad.read_h5ad(kernel_env / "treatments_preprocessed.h5ad")
+    wells = ad.read_h5ad(kernel_env / "wells_preprocessed.h5ad")
+    assert treatments.n_obs == CONFIG.n_moas * CONFIG.compounds_per_moa * CONFIG.n_concentrations + 1  # + DMSO
+    assert 0 < treatments.n_vars < 1000 and not pd.isna(treatments.X).any()
+    assert {"normalize", "feature_select", "spherize"} <= set(wells.uns["cellkit"])
+
+
+def test_04_pca_baseline(kernel_env, demo_out):
+    execute("04_pca_baseline")
+    baseline = pd.read_csv(kernel_env / "pca_baseline.csv", index_col=0)
+    assert list(baseline.index) == ["CellProfiler features", "pixel PCA"]
+    assert (baseline.n_treatments == 24).all() and baseline[["NSC", "NSCB", "mAP"]].stack().between(0, 1).all()
+    # the demo's profile stage scored the same representations: the notebook must agree with it
+    demo = pd.read_csv(demo_out / "profiles" / "representations.csv", index_col=0)
+    assert baseline.loc["CellProfiler features", "NSC"] == pytest.approx(demo.loc["X", "NSC"])
+    assert baseline.loc["pixel PCA", "mAP"] == pytest.approx(demo.loc["X_pca", "mAP"])
+
+
+def _trained(model_dir: Path) -> dict:
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["complete"] and config["epochs_done"] == 1  # CELLKIT_NOTEBOOK_FAST: one epoch
+    return config
+
+
+def test_05_autoencoder(kernel_env):
+    execute("05_autoencoder")
+    assert _trained(kernel_env / "autoencoder")["method"] == "autoencoder"
+    scores = pd.read_csv(kernel_env / "autoencoder_scores.csv", index_col=0)
+    assert {"X", "X_ae"} <= set(scores.index) and scores.loc["X_ae", "n_treatments"] == 24
+
+
+def test_06_ssl_training(kernel_env):
+    nb = execute("06_ssl_training")
+    for method in ("simclr", "byol"):
+        assert len(_trained(kernel_env / method)["history"]) == 1
+    scores = pd.read_csv(kernel_env / "ssl_scores.csv", index_col=0)
+    assert {"X_simclr", "X_byol", "X_random"} <= set(scores.index)
+    assert scores[["NSC", "NSCB", "mAP"]].stack().between(0, 1).all()
+    assert images(nb) >= 1
+
+
+def test_07_visualization(kernel_env):
+    nb = execute("07_visualization")
+    assert (kernel_env / "umap_treatments.png").stat().st_size > 0
+    obs = pd.read_csv(kernel_env / "umap_cells_obs.csv", index_col=0)
+    assert obs.leiden.nunique() >= 2
+    assert images(nb) >= 3
+
+
+def test_08_moa_metrics(kernel_env):
+    nb = execute("08_moa_metrics")
+    scores = json.loads((kernel_env / "moa_scores.json").read_text())
+    assert scores["n_NSC"] == scores["n_NSCB"] == 24
+    assert all(0 <= scores[k] <= 1 for k in ("NSC", "NSCB", "mAP", "LOCO"))
+    per_moa = pd.read_csv(kernel_env / "per_moa.csv", index_col=0)
+    assert len(per_moa) == CONFIG.n_moas and "DMSO" not in per_moa.index
+    assert images(nb) >= 1
+
+
+def test_09_clustering(kernel_env):
+    nb = execute("09_clustering")
+    composition = pd.read_csv(kernel_env / "cluster_composition.csv", index_col=0)
+    assert len(composition) >= 2 and composition.sum(axis=1).round(1).eq(1.0).all()
+    markers = pd.read_csv(kernel_env / "cluster_markers.csv")
+    assert (markers.groupby("group").size() == 5).all() and len(markers.group.unique()) == len(composition)
+    assert images(nb) >= 2
+
+
+def test_10_interpretation(kernel_env):
+    nb = execute("10_interpretation")
+    signature = pd.read_csv(kernel_env / "moa_signatures.csv")
+    assert signature.groupby("moa").size().eq(5).all() and signature.moa.nunique() == CONFIG.n_moas
+    # the synthetic truth: actin disruptors change actin, Aurora inhibitors and DNA damage the nucleus/DNA
+    top = signature.groupby("moa").feature.apply(list)
+    assert sum("Actin" in f for f in top["Actin disruptors"]) >= 3
+    for moa in ("Aurora kinase inhibitors", "DNA damage"):
+        assert sum("DNA" in f or f.startswith("Nuclei_") for f in top[moa]) >= 3
+    assert images(nb) >= 3
