@@ -233,13 +233,15 @@ class RobustnessResult:
 def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
                perturbations: Mapping[str, Sequence[float]] | Sequence[str] | None = None, max_cells: int = 1000,
                k: int = 10, seed: int = 0, batch_size: int = 128, control: str = "compound == 'DMSO'",
-               label: str = "moa", device: str = "cpu", progress=None) -> RobustnessResult:
+               label: str = "moa", device: str = "cpu", hf_options: dict | None = None,
+               progress=None) -> RobustnessResult:
     """Embedding drift of each model under perturbations of increasing severity.
 
     Parameters
     ----------
     cells : a complete cells.zarr.
-    models : model folders (``cellkit train``), or a mapping name -> folder or -> callable
+    models : model folders (``cellkit train``), ``"hf:NAME_OR_PATH"`` ViT-MAEs (`cellkit.models.hf`,
+        options in ``hf_options``), or a mapping name -> one of those or -> a callable
         ``f(raw crops (B, C, S, S) float32 tensor) -> (B, D) array``.
     perturbations : names (default severities from `SEVERITIES`) or name -> severities; default all.
     max_cells : cells evaluated (a seeded random sample, kept in store order).
@@ -250,6 +252,7 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
     """
     from .io.cells import open_cells, read_cells
     from .models.data import channel_stats
+    from .models.hf import MAEEmbedder, is_hf
 
     if perturbations is None:
         perturbations = dict(SEVERITIES)
@@ -267,12 +270,17 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
     rows = np.arange(n) if n <= max_cells else np.sort(rng.choice(n, max_cells, replace=False))
     if len(rows) <= k:
         raise ValueError(f"need more than k={k} cells, the store has {len(rows)}")
-    _, std = channel_stats(cells)
+    mean, std = channel_stats(cells)
 
     items = models.items() if isinstance(models, Mapping) else [(None, m) for m in models]
     embedders, sources = {}, {}
     for name, model in items:
-        embedder = model if callable(model) else ModelEmbedder(model, channels, device=device)
+        if callable(model):
+            embedder = model
+        elif is_hf(model):
+            embedder = MAEEmbedder(str(model), channels, mean, std, device=device, **(hf_options or {}))
+        else:
+            embedder = ModelEmbedder(model, channels, device=device)
         name = name or _model_name(model, embedder, embedders)
         embedders[name], sources[name] = embedder, str(model) if not callable(model) else repr(model)
 

@@ -65,9 +65,13 @@ def train(
 
 def embed(
     cells: Path = typer.Argument(..., help="cells.zarr whose crops are embedded."),
-    model: Path = typer.Option(..., "--model", "-m", help="Model folder written by `cellkit train`."),
+    model: str = typer.Option(..., "--model", "-m", help="Model folder written by `cellkit train`, or hf:NAME_OR_PATH "
+                              "for a Hugging Face ViT-MAE (local folder or local cache; needs the hf extra)."),
     adata: Path = typer.Option(..., "--adata", help="cells.h5ad to write into (created from the store's obs if absent)."),
-    key: str = typer.Option(None, help="obsm key (default X_<method>: X_simclr, X_byol, X_ae, X_pca, X_random)."),
+    key: str = typer.Option(None, help="obsm key (default X_<method>: X_simclr, X_byol, X_ae, X_pca, X_random, X_mae)."),
+    channel_mode: str = typer.Option("rgb", help="hf models: rgb (first 3 channels as R, G, B) or per-channel "
+                                     "(each channel alone, embeddings concatenated)."),
+    pool: str = typer.Option("mean", help="hf models: mean of the patch tokens, or cls."),
     batch_size: int = typer.Option(256, help="Crops per batch."),
     workers: int = typer.Option(0, help="DataLoader workers reading chunks."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
@@ -79,8 +83,9 @@ def embed(
     try:
         with progress_bar("embedding cells") as update:
             models.embed_h5ad(cells, model, adata, key_added=key, batch_size=batch_size, num_workers=workers,
-                              device=device, progress=update)
-    except (FileNotFoundError, IncompleteStoreError, models.IncompleteModelError, KeyError, ValueError) as err:
+                              device=device, progress=update, hf_options={"channel_mode": channel_mode, "pool": pool})
+    except (FileNotFoundError, IncompleteStoreError, models.IncompleteModelError, KeyError, ValueError,
+            ImportError) as err:
         fail(str(err).strip("'\""))
     console.print(f"embeddings written to {adata}")
 

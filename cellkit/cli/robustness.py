@@ -11,7 +11,8 @@ from ._common import console, fail, progress_bar
 
 def robustness(
     cells: Path = typer.Argument(..., help="cells.zarr whose crops are perturbed."),
-    model: list[Path] = typer.Option(..., "--model", "-m", help="Model folder (repeat for several models)."),
+    model: list[str] = typer.Option(..., "--model", "-m", help="Model folder, or hf:NAME_OR_PATH for a ViT-MAE "
+                                    "(repeat for several models)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for robustness.csv/.json and figures."),
     perturbation: list[str] = typer.Option(None, "--perturbation", "-p",
                                            help="noise, blur, brightness, contrast, shift (repeat; default all)."),
@@ -34,7 +35,8 @@ def robustness(
             result = run(cells, [str(m) for m in model], perturbations=perturbation or None, max_cells=max_cells,
                          k=k, seed=seed, batch_size=batch_size, control=control, device=device, progress=update)
         write_report(result, out, figures=figures, umap=umap)
-    except (FileNotFoundError, IncompleteStoreError, _models.IncompleteModelError, KeyError, ValueError) as err:
+    except (FileNotFoundError, IncompleteStoreError, _models.IncompleteModelError, KeyError, ValueError,
+            ImportError) as err:
         fail(str(err).strip("'\""))
     console.print(summary_table(result, metric="knn_overlap").round(3).to_string())
     console.print(f"robustness table and figures written to {out}")
