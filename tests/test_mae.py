@@ -97,3 +97,37 @@ def test_mae_in_robustness(setup):
     blur = result.table[result.table["perturbation"] == "blur"]
     assert list(blur["model"].unique()) == ["mae"]
     assert (blur["cosine_drift_mean"] > 0).all()
+
+
+MAE_TINY = {"epochs": 2, "batch_size": 16, "input_size": 16, "patch_size": 4, "mae_dim": 16, "mae_depth": 1,
+            "mae_heads": 2, "num_workers": 0, "shuffle_cells": 64}
+
+
+def test_train_mae_resume_and_embed(setup, tmp_path):
+    from cellkit.models import embed, load_model, obs_adata, train
+
+    cells, _, _ = setup
+    full = train(cells, tmp_path / "full", method="mae", config=MAE_TINY, device="cpu")
+
+    def stop_in_epoch_2(epoch, n_epochs, step, steps, loss):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cells, tmp_path / "cut", method="mae", config=MAE_TINY, device="cpu", progress=stop_in_epoch_2)
+    cut = train(cells, tmp_path / "cut", resume=True, device="cpu")
+    a, b = load_model(full)[0].state_dict(), load_model(cut)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # masks come from (seed, step): resuming changes nothing
+    model, config = load_model(full)
+    assert config["method"] == "mae" and config["mask_ratio"] == 0.75 and len(config["history"]) == 2
+    assert np.isfinite(config["history"][-1]["loss"])
+    adata = obs_adata(cells)
+    embed(adata, cells, full)
+    z = adata.obsm["X_mae"]
+    assert z.shape == (adata.n_obs, 16) and np.isfinite(z).all()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.equal(model.embed(x), model.embed(x))  # no masking, no randomness at inference
+    res = CliRunner().invoke(app, ["train", str(cells), "--out", str(tmp_path / "cli"), "--method", "mae",
+                                   "--epochs", "1", "--batch-size", "16", "--patch-size", "3", "--workers", "0"])
+    assert res.exit_code == 1 and "not divisible by patch_size 3" in " ".join(res.output.split())

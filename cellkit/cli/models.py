@@ -12,13 +12,16 @@ from ._common import console, fail, progress_bar
 def train(
     cells: Path = typer.Argument(..., help="cells.zarr to train on."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder (config.json, model.safetensors, checkpoint.pt)."),
-    method: str = typer.Option("simclr", help="simclr, byol, autoencoder, pca, or random (the untrained control)."),
+    method: str = typer.Option("simclr", help="simclr, byol, autoencoder, mae (ViT masked autoencoder; "
+                                "needs the hf extra), pca, or random (the untrained control)."),
     config: Path = typer.Option(None, help="JSON or YAML file of training options (see cellkit.models.DEFAULTS)."),
     epochs: int = typer.Option(None, help="Epochs (default 10)."),
     batch_size: int = typer.Option(None, help="Crops per batch (default 128)."),
     lr: float = typer.Option(None, help="Peak learning rate (cosine decay; default 1e-3)."),
     width: int = typer.Option(None, help="Encoder width: channels of the first stage (default 32)."),
-    depth: int = typer.Option(None, help="Residual blocks per stage (default 1)."),
+    depth: int = typer.Option(None, help="Residual blocks per stage (default 1); for mae, transformer blocks (default 4)."),
+    patch_size: int = typer.Option(None, help="mae: patch side in pixels (default 8)."),
+    mask_ratio: float = typer.Option(None, help="mae: fraction of patches hidden during training (default 0.75)."),
     max_cells: int = typer.Option(None, help="Train on about this many cells (whole chunks spread over the store)."),
     seed: int = typer.Option(None, help="Random seed (default 0)."),
     workers: int = typer.Option(None, help="DataLoader workers reading chunks (default 2)."),
@@ -38,9 +41,11 @@ def train(
     except (OSError, ValueError) as err:
         fail(f"cannot read {config}: {err}")
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "width": width, "max_cells": max_cells,
-             "seed": seed, "num_workers": workers}
+             "seed": seed, "num_workers": workers, "patch_size": patch_size, "mask_ratio": mask_ratio}
     options.update({k: v for k, v in given.items() if v is not None})
-    if depth is not None:
+    if depth is not None and method == "mae":
+        options["mae_depth"] = depth
+    elif depth is not None:
         options["blocks"] = [depth] * len(options.get("blocks", models.DEFAULTS["blocks"]))
     if resume:
         try:
@@ -58,7 +63,8 @@ def train(
         try:
             models.train(cells, out, method=method, config=options, resume=resume, overwrite=overwrite,
                          device=device, progress=progress, log=bar.console.print)
-        except (FileNotFoundError, FileExistsError, IncompleteStoreError, ValueError, FloatingPointError) as err:
+        except (FileNotFoundError, FileExistsError, IncompleteStoreError, ValueError, FloatingPointError,
+                ImportError) as err:
             fail(str(err))
     console.print(f"model written to {out}")
 
