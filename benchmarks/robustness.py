@@ -1,9 +1,9 @@
 """Robustness of every available encoder to imaging perturbations, on a synthetic plate and on real BBBC021 crops.
 
 Synthetic: `cellkit.demo.run_demo` on a small plate set (2 plates, 4 MOAs, 256x320 fields) gives
-cells.zarr and the demo's SimCLR and PCA models; BYOL, autoencoder and random-init are trained
+cells.zarr and the demo's SimCLR and PCA models; BYOL, autoencoder, MAE and random-init are trained
 beside them with the demo's short training settings. Real: the 2,999 BBBC021 crops (DMSO vs
-cycloheximide) imported with `cellkit.io.import_bbbc021_crops`, the five methods trained briefly.
+cycloheximide) imported with `cellkit.io.import_bbbc021_crops`, the six methods trained briefly.
 Each model's embeddings are measured under noise, blur, brightness, contrast and shift
 (`cellkit.robustness.SEVERITIES`): cosine / L2 drift, kNN overlap (k=10) and well-level NSC change.
 
@@ -32,7 +32,7 @@ from cellkit.robustness import robustness, summary_table, write_report  # noqa: 
 
 SMALL = SyntheticConfig(n_batches=2, plates_per_batch=1, compounds_per_moa=2, n_moas=4, n_concentrations=2,
                         dmso_wells=2, sites=1, height=256, width=320, seed=7)
-METHODS = ("simclr", "byol", "autoencoder", "pca", "random")
+METHODS = ("simclr", "byol", "autoencoder", "mae", "pca", "random")
 REAL = Path("/work/shared/data/real/bbbc021_singlecell_crops")
 
 
