@@ -271,11 +271,18 @@ def _robust_pick(result, model, perturbation, severity):
 
 
 def embedding_similarity(result, model: str, perturbation: str, *, severity: float | None = None,
-                         groupby: str = "moa", n_cells: int = 60, seed: int = 0, show: bool = False, save=None):
+                         groupby: str = "moa", n_cells: int = 60, center: bool = True, seed: int = 0,
+                         show: bool = False, save=None):
     """Cosine-similarity matrices of ``n_cells`` cells (seeded sample, sorted by ``groupby`` when present):
     clean vs clean, and clean vs perturbed (default: the strongest severity), side by side.
+
+    ``center``: subtract the mean clean embedding from both first (embeddings after a ReLU are all
+    positive, and their raw cosine similarities all near 1).
     """
     clean, pert, severity = _robust_pick(result, model, perturbation, severity)
+    if center:
+        offset = clean.mean(axis=0)
+        clean, pert = clean - offset, pert - offset
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(clean), min(n_cells, len(clean)), replace=False))
     if groupby in result.obs:
@@ -286,7 +293,7 @@ def embedding_similarity(result, model: str, perturbation: str, *, severity: flo
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
     for ax, mat, title in zip(axes, (a @ a.T, a @ b.T), ("clean vs clean", f"clean vs {perturbation} {severity:g}")):
         im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
-        ax.set_title(f"{model}: {title}", fontsize=9)
+        ax.set_title(f"{model}: {title}" + (" (centred)" if center else ""), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].set_ylabel(f"cells (sorted by {groupby})" if groupby in result.obs else "cells")
