@@ -101,13 +101,35 @@ def _groups(adata: ad.AnnData, by: str | None) -> list[tuple[str, np.ndarray]]:
 
 # --------------------------------------------------------------------------- normalize
 
+IQR_TO_SD = 1.0 / 1.3490  # IQR of a normal distribution times this is its standard deviation
+
+
+def interquartile_mean(X: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Mean of the values between the 25th and 75th percentiles (inclusive) along ``axis``, ignoring NaN.
+
+    A trimmed mean (25 % cut on each side): as robust to outliers as the median, less noisy.
+    All-NaN columns give NaN.
+    """
+    X = np.moveaxis(np.asarray(X, dtype=np.float64), axis, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        q1, q3 = np.nanpercentile(X, [25, 75], axis=0)
+        inside = (X >= q1) & (X <= q3)
+        total = np.where(inside, X, 0.0).sum(axis=0)
+        count = inside.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def normalize(adata: ad.AnnData, *, control: str | np.ndarray = "compound == 'DMSO'", by: str | None = "plate",
               method: str = "zscore", clip: float | None = None, use_rep: str | None = None,
               key_added: str | None = None, copy: bool = False) -> ad.AnnData | None:
     """Normalize each group (plate) against its control rows.
 
     ``method="zscore"``: ``(x - mean_ctrl) / sd_ctrl``; ``"robust"``: ``(x - median_ctrl) /
-    (1.4826 * MAD_ctrl)``; ``"center"``: ``x - mean_ctrl``. Statistics ignore NaN; NaN stays NaN.
+    (1.4826 * MAD_ctrl)``; ``"iqm"``: ``(x - IQM_ctrl) / (IQR_ctrl / 1.349)``, where the
+    interquartile mean (`interquartile_mean`) is the mean of the control values between their
+    quartiles and IQR / 1.349 estimates a normal SD; ``"center"``: ``x - mean_ctrl``. Statistics
+    ignore NaN; NaN stays NaN.
 
     A feature whose control spread is 0 on a plate (constant controls) is not blown up: the
     robust scale falls back to the control SD, then to 1 (the feature is only centred). Such
@@ -123,7 +145,7 @@ def normalize(adata: ad.AnnData, *, control: str | np.ndarray = "compound == 'DM
     by
         Obs column defining the groups normalized separately (``None``: one group).
     method
-        ``"zscore"``, ``"robust"`` or ``"center"``.
+        ``"zscore"``, ``"robust"``, ``"iqm"`` or ``"center"``.
     clip
         Clip the normalized values to ``[-clip, clip]`` (limits outlier features; None: no clipping).
     use_rep
@@ -137,8 +159,8 @@ def normalize(adata: ad.AnnData, *, control: str | np.ndarray = "compound == 'DM
     float32 and ``uns["cellkit"]["normalize"]``. Raises `ControlError` listing every group
     without control rows.
     """
-    if method not in ("zscore", "robust", "center"):
-        raise ValueError(f"method must be 'zscore', 'robust' or 'center', got {method!r}")
+    if method not in ("zscore", "robust", "iqm", "center"):
+        raise ValueError(f"method must be 'zscore', 'robust', 'iqm' or 'center', got {method!r}")
     adata = adata.copy() if copy else adata
     X = get_rep(adata, use_rep).astype(np.float64)
     ctrl = control_mask(adata, control)
@@ -152,9 +174,14 @@ def normalize(adata: ad.AnnData, *, control: str | np.ndarray = "compound == 'DM
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
         for _, rows in groups:
             ref = X[rows[ctrl[rows]]]
-            if method == "robust":
-                center = np.nanmedian(ref, axis=0)
-                scale = MAD_TO_SD * np.nanmedian(np.abs(ref - center), axis=0)
+            if method in ("robust", "iqm"):
+                if method == "robust":
+                    center = np.nanmedian(ref, axis=0)
+                    scale = MAD_TO_SD * np.nanmedian(np.abs(ref - center), axis=0)
+                else:
+                    center = interquartile_mean(ref)
+                    q1, q3 = np.nanpercentile(ref, [25, 75], axis=0)
+                    scale = IQR_TO_SD * (q3 - q1)
                 sd = np.nanstd(ref, axis=0, ddof=1) if len(ref) > 1 else np.zeros_like(center)
                 scale = np.where(scale > 0, scale, sd)
             else:

@@ -36,7 +36,7 @@ def prepare_profiles(wells: ad.AnnData, *, control: str = "compound == 'DMSO'", 
     """Well profiles -> treatment profiles (a new AnnData; ``wells`` is not modified).
 
     Steps, each optional: `ck.pp.normalize` per ``plate`` against ``control`` (``normalize``:
-    ``"zscore"``/``"robust"``), `ck.pp.feature_select` (X only), `ck.pp.spherize` on the controls,
+    ``"zscore"``/``"robust"``/``"iqm"``), `ck.pp.feature_select` (X only), `ck.pp.spherize` on the controls,
     `ck.pp.l2_normalize` (``l2``), then `ck.tl.aggregate` by ``treatment`` (empty: return the wells). Parameters of each step
     are recorded in ``uns["cellkit"]``.
     """

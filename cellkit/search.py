@@ -49,10 +49,15 @@ class SimilarityIndex:
         return sims, rows
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``<path>`` (FAISS index) and ``<path>.json`` (ids, parameters)."""
+        """Write ``<path>`` (FAISS index) and ``<path>.json`` (ids, parameters), each atomically;
+        the JSON is written last, so an index file without its JSON is an unfinished save."""
+        from ._atomic import atomic_path
+
         path = Path(path)
-        _faiss().write_index(self.index, str(path))
-        Path(str(path) + ".json").write_text(json.dumps({"ids": self.ids.tolist(), "params": self.params}))
+        with atomic_path(path) as tmp:
+            _faiss().write_index(self.index, str(tmp))
+        with atomic_path(Path(str(path) + ".json")) as tmp:
+            tmp.write_text(json.dumps({"ids": self.ids.tolist(), "params": self.params}))
         return path
 
     @classmethod
@@ -108,6 +113,33 @@ def build_index(adata, *, use_rep: str = "X", kind: str = "exact", key_added: st
         record["path"] = str(index.save(path))
     adata.uns[key_added or f"index_{use_rep}"] = record
     return index
+
+
+def index_path(h5ad: str | os.PathLike, *, use_rep: str = "X", kind: str = "exact", level: str = "cell") -> Path:
+    """Where the index of an h5ad is kept: beside it, ``<name>.<level>.<use_rep>.<kind>.faiss`` (+ ``.json``)."""
+    h5ad = Path(h5ad)
+    return h5ad.with_name(f"{h5ad.stem}.{level}.{use_rep}.{kind}.faiss")
+
+
+def load_or_build_index(adata, path: str | os.PathLike, *, use_rep: str = "X", kind: str = "exact",
+                        rebuild: bool = False, **options) -> tuple[SimilarityIndex, bool]:
+    """The saved index at ``path`` when it is complete and was built from the same rows (ids),
+    representation and kind; otherwise build it over ``adata`` and save it there.
+
+    Returns ``(index, built)``.
+    """
+    path = Path(path)
+    if not rebuild and path.exists() and Path(str(path) + ".json").exists():
+        index = SimilarityIndex.load(path)
+        same = (index.params.get("use_rep") == use_rep and index.params.get("kind") == kind
+                and len(index.ids) == adata.n_obs and (index.ids == adata.obs_names.to_numpy(dtype=object)).all())
+        if same:
+            return index, False
+    index = build_index(adata, use_rep=use_rep, kind=kind, **options)
+    index.params["use_rep"] = use_rep
+    Path(str(path) + ".json").unlink(missing_ok=True)  # the old JSON must not vouch for a half-replaced index
+    index.save(path)
+    return index, True
 
 
 def search(adata, query, *, index: SimilarityIndex | None = None, use_rep: str = "X", k: int = 10,

@@ -473,3 +473,12 @@ def _nan_free(adata):
     sub = adata.copy()
     sub.X = np.nan_to_num(get_rep(adata, None))
     return sub
+
+
+def __getattr__(name):
+    # `ck.tl.robustness` lives in cellkit.robustness (imports torch): loaded on first use.
+    if name == "robustness":
+        from .robustness import robustness
+
+        return robustness
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -254,7 +254,7 @@ def test_cli_train_resume_embed(store, tmp_path):
     assert result.exit_code == 0, result.output
     adata = ad.read_h5ad(h5ad)
     assert adata.obsm["X_ae"].shape == (96, TINY["latent_dim"]) and adata.obs_names[0] == "P1/B02/1/1"
-    result = runner.invoke(app, ["train", str(store), "--method", "mae", "--out", str(tmp_path / "x")])
+    result = runner.invoke(app, ["train", str(store), "--method", "vae", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "unknown method" in result.output
     cfg.write_text("widht: 8\n")
     result = runner.invoke(app, ["train", str(store), "--out", str(tmp_path / "x"), "--config", str(cfg)])

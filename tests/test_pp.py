@@ -118,3 +118,38 @@ def test_l2_normalize_rows():
     ck.pp.l2_normalize(a)
     np.testing.assert_allclose(a.X[0], [0.6, 0.8], rtol=1e-6)
     assert np.array_equal(a.X[1], [0, 0]) and a.X[2, 0] == 1 and np.isnan(a.X[2, 1])
+
+
+def test_interquartile_mean():
+    from cellkit.pp import interquartile_mean
+
+    x = np.array([[1.0, 0], [2, np.nan], [3, 5], [4, 5], [1000, 5], [-1000, np.nan]])
+    # column 0: quartiles 1.25 and 3.75 keep 2 and 3; column 1 (NaN ignored: 0, 5, 5, 5): quartiles 3.75, 5 keep the 5s
+    np.testing.assert_allclose(interquartile_mean(x), [2.5, 5.0])
+    assert np.isnan(interquartile_mean(np.full((3, 1), np.nan)))[0]
+    np.testing.assert_allclose(interquartile_mean(x.T, axis=1), interquartile_mean(x))
+
+
+def test_iqm_normalize_per_plate_on_obsm():
+    rng = np.random.default_rng(1)
+    plates = ["A"] * 40 + ["B"] * 40
+    compounds = (["DMSO"] * 30 + ["x"] * 10) * 2
+    emb = rng.normal(size=(80, 4)) * [1, 2, 3, 4] + [0, 10, -10, 3]
+    emb[40:] = emb[40:] * 2 + 7  # plate B: another gain and offset
+    emb[5] = 1e6  # an outlier control moves a z-score, not the IQM
+    a = _wells(np.zeros((80, 1)), plates, compounds)
+    a.obsm["X_mae"] = emb
+    ck.pp.normalize(a, use_rep="X_mae", method="iqm", key_added="X_mae_iqm")
+    out = a.obsm["X_mae_iqm"]
+    for rows in (slice(0, 40), slice(40, 80)):
+        ref = emb[rows][:30]
+        q1, q3 = np.percentile(ref, [25, 75], axis=0)
+        center = np.array([ref[(ref[:, j] >= q1[j]) & (ref[:, j] <= q3[j]), j].mean() for j in range(4)])
+        np.testing.assert_allclose(out[rows], (emb[rows] - center) / ((q3 - q1) / 1.349), rtol=1e-4, atol=1e-4)
+    # both plates' controls end up centred near 0 with unit spread, outlier or not
+    ctrl = np.r_[np.arange(30), np.arange(40, 70)]
+    ctrl = ctrl[ctrl != 5]
+    assert np.abs(np.median(out[ctrl], 0)).max() < 0.4
+    assert a.uns["cellkit"]["normalize"]["method"] == "iqm"
+    with pytest.raises(ValueError, match="iqm"):
+        ck.pp.normalize(a, method="mean")

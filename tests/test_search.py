@@ -57,3 +57,46 @@ def test_save_load_and_search_by_id(tmp_path):
         search(adata, "nope", index=loaded, use_rep="X_emb")
     with pytest.raises(ValueError, match="NaN"):
         build_similarity_index(np.full((3, 2), np.nan))
+
+
+def test_search_cli_cells_and_wells(tmp_path):
+    import time
+
+    from typer.testing import CliRunner
+
+    from cellkit.cli import app
+    from cellkit.search import index_path
+
+    x = _clustered(400, 16, seed=2)
+    obs = pd.DataFrame({"plate": np.repeat(["P1", "P2"], 200), "well": np.tile(np.repeat([f"W{i}" for i in range(8)], 25), 2),
+                        "compound": "x"}, index=[f"c{i}" for i in range(400)])
+    h5ad = tmp_path / "cells.h5ad"
+    ad.AnnData(obs=obs, obsm={"X_emb": x}).write_h5ad(h5ad)
+    runner = CliRunner()
+    res = runner.invoke(app, ["search", str(h5ad), "c7", "c8", "--use-rep", "X_emb", "--k", "4",
+                              "--out", str(tmp_path / "hits.csv")])
+    assert res.exit_code == 0, res.output
+    saved = index_path(h5ad, use_rep="X_emb", kind="exact")
+    assert saved.exists() and "built now" in res.output
+    hits = pd.read_csv(tmp_path / "hits.csv")
+    _, ref_rows = _brute_force(x, x[[7, 8]], 5)  # the exact index equals brute force (self excluded)
+    expected = [f"c{r}" for row, q in zip(ref_rows, (7, 8)) for r in row if r != q][:8]
+    assert list(hits["neighbor"]) == expected and set(hits["plate"]) <= {"P1", "P2"}
+    stamp = saved.stat().st_mtime_ns
+    time.sleep(0.01)
+    res = runner.invoke(app, ["search", str(h5ad), "c7", "--use-rep", "X_emb"])
+    assert res.exit_code == 0 and "reused" in res.output and saved.stat().st_mtime_ns == stamp
+    # wells: index over well means, queried as PLATE/WELL
+    res = runner.invoke(app, ["index-embeddings", str(h5ad), "--use-rep", "X_emb", "--kind", "hnsw", "--level", "well"])
+    assert res.exit_code == 0, res.output
+    assert index_path(h5ad, use_rep="X_emb", kind="hnsw", level="well").exists()
+    res = runner.invoke(app, ["search", str(h5ad), "P1/W0", "--use-rep", "X_emb", "--kind", "hnsw", "--level", "well",
+                              "--k", "3", "--out", str(tmp_path / "wells.csv")])
+    assert res.exit_code == 0 and "reused" in res.output, res.output
+    wells = pd.read_csv(tmp_path / "wells.csv")
+    assert len(wells) == 3 and "P1/W0" not in set(wells["neighbor"])
+    # clear errors
+    res = runner.invoke(app, ["search", str(h5ad), "nope", "--use-rep", "X_emb"])
+    assert res.exit_code == 1 and "nope" in res.output and "named like" in res.output
+    res = runner.invoke(app, ["search", str(h5ad), "c1", "--use-rep", "X_missing"])
+    assert res.exit_code == 1 and "X_missing" in res.output

@@ -12,13 +12,16 @@ from ._common import console, fail, progress_bar
 def train(
     cells: Path = typer.Argument(..., help="cells.zarr to train on."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder (config.json, model.safetensors, checkpoint.pt)."),
-    method: str = typer.Option("simclr", help="simclr, byol, autoencoder, pca, or random (the untrained control)."),
+    method: str = typer.Option("simclr", help="simclr, byol, autoencoder, mae (ViT masked autoencoder; "
+                                "needs the hf extra), pca, or random (the untrained control)."),
     config: Path = typer.Option(None, help="JSON or YAML file of training options (see cellkit.models.DEFAULTS)."),
     epochs: int = typer.Option(None, help="Epochs (default 10)."),
     batch_size: int = typer.Option(None, help="Crops per batch (default 128)."),
     lr: float = typer.Option(None, help="Peak learning rate (cosine decay; default 1e-3)."),
     width: int = typer.Option(None, help="Encoder width: channels of the first stage (default 32)."),
-    depth: int = typer.Option(None, help="Residual blocks per stage (default 1)."),
+    depth: int = typer.Option(None, help="Residual blocks per stage (default 1); for mae, transformer blocks (default 4)."),
+    patch_size: int = typer.Option(None, help="mae: patch side in pixels (default 8)."),
+    mask_ratio: float = typer.Option(None, help="mae: fraction of patches hidden during training (default 0.75)."),
     max_cells: int = typer.Option(None, help="Train on about this many cells (whole chunks spread over the store)."),
     seed: int = typer.Option(None, help="Random seed (default 0)."),
     workers: int = typer.Option(None, help="DataLoader workers reading chunks (default 2)."),
@@ -38,9 +41,11 @@ def train(
     except (OSError, ValueError) as err:
         fail(f"cannot read {config}: {err}")
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "width": width, "max_cells": max_cells,
-             "seed": seed, "num_workers": workers}
+             "seed": seed, "num_workers": workers, "patch_size": patch_size, "mask_ratio": mask_ratio}
     options.update({k: v for k, v in given.items() if v is not None})
-    if depth is not None:
+    if depth is not None and method == "mae":
+        options["mae_depth"] = depth
+    elif depth is not None:
         options["blocks"] = [depth] * len(options.get("blocks", models.DEFAULTS["blocks"]))
     if resume:
         try:
@@ -58,16 +63,21 @@ def train(
         try:
             models.train(cells, out, method=method, config=options, resume=resume, overwrite=overwrite,
                          device=device, progress=progress, log=bar.console.print)
-        except (FileNotFoundError, FileExistsError, IncompleteStoreError, ValueError, FloatingPointError) as err:
+        except (FileNotFoundError, FileExistsError, IncompleteStoreError, ValueError, FloatingPointError,
+                ImportError) as err:
             fail(str(err))
     console.print(f"model written to {out}")
 
 
 def embed(
     cells: Path = typer.Argument(..., help="cells.zarr whose crops are embedded."),
-    model: Path = typer.Option(..., "--model", "-m", help="Model folder written by `cellkit train`."),
+    model: str = typer.Option(..., "--model", "-m", help="Model folder written by `cellkit train`, or hf:NAME_OR_PATH "
+                              "for a Hugging Face ViT-MAE (local folder or local cache; needs the hf extra)."),
     adata: Path = typer.Option(..., "--adata", help="cells.h5ad to write into (created from the store's obs if absent)."),
-    key: str = typer.Option(None, help="obsm key (default X_<method>: X_simclr, X_byol, X_ae, X_pca, X_random)."),
+    key: str = typer.Option(None, help="obsm key (default X_<method>: X_simclr, X_byol, X_ae, X_pca, X_random, X_mae)."),
+    channel_mode: str = typer.Option("rgb", help="hf models: rgb (first 3 channels as R, G, B) or per-channel "
+                                     "(each channel alone, embeddings concatenated)."),
+    pool: str = typer.Option("mean", help="hf models: mean of the patch tokens, or cls."),
     batch_size: int = typer.Option(256, help="Crops per batch."),
     workers: int = typer.Option(0, help="DataLoader workers reading chunks."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
@@ -79,8 +89,9 @@ def embed(
     try:
         with progress_bar("embedding cells") as update:
             models.embed_h5ad(cells, model, adata, key_added=key, batch_size=batch_size, num_workers=workers,
-                              device=device, progress=update)
-    except (FileNotFoundError, IncompleteStoreError, models.IncompleteModelError, KeyError, ValueError) as err:
+                              device=device, progress=update, hf_options={"channel_mode": channel_mode, "pool": pool})
+    except (FileNotFoundError, IncompleteStoreError, models.IncompleteModelError, KeyError, ValueError,
+            ImportError) as err:
         fail(str(err).strip("'\""))
     console.print(f"embeddings written to {adata}")
 

@@ -96,15 +96,25 @@ def embed(adata, cells, model_dir, *, key_added: str | None = None, batch_size: 
                  "torch_version": str(torch.__version__)}
 
 
-def embed_h5ad(cells, model_dir, h5ad, *, key_added: str | None = None, **options) -> Path:
-    """`embed` into an h5ad file, created from the store's obs when it does not exist; written atomically."""
+def embed_h5ad(cells, model_dir, h5ad, *, key_added: str | None = None, hf_options: dict | None = None,
+               **options) -> Path:
+    """`embed` into an h5ad file, created from the store's obs when it does not exist; written atomically.
+
+    ``model_dir`` ``"hf:NAME_OR_PATH"``: a Hugging Face ViT-MAE (`cellkit.models.hf.embed_mae`, key
+    ``X_mae`` by default, ``hf_options`` = its ``channel_mode``, ``pool``, ``use_channels``).
+    """
     import anndata as ad
 
     from .._atomic import atomic_path
+    from .hf import embed_mae, is_hf
 
     h5ad = Path(h5ad)
     adata = ad.read_h5ad(h5ad) if h5ad.exists() else obs_adata(cells)
-    embed(adata, cells, model_dir, key_added=key_added, **options)
+    if is_hf(model_dir):
+        options.pop("num_workers", None)
+        embed_mae(adata, cells, str(model_dir), key_added=key_added or "X_mae", **(hf_options or {}), **options)
+    else:
+        embed(adata, cells, model_dir, key_added=key_added, **options)
     with atomic_path(h5ad) as tmp:
         adata.write_h5ad(tmp)
     return h5ad

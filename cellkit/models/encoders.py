@@ -181,11 +181,17 @@ class RandomEncoder(nn.Module):
         return self.encoder(x)
 
 
-MODELS = {"simclr": SimCLR, "byol": BYOL, "autoencoder": ConvAutoencoder, "random": RandomEncoder}
+def _mae(in_channels: int, config: dict) -> nn.Module:
+    from .mae import MaskedAutoencoder  # needs transformers (the hf extra)
+
+    return MaskedAutoencoder(in_channels, config)
+
+
+MODELS = {"simclr": SimCLR, "byol": BYOL, "autoencoder": ConvAutoencoder, "random": RandomEncoder, "mae": _mae}
 
 
 def build_model(method: str, in_channels: int, config: dict) -> nn.Module:
-    """Build the model of ``method`` ('simclr', 'byol', 'autoencoder' or 'random') for ``in_channels``."""
+    """Build the model of ``method`` ('simclr', 'byol', 'autoencoder', 'mae' or 'random') for ``in_channels``."""
     if method not in MODELS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(MODELS)} or 'pca'")
     return MODELS[method](in_channels, config)

@@ -24,8 +24,9 @@ from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_ex
 from .data import CellChunks, channel_stats, iter_batches
 from .encoders import build_model
 
-METHODS = ("simclr", "byol", "autoencoder", "pca", "random")
-EMBEDDING_KEYS = {"simclr": "X_simclr", "byol": "X_byol", "autoencoder": "X_ae", "pca": "X_pca", "random": "X_random"}
+METHODS = ("simclr", "byol", "autoencoder", "mae", "pca", "random")
+EMBEDDING_KEYS = {"simclr": "X_simclr", "byol": "X_byol", "autoencoder": "X_ae", "mae": "X_mae", "pca": "X_pca",
+                  "random": "X_random"}
 
 DEFAULTS = {
     "epochs": 10, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5, "seed": 0,
@@ -36,16 +37,20 @@ DEFAULTS = {
     "ema": 0.99,                                     # BYOL target EMA at the start (cosine to 1)
     "latent_dim": 64, "ae_depth": 3,                 # autoencoder
     "n_components": 50,                              # PCA
+    "patch_size": 8, "mae_dim": 64, "mae_depth": 4, "mae_heads": 4, "mae_decoder_depth": 1,  # MAE (ViT)
+    "mask_ratio": 0.75,
     "max_cells": None,                               # train on (about) this many cells, whole chunks spread evenly
     "num_workers": 2, "shuffle_cells": 1024, "stats_cells": 4096, "amp": True,
     "augment": AugmentConfig().to_dict(),
 }
-# The autoencoder reconstructs its input: photometric jitter and noise only make the target noisier.
 # Keys `train` adds to a saved config.json (so a saved config can be passed back as options).
 RECORDED_KEYS = {"method", "channels", "crop_size", "norm_mean", "norm_std", "cells", "epochs_done", "history",
                  "complete", "cellkit_version", "torch_version", "n_train_cells", "weights_sha256"}
-METHOD_DEFAULTS = {"autoencoder": {"augment": AugmentConfig(crop_scale=(0.8, 1.0), brightness=0.0, contrast=0.0,
-                                                            blur_prob=0.0, noise_std=0.0).to_dict()}}
+# The autoencoder and the MAE reconstruct their input: photometric jitter and noise only make the target noisier.
+_RECONSTRUCTION_AUGMENT = AugmentConfig(crop_scale=(0.8, 1.0), brightness=0.0, contrast=0.0, blur_prob=0.0,
+                                        noise_std=0.0).to_dict()
+METHOD_DEFAULTS = {"autoencoder": {"augment": _RECONSTRUCTION_AUGMENT},
+                   "mae": {"augment": _RECONSTRUCTION_AUGMENT, "lr": 5e-4, "weight_decay": 0.05}}
 
 
 def default_config(method: str, **overrides) -> dict:
@@ -102,7 +107,7 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     ----------
     cells : path of the cells.zarr.
     out_dir : model folder, written as described in this module.
-    method : 'simclr', 'byol', 'autoencoder', 'pca' or 'random' (no training: the seeded init).
+    method : 'simclr', 'byol', 'autoencoder', 'mae' (needs transformers), 'pca' or 'random' (no training: the seeded init).
     config : overrides of `default_config` (or a full saved config).
     resume : continue the run in ``out_dir`` from its last completed epoch (its saved config
         is used; ``config`` may only change ``epochs`` (raising it changes the learning-rate schedule)
@@ -212,7 +217,7 @@ def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int
             group["lr"] = _lr_at(config, k, total)
         x = x.to(device, non_blocking=True)
         v1 = augment(x, aug, config["input_size"], views)
-        v2 = augment(x, aug, config["input_size"], views) if method != "autoencoder" else None
+        v2 = augment(x, aug, config["input_size"], views) if method not in ("autoencoder", "mae") else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = model.loss(v1, v2)
         if not torch.isfinite(loss):

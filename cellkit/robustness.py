@@ -1,0 +1,358 @@
+"""Robustness of embeddings to imaging drift: perturb crops, embed again, measure what moved.
+
+Perturbations act on raw crops ``(B, C, S, S)`` float32 (pixel units, before any model's
+normalization), so every model sees the same perturbed pixels. Strengths are in units of
+the store's per-channel pixel standard deviation (noise, brightness), pixels (blur sigma,
+shift) or a fraction (contrast loss). Each is deterministic given ``seed`` and monotone in
+severity: for a fixed seed, the perturbed crop moves further from the clean one as the
+severity grows (the same noise field and shift direction are scaled, never redrawn).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+# Default severities, mild to strong, per perturbation.
+SEVERITIES = {
+    "noise": (0.1, 0.25, 0.5, 1.0),         # Gaussian noise std, x channel std
+    "blur": (0.5, 1.0, 2.0, 4.0),           # Gaussian blur sigma, pixels (defocus)
+    "brightness": (0.25, 0.5, 1.0, 2.0),    # additive offset, x channel std
+    "contrast": (0.1, 0.25, 0.5, 0.75),     # contrast lost: x -> mean + (1 - s) (x - mean) per crop and channel
+    "shift": (1.0, 2.0, 4.0, 8.0),          # translation, pixels, in a random direction per cell
+}
+
+
+def _generator(seed: int, salt: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1000003 + salt)
+
+
+def gaussian_noise(x: torch.Tensor, severity: float, *, scale: Sequence[float] | None = None, seed: int = 0,
+                   offset: int = 0) -> torch.Tensor:
+    """``x + severity * scale[c] * N(0, 1)``, clipped at 0 (pixels are non-negative).
+
+    ``scale``: per-channel std (C,) (default 1). ``offset``: row number of ``x[0]`` in the whole
+    set, so each cell gets the same noise whatever the batching.
+    """
+    b = x.shape[0]
+    noise = torch.stack([torch.randn(x.shape[1:], generator=_generator(seed, offset + i)) for i in range(b)])
+    return (x + severity * _per_channel(scale, x) * noise).clamp_min(0)
+
+
+def gaussian_blur(x: torch.Tensor, severity: float, **_) -> torch.Tensor:
+    """Separable Gaussian blur of sigma ``severity`` pixels (reflect padding); 0 = unchanged."""
+    if severity <= 0:
+        return x.clone()
+    radius = max(1, int(math.ceil(3 * severity)))
+    radius = min(radius, x.shape[-1] - 1)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-t ** 2 / (2 * severity ** 2))
+    kernel = kernel / kernel.sum()
+    c = x.shape[1]
+    out = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def brightness(x: torch.Tensor, severity: float, *, scale: Sequence[float] | None = None, **_) -> torch.Tensor:
+    """Add ``severity * scale[c]`` to every pixel (a brighter illumination or background)."""
+    return (x + severity * _per_channel(scale, x)).clamp_min(0)
+
+
+def contrast(x: torch.Tensor, severity: float, **_) -> torch.Tensor:
+    """Pull each crop's channels toward their mean: ``mean + (1 - severity) (x - mean)``, severity in [0, 1]."""
+    if not 0 <= severity <= 1:
+        raise ValueError(f"contrast severity must be in [0, 1], got {severity}")
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    return mean + (1 - severity) * (x - mean)
+
+
+def crop_shift(x: torch.Tensor, severity: float, *, seed: int = 0, offset: int = 0, **_) -> torch.Tensor:
+    """Translate each crop by ``severity`` pixels in a random direction (seeded per cell), border pixels repeated.
+
+    The shift is bilinear (sub-pixel), so it grows continuously with the severity.
+    """
+    b, _, h, w = x.shape
+    angles = torch.stack([torch.rand((), generator=_generator(seed, 7919 + offset + i)) for i in range(b)]) * 2 * math.pi
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = severity * torch.cos(angles) * 2 / w
+    theta[:, 1, 2] = severity * torch.sin(angles) * 2 / h
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _per_channel(scale, x):
+    if scale is None:
+        return torch.ones(1, x.shape[1], 1, 1)
+    return torch.as_tensor(np.asarray(scale, np.float32)).view(1, -1, 1, 1)
+
+
+PERTURBATIONS: dict[str, Callable] = {"noise": gaussian_noise, "blur": gaussian_blur, "brightness": brightness,
+                                      "contrast": contrast, "shift": crop_shift}
+
+
+def perturb(x: torch.Tensor, name: str, severity: float, *, scale=None, seed: int = 0, offset: int = 0) -> torch.Tensor:
+    """Apply perturbation ``name`` (a key of `PERTURBATIONS`) at ``severity`` to raw crops ``(B, C, S, S)``."""
+    if name not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {name!r}; choose from {sorted(PERTURBATIONS)}")
+    return PERTURBATIONS[name](x, float(severity), scale=scale, seed=seed, offset=offset)
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ModelEmbedder:
+    """Raw crops -> embeddings with a trained model folder (its normalization and input size)."""
+
+    def __init__(self, model_dir, channels: Sequence[str], *, device="cpu"):
+        from .models.checkpoint import check_channels, load_model
+
+        self.model, self.config = load_model(model_dir, device=device)
+        check_channels(self.config["channels"], channels, where="the cells store")
+        self.device = torch.device(device)
+        self.mean = torch.tensor(self.config["norm_mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(self.config["norm_std"], dtype=torch.float32).view(1, -1, 1, 1)
+        self.name = self.config["method"]
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        from .models.augment import center_crop
+
+        x = center_crop((x - self.mean) / self.std, self.config["input_size"])
+        return self.model.embed(x.to(self.device)).float().cpu().numpy()
+
+
+def _model_name(path, embedder, taken) -> str:
+    name = getattr(embedder, "name", None) or Path(path).name
+    base, k = name, 2
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _unit(z):
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def knn_indices(z: np.ndarray, k: int) -> np.ndarray:
+    """Indices (N, k) of each row's k most cosine-similar other rows (ties: lower index first)."""
+    u = _unit(z.astype(np.float64))
+    sim = u @ u.T
+    np.fill_diagonal(sim, -np.inf)
+    order = np.argsort(-sim, axis=1, kind="stable")
+    return order[:, :k]
+
+
+def knn_overlap(clean: np.ndarray, perturbed: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the fraction of its k nearest neighbours (cosine) shared before and after (N,)."""
+    a, b = knn_indices(clean, k), knn_indices(perturbed, k)
+    return np.array([len(np.intersect1d(x, y, assume_unique=True)) / k for x, y in zip(a, b)])
+
+
+def drift(clean: np.ndarray, perturbed: np.ndarray, *, spread: float) -> dict:
+    """Cosine drift ``1 - cos`` and L2 drift per cell, summarized; ``spread``: mean distance between clean cells."""
+    cos = 1 - np.sum(_unit(clean) * _unit(perturbed), axis=1)
+    l2 = np.linalg.norm(perturbed - clean, axis=1)
+    return {"cosine_drift_mean": float(cos.mean()), "cosine_drift_median": float(np.median(cos)),
+            "l2_drift_mean": float(l2.mean()), "l2_drift_median": float(np.median(l2)),
+            "l2_drift_rel": float(l2.mean() / spread) if spread > 0 else float("nan")}
+
+
+def _spread(z: np.ndarray, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, len(z), (2, min(5000, len(z) * 4)))
+    keep = i != j
+    return float(np.linalg.norm(z[i[keep]] - z[j[keep]], axis=1).mean()) if keep.any() else 0.0
+
+
+def well_nsc(obs: pd.DataFrame, z: np.ndarray, *, control: str = "compound == 'DMSO'", label: str = "moa",
+             compound: str = "compound", plate: str = "plate", well: str = "well") -> float:
+    """Well-level NSC of cell embeddings: well means, per-plate z-score against control wells, 1-NN (cosine).
+
+    NaN when the labels or columns are missing or no well can be scored.
+    """
+    import anndata as ad
+
+    from . import profiles, tl
+
+    needed = [c for c in (label, compound, plate, well) if c not in obs]
+    if needed or obs[label].isna().all():
+        return float("nan")
+    table = obs.reset_index(drop=True)
+    table.index = table.index.astype(str)
+    cells = ad.AnnData(obs=table)
+    cells.obsm["X_emb"] = z.astype(np.float32)
+    try:
+        with warnings.catch_warnings():  # constant embedding dimensions in the control wells of a plate
+            warnings.simplefilter("ignore", RuntimeWarning)
+            wells = tl.aggregate(cells, by=(plate, well), use_rep="X_emb")  # well means in X
+            wells = profiles.prepare_profiles(wells, control=control, normalize="zscore", plate=plate, treatment=())
+        keep = ~np.asarray(wells.obs.eval(control), dtype=bool) & wells.obs[label].notna().to_numpy()
+        wells = wells[keep].copy()
+        wells.X = np.nan_to_num(wells.X)
+        return float(tl.moa_accuracy(wells, label=label, compound=compound, batch=None, key_added=None).nsc)
+    except (KeyError, ValueError):
+        return float("nan")
+
+
+# --------------------------------------------------------------------------- the experiment
+
+
+@dataclass
+class RobustnessResult:
+    """What `robustness` measured.
+
+    table : one row per (model, perturbation, severity), including severity 0 (clean) rows:
+        cosine/L2 drift (mean, median, L2 relative to the mean distance between clean cells),
+        ``knn_overlap`` (mean over cells), ``nsc`` / ``delta_nsc`` (well-level, when labels exist).
+    obs : the evaluated cells' obs (store order subset), index = cell_id.
+    embeddings : ``{model: {(perturbation, severity): (N, D) float32}}``; ``("clean", 0.0)`` = unperturbed.
+    params : the options used.
+    """
+
+    table: pd.DataFrame
+    obs: pd.DataFrame
+    embeddings: dict = field(repr=False)
+    params: dict = field(default_factory=dict)
+
+
+def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
+               perturbations: Mapping[str, Sequence[float]] | Sequence[str] | None = None, max_cells: int = 1000,
+               k: int = 10, seed: int = 0, batch_size: int = 128, control: str = "compound == 'DMSO'",
+               label: str = "moa", device: str = "cpu", hf_options: dict | None = None,
+               progress=None) -> RobustnessResult:
+    """Embedding drift of each model under perturbations of increasing severity.
+
+    Parameters
+    ----------
+    cells : a complete cells.zarr.
+    models : model folders (``cellkit train``), ``"hf:NAME_OR_PATH"`` ViT-MAEs (`cellkit.models.hf`,
+        options in ``hf_options``), or a mapping name -> one of those or -> a callable
+        ``f(raw crops (B, C, S, S) float32 tensor) -> (B, D) array``.
+    perturbations : names (default severities from `SEVERITIES`) or name -> severities; default all.
+    max_cells : cells evaluated (a seeded random sample, kept in store order).
+    k : neighbours for the kNN overlap.
+    control, label : obs query of control cells and the label column for the well-level NSC.
+
+    Returns a `RobustnessResult`. Results depend only on the seed, not on ``batch_size``.
+    """
+    from .io.cells import open_cells, read_cells
+    from .models.data import channel_stats
+    from .models.hf import MAEEmbedder, is_hf
+
+    if perturbations is None:
+        perturbations = dict(SEVERITIES)
+    elif not isinstance(perturbations, Mapping):
+        perturbations = {name: SEVERITIES.get(name) for name in perturbations}
+    unknown = [name for name, levels in perturbations.items() if name not in PERTURBATIONS or not levels]
+    if unknown:
+        raise ValueError(f"unknown perturbation(s) {unknown}; choose from {sorted(PERTURBATIONS)}")
+    perturbations = {name: sorted(float(s) for s in levels) for name, levels in perturbations.items()}
+
+    images, _, obs = read_cells(cells)
+    channels = list(open_cells(cells).attrs["channels"])
+    n = images.shape[0]
+    rng = np.random.default_rng(seed)
+    rows = np.arange(n) if n <= max_cells else np.sort(rng.choice(n, max_cells, replace=False))
+    if len(rows) <= k:
+        raise ValueError(f"need more than k={k} cells, the store has {len(rows)}")
+    mean, std = channel_stats(cells)
+
+    items = models.items() if isinstance(models, Mapping) else [(None, m) for m in models]
+    embedders, sources = {}, {}
+    for name, model in items:
+        if callable(model):
+            embedder = model
+        elif is_hf(model):
+            embedder = MAEEmbedder(str(model), channels, mean, std, device=device, **(hf_options or {}))
+        else:
+            embedder = ModelEmbedder(model, channels, device=device)
+        name = name or _model_name(model, embedder, embedders)
+        embedders[name], sources[name] = embedder, str(model) if not callable(model) else repr(model)
+
+    conditions = [("clean", 0.0)] + [(p, s) for p, levels in perturbations.items() for s in levels]
+    out = {m: {c: [] for c in conditions} for m in embedders}
+    done = 0
+    for start in range(0, len(rows), batch_size):
+        idx = rows[start:start + batch_size]
+        x = torch.from_numpy(np.asarray(images[idx].compute(), dtype=np.float32))
+        for cond in conditions:
+            xp = x if cond[0] == "clean" else perturb(x, cond[0], cond[1], scale=std, seed=seed, offset=start)
+            for m, embedder in embedders.items():
+                out[m][cond].append(np.asarray(embedder(xp), dtype=np.float32))
+        done += len(idx)
+        if progress:
+            progress(done, len(rows))
+    embeddings = {m: {c: np.concatenate(parts) for c, parts in conds.items()} for m, conds in out.items()}
+
+    sub_obs = obs.iloc[rows]
+    records = []
+    for m, conds in embeddings.items():
+        clean = conds[("clean", 0.0)]
+        spread = _spread(clean, seed)
+        nsc_clean = well_nsc(sub_obs, clean, control=control, label=label)
+        for (p, s), z in conds.items():
+            nsc = nsc_clean if p == "clean" else well_nsc(sub_obs, z, control=control, label=label)
+            records.append({"model": m, "perturbation": p, "severity": s, **drift(clean, z, spread=spread),
+                            "knn_overlap": float(knn_overlap(clean, z, k).mean()), "nsc": nsc,
+                            "delta_nsc": nsc - nsc_clean})
+    params = {"cells": str(cells), "n_cells": int(len(rows)), "max_cells": max_cells, "k": k, "seed": seed,
+              "perturbations": perturbations, "channel_std": [float(v) for v in std], "control": control,
+              "label": label, "models": sources}
+    return RobustnessResult(pd.DataFrame.from_records(records), sub_obs, embeddings, params)
+
+
+def summary_table(result: RobustnessResult, *, metric: str = "knn_overlap") -> pd.DataFrame:
+    """One row per model, one column per (perturbation, severity): ``metric`` from ``result.table``."""
+    t = result.table[result.table["perturbation"] != "clean"]
+    return t.pivot_table(index="model", columns=["perturbation", "severity"], values=metric, sort=False)
+
+
+def write_report(result: RobustnessResult, out_dir: str | os.PathLike, *, figures: bool = True,
+                 umap: bool = True, figure_perturbation: str | None = None) -> dict[str, Path]:
+    """Write ``robustness.csv`` (the table), ``robustness.json`` (params + table) and, with ``figures``,
+    ``robustness.png`` (curves), ``similarity_<model>.png`` and ``umap_<model>.png`` (clean vs
+    ``figure_perturbation``, default the first one run). Returns name -> path.
+    """
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from . import pl
+    from ._atomic import atomic_path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"table": out / "robustness.csv", "json": out / "robustness.json"}
+    with atomic_path(written["table"]) as tmp:
+        result.table.to_csv(tmp, index=False)
+    with atomic_path(written["json"]) as tmp:
+        tmp.write_text(json.dumps({"params": result.params, "table": result.table.to_dict(orient="records")},
+                                  indent=2, default=str))
+    if figures:
+        perts = [p for p in result.params["perturbations"]]
+        chosen = figure_perturbation or perts[0]
+        written["curves"] = out / "robustness.png"
+        plt.close(pl.robustness(result, save=written["curves"]))
+        for model in result.embeddings:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+            written[f"similarity_{model}"] = out / f"similarity_{safe}.png"
+            plt.close(pl.embedding_similarity(result, model, chosen, save=written[f"similarity_{model}"]))
+            if umap:
+                written[f"umap_{model}"] = out / f"umap_{safe}.png"
+                plt.close(pl.robustness_umap(result, model, chosen, save=written[f"umap_{model}"]))
+    return written

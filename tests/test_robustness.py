@@ -1,0 +1,162 @@
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import cellkit as ck
+from cellkit import pl
+from cellkit.cli import app
+from cellkit.io.cells import write_cells
+from cellkit.models import train
+from cellkit.robustness import PERTURBATIONS, SEVERITIES, knn_overlap, perturb, robustness, summary_table
+
+torch.set_num_threads(1)
+CHANNELS = ["DNA", "Tubulin", "Actin"]
+TINY = {"epochs": 1, "batch_size": 16, "width": 4, "blocks": [1, 1], "proj_hidden": 16, "proj_dim": 8,
+        "input_size": 16, "n_components": 6, "num_workers": 0, "shuffle_cells": 64}
+
+
+def _store(path, size=20, per_well=6, seed=0):
+    """2 plates x 6 wells (2 DMSO, 2 MOAs x 2 compounds); MOA A: big bright nuclei, B: small dim ones."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    layout = [("DMSO", None), ("DMSO", None), ("c1", "A"), ("c2", "A"), ("c3", "B"), ("c4", "B")]
+    images, rows = [], []
+    for plate in ("P1", "P2"):
+        for w, (compound, moa) in enumerate(layout):
+            for c in range(per_well):
+                radius = {"A": 5.0, "B": 2.0, None: 3.5}[moa] + rng.normal(0, 0.3)
+                blob = np.exp(-(yy ** 2 + xx ** 2) / (2 * radius ** 2))
+                img = rng.poisson(50, (3, size, size)).astype(np.float64)
+                img[0] += blob * {"A": 2500, "B": 800, None: 1500}[moa]
+                img[1] += blob * 600 * rng.random()
+                img[2] += 400 * rng.random()
+                images.append(img)
+                rows.append({"cell_id": f"{plate}/W{w}/1/{c + 1}", "plate": plate, "well": f"W{w}",
+                             "compound": compound, "moa": moa})
+    obs = pd.DataFrame(rows)
+    n = len(obs)
+    write_cells(path, np.asarray(images).astype(np.uint16), np.ones((n, 2, size, size), bool), obs,
+                channels=CHANNELS, chunk_cells=16)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("robust")
+    cells = _store(root / "cells.zarr")
+    for method in ("pca", "random"):
+        train(cells, root / method, method=method, config=TINY, device="cpu", log=lambda *a: None)
+    return cells, root
+
+
+def _cell_like(n=6, size=24, seed=1):
+    """Smooth crops: a bright blob off-centre on a textured background, like a cell."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    x = np.empty((n, 3, size, size), np.float32)
+    for i in range(n):
+        cy, cx = rng.uniform(-2, 2, 2)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(3, 5, (3, 1, 1)) ** 2))
+        x[i] = 100 + 1500 * rng.random((3, 1, 1)) * blob
+    texture = torch.from_numpy(rng.gamma(2.0, 20.0, x.shape).astype(np.float32))
+    return torch.from_numpy(x) + perturb(texture, "blur", 1.0)
+
+
+def test_perturbations_deterministic_and_monotone():
+    x = _cell_like()
+    scale = [80.0, 50.0, 30.0]
+    for name in PERTURBATIONS:
+        levels = SEVERITIES[name]
+        outs = [perturb(x, name, s, scale=scale, seed=3) for s in levels]
+        again = [perturb(x, name, s, scale=scale, seed=3) for s in levels]
+        assert all(torch.equal(a, b) for a, b in zip(outs, again)), name
+        assert outs[0].shape == x.shape and outs[0].dtype == torch.float32
+        # every crop moves further from the clean crop as the severity grows
+        dist = torch.stack([(o - x).flatten(1).norm(dim=1) for o in outs])  # (levels, B)
+        assert (dist[0] > 0).all(), name
+        assert (dist[1:] > dist[:-1]).all(), name
+    for name in ("noise", "shift"):  # the random ones depend on the seed
+        assert not torch.equal(perturb(x, name, 1.0, scale=scale, seed=3), perturb(x, name, 1.0, scale=scale, seed=4))
+    # each cell's noise and shift do not depend on the batch it is in
+    for name in ("noise", "shift"):
+        whole = perturb(x, name, 1.0, scale=scale, seed=3)
+        parts = torch.cat([perturb(x[:2], name, 1.0, scale=scale, seed=3),
+                           perturb(x[2:], name, 1.0, scale=scale, seed=3, offset=2)])
+        assert torch.equal(whole, parts)
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        perturb(x, "rain", 1.0)
+
+
+def test_knn_overlap():
+    z = np.random.default_rng(0).normal(size=(30, 5))
+    assert knn_overlap(z, z, 5) == pytest.approx(np.ones(30))
+    assert knn_overlap(z, 3 * z, 5) == pytest.approx(np.ones(30))  # cosine: scale-free
+    shuffled = z[np.random.default_rng(1).permutation(30)]
+    assert knn_overlap(z, shuffled, 5).mean() < 0.5
+
+
+def test_robustness_table(setup):
+    cells, root = setup
+    perts = {"noise": [0.5, 2.0, 8.0], "blur": [0.5, 2.0]}
+    result = ck.tl.robustness(cells, [root / "pca", root / "random"], perturbations=perts, max_cells=60, k=5,
+                              batch_size=16, seed=0)
+    t = result.table
+    assert set(t["model"]) == {"pca", "random"}
+    assert len(t) == 2 * (1 + 3 + 2)
+    clean = t[t["perturbation"] == "clean"]
+    assert np.allclose(clean[["cosine_drift_mean", "l2_drift_mean", "delta_nsc"]], 0)
+    assert np.allclose(clean["knn_overlap"], 1)
+    # PCA is linear: the same noise field scaled up moves embeddings further, and neighbours get lost
+    noise = t[(t["model"] == "pca") & (t["perturbation"] == "noise")].sort_values("severity")
+    assert noise["l2_drift_mean"].is_monotonic_increasing and noise["l2_drift_mean"].iloc[0] > 0
+    assert noise["knn_overlap"].iloc[-1] < noise["knn_overlap"].iloc[0] <= 1
+    # labels present: the well-level NSC is measured (PCA separates the two MOAs on clean crops)
+    assert 0.5 <= clean.set_index("model").loc["pca", "nsc"] <= 1
+    assert result.embeddings["pca"][("noise", 8.0)].shape == (60, 6)
+    assert len(result.obs) == 60 and result.params["n_cells"] == 60
+    # results do not depend on the batch size
+    other = robustness(cells, {"pca": root / "pca"}, perturbations=perts, max_cells=60, k=5, batch_size=50, seed=0)
+    pd.testing.assert_frame_equal(other.table.reset_index(drop=True),
+                                  t[t["model"] == "pca"].reset_index(drop=True), check_exact=False, rtol=1e-5)
+    wide = summary_table(result)
+    assert wide.shape == (2, 5)
+    fig = pl.robustness(result)
+    assert len(fig.axes) == 3 * 2
+    plt.close(fig)
+    fig = pl.embedding_similarity(result, "pca", "noise", n_cells=20)
+    plt.close(fig)
+    with pytest.raises(KeyError, match="severities"):
+        pl.embedding_similarity(result, "pca", "noise", severity=3.0)
+
+
+def test_robustness_callable_model_and_errors(setup):
+    cells, root = setup
+    mean_model = lambda x: x.mean(dim=(-2, -1)).numpy()  # noqa: E731  per-channel mean intensity
+    result = robustness(cells, {"means": mean_model}, perturbations=["brightness", "contrast"], max_cells=40, k=5)
+    t = result.table.set_index(["perturbation", "severity"])
+    # contrast keeps each crop's channel means: the mean-intensity "model" does not move
+    assert np.allclose(t.loc["contrast", "l2_drift_mean"], 0, atol=1e-2)
+    assert (t.loc["brightness", "l2_drift_mean"] > 1).all()
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        robustness(cells, {"means": mean_model}, perturbations=["fog"])
+
+
+def test_robustness_cli(setup, tmp_path):
+    cells, root = setup
+    out = tmp_path / "rob"
+    res = CliRunner().invoke(app, ["robustness", str(cells), "--model", str(root / "pca"), "--model",
+                                   str(root / "random"), "--out", str(out), "-p", "blur", "-p", "shift",
+                                   "--max-cells", "40", "--k", "5", "--no-umap"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "robustness.csv")
+    assert set(table["perturbation"]) == {"clean", "blur", "shift"}
+    assert json.loads((out / "robustness.json").read_text())["params"]["k"] == 5
+    for name in ("robustness.png", "similarity_pca.png", "similarity_random.png"):
+        assert (out / name).stat().st_size > 1000
+    res = CliRunner().invoke(app, ["robustness", str(cells), "--model", str(tmp_path / "none"), "--out", str(out)])
+    assert res.exit_code == 1 and "no model" in res.output
