@@ -21,8 +21,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def _finish(fig, show: bool, save: str | os.PathLike | None):
-    fig.tight_layout()
+def _finish(fig, show: bool, save: str | os.PathLike | None, *, tight: bool = True):
+    if tight:
+        fig.tight_layout()
     if save:
         Path(save).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(save, dpi=120)
@@ -298,12 +299,7 @@ def embedding_similarity(result, model: str, perturbation: str, *, severity: flo
         ax.set_yticks([])
     axes[0].set_ylabel(f"cells (sorted by {groupby})" if groupby in result.obs else "cells")
     fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
-    if save:
-        Path(save).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save, dpi=120)
-    if show:
-        plt.show()
-    return fig
+    return _finish(fig, show, save, tight=False)  # a colorbar shared by several axes
 
 
 def robustness_umap(result, model: str, perturbation: str, *, n_cells: int = 500, seed: int = 0,

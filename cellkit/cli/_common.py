@@ -28,3 +28,14 @@ def fail(message: str, code: int = 1):
     """Print an error without a traceback and exit non-zero."""
     console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
     raise typer.Exit(code)
+
+
+def parse_pairs(items: list[str], option: str) -> dict[str, str]:
+    """``["a=b", "c=d"]`` -> ``{"a": "b", "c": "d"}``; a malformed item is a clear error naming ``option``."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            fail(f"{option} must look like NAME=VALUE, got {item!r}")
+        pairs[key] = value
+    return pairs

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, fail, progress_bar
+from ._common import console, fail, parse_pairs, progress_bar
 
 
 def synth(
@@ -37,16 +37,6 @@ def synth(
     console.print(f"plate set written to {out}")
 
 
-def _pairs(items: list[str], what: str) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            fail(f"{what} must look like NAME=VALUE, got {item!r}")
-        pairs[key] = value
-    return pairs
-
-
 def index(
     source: Path = typer.Argument(..., help="BBBC021 image CSV, a generic CSV/parquet, or (with --pattern) the image root."),
     out: Path = typer.Option(..., "--out", "-o", help="Output parquet file."),
@@ -64,7 +54,7 @@ def index(
 
     try:
         if pattern:
-            index = io.from_pattern(source, pattern, channels=_pairs(channel, "--channel"))
+            index = io.from_pattern(source, pattern, channels=parse_pairs(channel, "--channel"))
         else:
             head = pd.read_csv(source, nrows=0).columns if source.suffix != ".parquet" else []
             root = root or source.parent
@@ -73,8 +63,8 @@ def index(
             else:
                 if not channel:
                     fail("a generic table needs --channel NAME=COLUMN for each channel")
-                index = io.from_csv(source, root=root, channels=_pairs(channel, "--channel"),
-                                    columns=_pairs(column, "--column"))
+                index = io.from_csv(source, root=root, channels=parse_pairs(channel, "--channel"),
+                                    columns=parse_pairs(column, "--column"))
         if check_shapes:
             io.validate_index(index, check_shapes=True)
     except (io.PlateIndexError, FileNotFoundError, pd.errors.ParserError) as err:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, fail
+from ._common import console, fail, parse_pairs
 
 CONTROL = "compound == 'DMSO'"
 
@@ -18,12 +18,7 @@ def _split(text: str) -> list[str]:
 def _load_profiles(path: Path, metadata: list[str], bbbc021_image: Path | None, bbbc021_moa: Path | None):
     from ..io import ProfileTableError, join_bbbc021, read_profiles
 
-    rename = {}
-    for item in metadata:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            fail(f"--metadata must look like NAME=COLUMN, got {item!r}")
-        rename[key] = value
+    rename = parse_pairs(metadata, "--metadata")
     try:
         adata = read_profiles(path, **({"metadata": rename} if rename and path.suffix != ".h5ad" else {}))
         if bbbc021_image is not None:
