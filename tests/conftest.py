@@ -31,3 +31,16 @@ def small_plate(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("plates") / "small"
     write_synthetic_plate(root, SMALL)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _seed_global_rngs():
+    """Every test starts from the same global random state, whatever ran before it."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(12345)
+    np.random.seed(12345)
+    torch.manual_seed(12345)
