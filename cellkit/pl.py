@@ -139,22 +139,6 @@ def confusion_matrix(confusion: pd.DataFrame, *, normalize: bool = True, title: 
     return _finish(fig, show, save)
 
 
-def _stretch(img: np.ndarray) -> np.ndarray:
-    """Per-image 1-99.5 percentile contrast stretch to [0, 1]."""
-    img = img.astype(np.float32)
-    lo, hi = np.percentile(img, [1, 99.5])
-    return np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
-
-
-def _composite(crop: np.ndarray, channels: Sequence[str]) -> np.ndarray:
-    """(C, S, S) crop -> (S, S, 3) RGB: DNA blue, Tubulin green, Actin red (others by position)."""
-    colours = {"dna": 2, "dapi": 2, "tubulin": 1, "actin": 0}
-    rgb = np.zeros(crop.shape[1:] + (3,), dtype=np.float32)
-    for k, name in enumerate(channels):
-        rgb[..., colours.get(name.lower(), k % 3)] += _stretch(crop[k])
-    return np.clip(rgb, 0, 1)
-
-
 def example_cells(cells: str | os.PathLike, *, groupby: str = "moa", groups: Sequence[str] | None = None,
                   obs: pd.DataFrame | None = None, n_per_group: int = 6, seed: int = 0,
                   show: bool = False, save=None):
@@ -163,9 +147,10 @@ def example_cells(cells: str | os.PathLike, *, groupby: str = "moa", groups: Seq
     ``groupby`` is an obs column of the store, or of ``obs`` (a table with a ``crop_index``
     column, or one row per store cell in store order, e.g. a clustered cells AnnData's obs with
     ``leiden``). Up to ``n_per_group`` cells per group are drawn at random (seeded) and shown as
-    RGB composites (DNA blue, Tubulin green, Actin red). Only the crops shown are read.
+    RGB composites (`cellkit.plotting.montage_rgb` colours). Only the crops shown are read.
     """
     from .io.cells import open_cells, read_cells
+    from .plotting import montage_rgb
 
     images, _, store_obs = read_cells(cells)
     channels = list(open_cells(cells).attrs["channels"])
@@ -196,7 +181,7 @@ def example_cells(cells: str | os.PathLike, *, groupby: str = "moa", groups: Seq
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if col < len(crops):
-                ax.imshow(_composite(crops[col], channels))
+                ax.imshow(montage_rgb(crops[col:col + 1], channels, gap=0))
         axes[row, 0].set_ylabel(g, rotation=0, ha="right", va="center", fontsize=7)
     fig.suptitle(f"example cells by {groupby}")
     return _finish(fig, show, save)
