@@ -4,18 +4,21 @@ Synthetic: `cellkit.demo.run_demo` on a small plate set (2 plates, 6 MOAs, 512x6
 cells.zarr and the demo's SimCLR and PCA models; BYOL, autoencoder, MAE and random-init are trained
 beside them with the demo's short training settings. Real: the 2,999 BBBC021 crops (DMSO vs
 cycloheximide) imported with `cellkit.io.import_bbbc021_crops`, the six methods trained briefly.
+Handcrafted: CellProfiler-style features of each crop's cell (`cellkit.features.measure_crops` with
+the store's masks; the BBBC021 crops come without masks, so there the whole crop is measured),
+feature-selected and z-scored on the clean cells.
 Each model's embeddings are measured under noise, blur, brightness, contrast and shift
 (`cellkit.robustness.SEVERITIES`): cosine / L2 drift, kNN overlap (k=10) and well-level NSC change.
 
 Usage: nice -n 10 python benchmarks/robustness.py [--out DIR] [--max-cells 1000] [--skip-real] [--skip-synthetic]
        [--methods simclr,byol,...] [--name robustness]
 Writes benchmarks/results/<name>.json, and the tables and figures under DIR/<dataset>/report.
-Handcrafted (CellProfiler-style) features are not a "model" here: they need whole fields, not crops.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,13 +37,17 @@ from cellkit.robustness import robustness, summary_table, write_report  # noqa: 
 # 2 plates of 512x640 fields (about 1,000 cells): smaller than the demo, enough cells per well for a well-level NSC.
 PLATES = SyntheticConfig(n_batches=2, plates_per_batch=1, compounds_per_moa=2, n_moas=6, n_concentrations=1,
                          dmso_wells=4, sites=1, height=512, width=640, seed=7)
-METHODS = ("simclr", "byol", "autoencoder", "mae", "pca", "random")
-REAL = Path("/work/shared/data/real/bbbc021_singlecell_crops")
+METHODS = ("simclr", "byol", "autoencoder", "mae", "pca", "random", "handcrafted")
+REAL = Path(os.environ.get("CELLKIT_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+REAL = REAL / "bbbc021_singlecell_crops"
 
 
 def train_missing(cells: Path, models_dir: Path, config: dict, methods=METHODS) -> dict[str, Path]:
     out = {}
     for method in methods:
+        if method == "handcrafted":  # measured, not trained
+            out[method] = method
+            continue
         folder = models_dir / method
         if not (folder / "model.safetensors").exists():
             t = time.time()

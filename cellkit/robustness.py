@@ -102,6 +102,14 @@ PERTURBATIONS: dict[str, Callable] = {"noise": gaussian_noise, "blur": gaussian_
                                       "contrast": contrast, "shift": crop_shift}
 
 
+def perturb_masks(masks: torch.Tensor, name: str, severity: float, *, seed: int = 0, offset: int = 0) -> torch.Tensor:
+    """Masks ``(B, 2, S, S)`` bool moved with the pixels: a shift moves them as `crop_shift` moves the crop
+    (same seed and offset, same direction); the photometric perturbations leave them as they are."""
+    if name != "shift":
+        return masks
+    return crop_shift(masks.float(), float(severity), seed=seed, offset=offset) > 0.5
+
+
 def perturb(x: torch.Tensor, name: str, severity: float, *, scale=None, seed: int = 0, offset: int = 0) -> torch.Tensor:
     """Apply perturbation ``name`` (a key of `PERTURBATIONS`) at ``severity`` to raw crops ``(B, C, S, S)``."""
     if name not in PERTURBATIONS:
@@ -112,25 +120,46 @@ def perturb(x: torch.Tensor, name: str, severity: float, *, scale=None, seed: in
 # --------------------------------------------------------------------------- models
 
 
-class ModelEmbedder:
-    """Raw crops -> embeddings with a trained model folder (its normalization and input size)."""
+class HandcraftedEmbedder:
+    """Raw crops and their masks -> handcrafted features of each crop's cell (`cellkit.features.measure_crops`).
 
-    def __init__(self, model_dir, channels: Sequence[str], *, device="cpu"):
-        from .models.checkpoint import check_channels, load_model
+    The segmentation is the store's (moved with the crop by a shift), so the features drift only as the
+    pixels inside the masks change. A store without masks (``masks_available: False``) measures the
+    whole crop. `robustness` then calls `postprocess`, which prepares the features as a profile is
+    prepared: `cellkit.pp.feature_select` on the clean cells, then a z-score by the clean mean and SD.
+    """
 
-        self.model, self.config = load_model(model_dir, device=device)
-        check_channels(self.config["channels"], channels, where="the cells store")
-        self.device = torch.device(device)
-        self.mean = torch.tensor(self.config["norm_mean"], dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(self.config["norm_std"], dtype=torch.float32).view(1, -1, 1, 1)
-        self.name = self.config["method"]
+    name = "handcrafted"
+    needs_masks = True
 
-    @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        from .models.augment import center_crop
+    def __init__(self, channels: Sequence[str], **options):
+        self.channels, self.options = list(channels), options
+        self.feature_names: list[str] | None = None
 
-        x = center_crop((x - self.mean) / self.std, self.config["input_size"])
-        return self.model.embed(x.to(self.device)).float().cpu().numpy()
+    def __call__(self, x: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
+        from .features.crops import measure_crops
+
+        features = measure_crops(x.numpy(), masks.numpy(), self.channels, **self.options)
+        self.feature_names = list(features.columns)
+        return features.to_numpy(np.float32)
+
+    def postprocess(self, conditions: dict) -> dict:
+        """``{condition: (N, F) raw features}`` -> ``{condition: (N, F') float32}``: the features
+        `feature_select` keeps on the clean cells and defined for all of them, z-scored by their
+        clean mean and SD; a value undefined after a perturbation becomes 0 (the clean mean)."""
+        import anndata as ad
+
+        from .pp import feature_select
+
+        clean = conditions[("clean", 0.0)].astype(np.float64)
+        selected = ad.AnnData(X=clean, var=pd.DataFrame(index=self.feature_names or map(str, range(clean.shape[1]))))
+        feature_select(selected, subset=False)
+        mean, sd = clean.mean(axis=0), clean.std(axis=0)
+        keep = selected.var["feature_selected"].to_numpy() & np.isfinite(clean).all(axis=0) & (sd > 0)
+        if not keep.any():
+            raise ValueError("no handcrafted feature is defined and variable over the clean cells")
+        return {c: np.nan_to_num((z[:, keep] - mean[keep]) / sd[keep], nan=0.0, posinf=0.0,
+                                 neginf=0.0).astype(np.float32) for c, z in conditions.items()}
 
 
 def _model_name(path, embedder, taken) -> str:
@@ -241,7 +270,8 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
     ----------
     cells : a complete cells.zarr.
     models : model folders (``cellkit train``), ``"hf:NAME_OR_PATH"`` ViT-MAEs (`cellkit.models.hf`,
-        options in ``hf_options``), or a mapping name -> one of those or -> a callable
+        options in ``hf_options``), ``"handcrafted"`` (`HandcraftedEmbedder`: CellProfiler-style
+        features of each crop's cell), or a mapping name -> one of those or -> a callable
         ``f(raw crops (B, C, S, S) float32 tensor) -> (B, D) array``.
     perturbations : names (default severities from `SEVERITIES`) or name -> severities; default all.
     max_cells : cells evaluated (a seeded random sample, kept in store order).
@@ -252,6 +282,7 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
     """
     from .io.cells import open_cells, read_cells
     from .models.data import channel_stats
+    from .models.embed import ModelEmbedder
     from .models.hf import MAEEmbedder, is_hf
 
     if perturbations is None:
@@ -263,8 +294,9 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
         raise ValueError(f"unknown perturbation(s) {unknown}; choose from {sorted(PERTURBATIONS)}")
     perturbations = {name: sorted(float(s) for s in levels) for name, levels in perturbations.items()}
 
-    images, _, obs = read_cells(cells)
-    channels = list(open_cells(cells).attrs["channels"])
+    images, masks, obs = read_cells(cells)
+    attrs = open_cells(cells).attrs
+    channels = list(attrs["channels"])
     n = images.shape[0]
     rng = np.random.default_rng(seed)
     rows = np.arange(n) if n <= max_cells else np.sort(rng.choice(n, max_cells, replace=False))
@@ -277,6 +309,8 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
     for name, model in items:
         if callable(model):
             embedder = model
+        elif model == "handcrafted":
+            embedder = HandcraftedEmbedder(channels)
         elif is_hf(model):
             embedder = MAEEmbedder(str(model), channels, mean, std, device=device, **(hf_options or {}))
         else:
@@ -286,18 +320,27 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
 
     conditions = [("clean", 0.0)] + [(p, s) for p, levels in perturbations.items() for s in levels]
     out = {m: {c: [] for c in conditions} for m in embedders}
+    need_masks = any(getattr(e, "needs_masks", False) for e in embedders.values())
     done = 0
     for start in range(0, len(rows), batch_size):
         idx = rows[start:start + batch_size]
         x = torch.from_numpy(np.asarray(images[idx].compute(), dtype=np.float32))
+        mask = torch.from_numpy(np.asarray(masks[idx].compute())) if need_masks else None
         for cond in conditions:
             xp = x if cond[0] == "clean" else perturb(x, cond[0], cond[1], scale=std, seed=seed, offset=start)
             for m, embedder in embedders.items():
-                out[m][cond].append(np.asarray(embedder(xp), dtype=np.float32))
+                if getattr(embedder, "needs_masks", False):
+                    z = embedder(xp, perturb_masks(mask, cond[0], cond[1], seed=seed, offset=start))
+                else:
+                    z = embedder(xp)
+                out[m][cond].append(np.asarray(z, dtype=np.float32))
         done += len(idx)
         if progress:
             progress(done, len(rows))
     embeddings = {m: {c: np.concatenate(parts) for c, parts in conds.items()} for m, conds in out.items()}
+    for m, embedder in embedders.items():
+        if hasattr(embedder, "postprocess"):
+            embeddings[m] = embedder.postprocess(embeddings[m])
 
     sub_obs = obs.iloc[rows]
     records = []
@@ -312,7 +355,8 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
                             "delta_nsc": nsc - nsc_clean})
     params = {"cells": str(cells), "n_cells": int(len(rows)), "max_cells": max_cells, "k": k, "seed": seed,
               "perturbations": perturbations, "channel_std": [float(v) for v in std], "control": control,
-              "label": label, "models": sources}
+              "label": label, "models": sources,
+              "masks_available": bool(attrs.get("masks_available", True))}
     return RobustnessResult(pd.DataFrame.from_records(records), sub_obs, embeddings, params)
 
 

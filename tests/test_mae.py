@@ -10,8 +10,6 @@ from cellkit.cli import app  # noqa: E402
 from cellkit.models.hf import MAEEmbedder, MissingModelError, load_mae  # noqa: E402
 from cellkit.robustness import robustness  # noqa: E402
 
-from .test_robustness import _store  # noqa: E402
-
 torch.set_num_threads(1)
 
 
@@ -27,9 +25,9 @@ def _tiny_mae(path, channels=3, seed=0):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_cells):
     root = tmp_path_factory.mktemp("mae")
-    return _store(root / "cells.zarr"), _tiny_mae(root / "mae3"), _tiny_mae(root / "mae1", channels=1)
+    return tiny_cells, _tiny_mae(root / "mae3"), _tiny_mae(root / "mae1", channels=1)
 
 
 def test_embed_cli_writes_x_mae(setup, tmp_path):
@@ -53,6 +51,15 @@ def test_embed_cli_writes_x_mae(setup, tmp_path):
     a2 = ad.read_h5ad(h5ad)
     np.testing.assert_array_equal(a2.obsm["X_mae"], z)  # the same again, the first key kept
     assert a2.obsm["X_cls"].shape == (a.n_obs, 3 * 16)
+    # a new crop is embedded as the store's cells were, from the h5ad's record (used by `cellkit search --crop`)
+    from cellkit.io.cells import read_cells
+    from cellkit.models.embed import recorded_embedder
+
+    crops = torch.from_numpy(np.asarray(read_cells(cells)[0][[3, 40]], np.float32))
+    for key in ("X_mae", "X_cls"):
+        embedder, channels = recorded_embedder(a2, key)
+        assert channels == ["DNA", "Tubulin", "Actin"]
+        np.testing.assert_allclose(embedder(crops), a2.obsm[key][[3, 40]], rtol=1e-4, atol=1e-5)
 
 
 def test_masking_off_and_channel_modes(setup):

@@ -10,45 +10,18 @@ from typer.testing import CliRunner
 import cellkit as ck
 from cellkit import pl
 from cellkit.cli import app
-from cellkit.io.cells import write_cells
 from cellkit.models import train
 from cellkit.robustness import PERTURBATIONS, SEVERITIES, knn_overlap, perturb, robustness, summary_table
 
 torch.set_num_threads(1)
-CHANNELS = ["DNA", "Tubulin", "Actin"]
 TINY = {"epochs": 1, "batch_size": 16, "width": 4, "blocks": [1, 1], "proj_hidden": 16, "proj_dim": 8,
         "input_size": 16, "n_components": 6, "num_workers": 0, "shuffle_cells": 64}
 
 
-def _store(path, size=20, per_well=6, seed=0):
-    """2 plates x 6 wells (2 DMSO, 2 MOAs x 2 compounds); MOA A: big bright nuclei, B: small dim ones."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] - size / 2
-    layout = [("DMSO", None), ("DMSO", None), ("c1", "A"), ("c2", "A"), ("c3", "B"), ("c4", "B")]
-    images, rows = [], []
-    for plate in ("P1", "P2"):
-        for w, (compound, moa) in enumerate(layout):
-            for c in range(per_well):
-                radius = {"A": 5.0, "B": 2.0, None: 3.5}[moa] + rng.normal(0, 0.3)
-                blob = np.exp(-(yy ** 2 + xx ** 2) / (2 * radius ** 2))
-                img = rng.poisson(50, (3, size, size)).astype(np.float64)
-                img[0] += blob * {"A": 2500, "B": 800, None: 1500}[moa]
-                img[1] += blob * 600 * rng.random()
-                img[2] += 400 * rng.random()
-                images.append(img)
-                rows.append({"cell_id": f"{plate}/W{w}/1/{c + 1}", "plate": plate, "well": f"W{w}",
-                             "compound": compound, "moa": moa})
-    obs = pd.DataFrame(rows)
-    n = len(obs)
-    write_cells(path, np.asarray(images).astype(np.uint16), np.ones((n, 2, size, size), bool), obs,
-                channels=CHANNELS, chunk_cells=16)
-    return path
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_cells):
     root = tmp_path_factory.mktemp("robust")
-    cells = _store(root / "cells.zarr")
+    cells = tiny_cells
     for method in ("pca", "random"):
         train(cells, root / method, method=method, config=TINY, device="cpu", log=lambda *a: None)
     return cells, root
@@ -160,3 +133,50 @@ def test_robustness_cli(setup, tmp_path):
         assert (out / name).stat().st_size > 1000
     res = CliRunner().invoke(app, ["robustness", str(cells), "--model", str(tmp_path / "none"), "--out", str(out)])
     assert res.exit_code == 1 and "no model" in res.output
+
+
+def test_measure_crops_equals_measure_field_per_crop(tiny_cells):
+    from cellkit.features import measure_field
+    from cellkit.features.crops import CROP_GROUPS, measure_crops
+    from cellkit.io.cells import read_cells
+
+    images, masks, _ = read_cells(tiny_cells)
+    x, m = np.asarray(images[:5]), np.asarray(masks[:5]).copy()
+    m[3] = False  # a crop without a cell
+    features = measure_crops(x, m, ["DNA", "Tubulin", "Actin"])
+    assert features.shape[0] == 5 and features.columns[0].startswith("Nuclei_")
+    assert features.iloc[3].isna().all() and not features.iloc[[0, 1, 2, 4]].isna().all(axis=None)
+    for i in (0, 4):  # each crop as a field of its own, with the one background pixel the mosaic puts around it
+        alone = measure_field(np.pad(x[i], ((0, 0), (1, 1), (1, 1))), np.pad(m[i, 0] & m[i, 1], 1).astype(int),
+                              np.pad(m[i, 1], 1).astype(int), ["DNA", "Tubulin", "Actin"], groups=CROP_GROUPS)
+        np.testing.assert_allclose(features.iloc[i].to_numpy(), alone.iloc[0].to_numpy(), rtol=1e-5, equal_nan=True)
+    with pytest.raises(ValueError, match="masks"):
+        measure_crops(x, m[:, :1], ["DNA", "Tubulin", "Actin"])
+    with pytest.raises(ValueError, match="Neighbors"):
+        measure_crops(x, m, ["DNA", "Tubulin", "Actin"], groups=("Neighbors",))
+
+
+def test_robustness_handcrafted(setup):
+    from cellkit.robustness import HandcraftedEmbedder
+
+    cells, root = setup
+    perts = {"noise": [0.5, 4.0], "brightness": [1.0], "shift": [1.0, 4.0]}
+    result = robustness(cells, ["handcrafted", root / "pca"], perturbations=perts, max_cells=48, k=5, batch_size=20)
+    t = result.table.set_index(["model", "perturbation", "severity"])
+    assert t.loc[("handcrafted", "clean", 0.0), "l2_drift_mean"] == 0
+    assert 0.5 <= t.loc[("handcrafted", "clean", 0.0), "nsc"] <= 1  # nucleus size and brightness separate the MOAs
+    assert t.loc[("handcrafted", "noise", 4.0), "l2_drift_mean"] > t.loc[("handcrafted", "noise", 0.5), "l2_drift_mean"] > 0
+    z = result.embeddings["handcrafted"][("clean", 0.0)]
+    assert z.shape[0] == 48 and np.isfinite(z).all()
+    assert np.allclose(z.mean(axis=0), 0, atol=1e-4) and np.allclose(z.std(axis=0), 1, atol=1e-3)
+    # shape features: photometric perturbations leave the masks alone, a shift moves them with the crop
+    shape_only = {"shape": HandcraftedEmbedder(["DNA", "Tubulin", "Actin"], groups=("AreaShape",))}
+    shape = robustness(cells, shape_only, perturbations=perts, max_cells=48, k=5).table.set_index(["perturbation",
+                                                                                                  "severity"])
+    assert shape.loc[("noise", 4.0), "l2_drift_mean"] == 0 and shape.loc[("brightness", 1.0), "l2_drift_mean"] == 0
+    assert shape.loc[("shift", 4.0), "l2_drift_mean"] > 0
+    # the CLI takes it as a model name
+    res = CliRunner().invoke(app, ["robustness", str(cells), "--model", "handcrafted", "--out", str(root / "hc"),
+                                   "-p", "blur", "--max-cells", "30", "--k", "5", "--no-figures"])
+    assert res.exit_code == 0, res.output
+    assert set(pd.read_csv(root / "hc" / "robustness.csv")["model"]) == {"handcrafted"}

@@ -11,8 +11,8 @@ from ._common import console, fail, progress_bar
 
 def robustness(
     cells: Path = typer.Argument(..., help="cells.zarr whose crops are perturbed."),
-    model: list[str] = typer.Option(..., "--model", "-m", help="Model folder, or hf:NAME_OR_PATH for a ViT-MAE "
-                                    "(repeat for several models)."),
+    model: list[str] = typer.Option(..., "--model", "-m", help="Model folder, hf:NAME_OR_PATH for a ViT-MAE, or "
+                                    "handcrafted (CellProfiler-style features of each crop's cell); repeat for several."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for robustness.csv/.json and figures."),
     perturbation: list[str] = typer.Option(None, "--perturbation", "-p",
                                            help="noise, blur, brightness, contrast, shift (repeat; default all)."),
