@@ -45,7 +45,10 @@ class SimilarityIndex:
     def search(self, queries, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Search ``queries`` (n, d). Returns cosine similarities (n, k) and row numbers (n, k), best first."""
         k = min(int(k), len(self.ids))
-        sims, rows = self.index.search(_normalise(queries), k)
+        queries = _normalise(queries)
+        if queries.shape[1] != self.params["dim"]:
+            raise ValueError(f"queries have dimension {queries.shape[1]}, the index {self.params['dim']}")
+        sims, rows = self.index.search(queries, k)
         return sims, rows
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -143,11 +146,12 @@ def load_or_build_index(adata, path: str | os.PathLike, *, use_rep: str = "X", k
 
 
 def search(adata, query, *, index: SimilarityIndex | None = None, use_rep: str = "X", k: int = 10,
-           exclude_self: bool = True) -> pd.DataFrame:
+           exclude_self: bool = True, query_names=None) -> pd.DataFrame:
     """Nearest neighbours of ``query`` with their metadata.
 
     ``query``: an obs name (cell id or well), a list of obs names, or vectors (n, d) (for example the
-    embedding of a new crop). Returns a DataFrame with ``query, rank, neighbor, similarity`` and the
+    embedding of a new crop, `cellkit.models.embed.recorded_embedder`), named by ``query_names``
+    (default ``query_0 ...``). Returns a DataFrame with ``query, rank, neighbor, similarity`` and the
     neighbours' obs columns.
     """
     if index is None:
@@ -161,7 +165,9 @@ def search(adata, query, *, index: SimilarityIndex | None = None, use_rep: str =
         vectors = np.asarray(vectors[adata.obs_names.get_indexer(names)])
     else:
         vectors = np.atleast_2d(np.asarray(query, dtype=np.float32))
-        names = [f"query_{i}" for i in range(len(vectors))]
+        names = list(query_names) if query_names is not None else [f"query_{i}" for i in range(len(vectors))]
+        if len(names) != len(vectors):
+            raise ValueError(f"{len(names)} query names for {len(vectors)} vectors")
         exclude_self = False
     sims, rows = index.search(vectors, k + int(exclude_self))
     records = []

@@ -4,6 +4,7 @@
 - `moa_accuracy`: 1-NN cosine NSC / NSCB accuracy (rules in BENCHMARKS.md), per-MOA accuracy,
   confusion matrix; `mean_average_precision` (copairs' definition); `loco_classification`.
 - `cluster` (scanpy neighbors + Leiden + UMAP) and `marker_features`.
+- `build_index` / `search`: FAISS similarity search (`cellkit.search`); `robustness` (`cellkit.robustness`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .pp import _record, get_rep
+from .search import build_index, search  # noqa: F401  (ck.tl.build_index, ck.tl.search: FAISS similarity search)
 
 # --------------------------------------------------------------------------- aggregate
 

@@ -39,6 +39,12 @@ def test_approximate_recall(kind):
     assert recall_at_k(exact, exact) == 1.0
 
 
+def test_scanpy_style_access():
+    import cellkit as ck
+
+    assert ck.tl.build_index is build_index and ck.tl.search is search
+
+
 def test_save_load_and_search_by_id(tmp_path):
     x = _clustered(500, 16)
     obs = pd.DataFrame({"moa": np.repeat(["a", "b"], 250)}, index=[f"c{i}" for i in range(500)])
@@ -100,3 +106,42 @@ def test_search_cli_cells_and_wells(tmp_path):
     assert res.exit_code == 1 and "nope" in res.output and "named like" in res.output
     res = runner.invoke(app, ["search", str(h5ad), "c1", "--use-rep", "X_missing"])
     assert res.exit_code == 1 and "X_missing" in res.output
+
+
+def test_search_cli_by_new_crop(tmp_path, tiny_cells):
+    from typer.testing import CliRunner
+
+    from cellkit.cli import app
+    from cellkit.io.cells import read_cells
+    from cellkit.models import train
+    from cellkit.models.embed import embed_h5ad
+
+    config = {"input_size": 16, "shuffle_cells": 64, "num_workers": 0}
+    for name, n_components in (("pca", 6), ("other", 5)):
+        train(tiny_cells, tmp_path / name, method="pca", config={**config, "n_components": n_components},
+              device="cpu", log=lambda *a: None)
+    h5ad = embed_h5ad(tiny_cells, tmp_path / "pca", tmp_path / "cells.h5ad")
+    images, _, obs = read_cells(tiny_cells)
+    np.save(tmp_path / "one.npy", np.asarray(images[9]))  # (C, S, S), as in the store
+    np.save(tmp_path / "last.npy", np.moveaxis(np.asarray(images[[20, 30]]), 1, -1))  # (N, S, S, C)
+    runner = CliRunner()
+    res = runner.invoke(app, ["search", str(h5ad), "--crop", str(tmp_path / "one.npy"), "--crop",
+                              str(tmp_path / "last.npy"), "--use-rep", "X_pca", "-k", "3", "--out", str(tmp_path / "h.csv")])
+    assert res.exit_code == 0, res.output
+    hits = pd.read_csv(tmp_path / "h.csv")
+    top = hits[hits["rank"] == 1].set_index("query")
+    # a crop of a stored cell finds that cell first, with the same embedding (cosine 1)
+    assert top.loc["one", "neighbor"] == obs.index[9] and top.loc["one", "similarity"] == pytest.approx(1, abs=1e-5)
+    assert list(top.loc[["last[0]", "last[1]"], "neighbor"]) == [obs.index[20], obs.index[30]]
+    assert set(hits.columns) >= {"plate", "well", "compound", "moa"}
+    # clear errors: another model's weights, wrong channel count, no embedding named, nothing to query
+    res = runner.invoke(app, ["search", str(h5ad), "--crop", str(tmp_path / "one.npy"), "--use-rep", "X_pca",
+                              "--model", str(tmp_path / "other")])
+    assert res.exit_code == 1 and "not the one that made X_pca" in " ".join(res.output.split())
+    np.save(tmp_path / "two.npy", np.asarray(images[9])[:2])
+    res = runner.invoke(app, ["search", str(h5ad), "--crop", str(tmp_path / "two.npy"), "--use-rep", "X_pca"])
+    assert res.exit_code == 1 and "C = 3 channels" in " ".join(res.output.split())
+    res = runner.invoke(app, ["search", str(h5ad), "--crop", str(tmp_path / "one.npy")])
+    assert res.exit_code == 1 and "--use-rep" in " ".join(res.output.split())
+    res = runner.invoke(app, ["search", str(h5ad), "--use-rep", "X_pca"])
+    assert res.exit_code == 1 and "either" in " ".join(res.output.split())

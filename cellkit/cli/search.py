@@ -60,9 +60,37 @@ def index_embeddings(
                   f"{index.params['dim']}, {kind})")
 
 
+def _crop_queries(h5ad: Path, crops: list[Path], use_rep: str, model: str | None):
+    """Embed the crop files with the model that made ``use_rep``; returns (vectors (n, D), names)."""
+    import anndata as ad
+    import numpy as np
+    import torch
+
+    from ..io.images import ImageReadError, read_crops
+    from ..models import IncompleteModelError
+    from ..models.embed import recorded_embedder
+
+    try:
+        embedder, channels = recorded_embedder(ad.read_h5ad(h5ad, backed="r"), use_rep, model=model)
+        vectors, names = [], []
+        for path in crops:
+            x = read_crops(str(path), len(channels))
+            vectors.append(np.asarray(embedder(torch.from_numpy(x)), np.float32))
+            names += [path.stem] if len(x) == 1 else [f"{path.stem}[{i}]" for i in range(len(x))]
+    except (KeyError, ValueError, FileNotFoundError, ImageReadError, IncompleteModelError, ImportError) as err:
+        fail(str(err).strip("'\""))
+    console.print(f"embedded {len(names)} crop(s) ({', '.join(channels)}) for {use_rep}")
+    return np.concatenate(vectors), names
+
+
 def search(
     h5ad: Path = typer.Argument(..., help="AnnData (cells.h5ad) holding the embeddings."),
-    query: list[str] = typer.Argument(..., help="Cell ids (obs names) or, with --level well, wells as PLATE/WELL."),
+    query: list[str] = typer.Argument(None, help="Cell ids (obs names) or, with --level well, wells as PLATE/WELL."),
+    crop: list[Path] = typer.Option(None, "--crop", help="A new crop as .npy or TIFF, (C, S, S) or (N, C, S, S), "
+                                    "channels in the store's order; embedded with the model recorded for "
+                                    "--use-rep (repeat for several files)."),
+    model: str = typer.Option(None, "--model", help="With --crop: the model folder (or hf:NAME_OR_PATH) to use "
+                              "instead of the recorded one (it must be the same model)."),
     use_rep: str = typer.Option("X", "--use-rep", help="X or an obsm key (e.g. X_simclr)."),
     kind: str = typer.Option("exact", help="exact (flat), ivf or hnsw (approximate)."),
     level: str = typer.Option("cell", help=LEVEL_HELP),
@@ -70,15 +98,27 @@ def search(
     out: Path = typer.Option(None, "--out", "-o", help="Also write the neighbours as CSV."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the saved index."),
 ):
-    """Nearest neighbours (cosine) of cells or wells, with their metadata; the index is built once and reused."""
+    """Nearest neighbours (cosine) of cells, wells or new crops, with their metadata; the index is built once
+    and reused."""
     from ..search import search as run
 
+    if bool(query) == bool(crop):
+        fail("give either query ids or --crop files")
+    if crop and use_rep == "X":
+        fail("--crop needs --use-rep naming an embedding (e.g. X_simclr): X holds measured features, "
+             "which no model computes from a crop")
     adata, rep, index, path, built = _index(h5ad, use_rep, kind, level, rebuild)
     try:
-        table = run(adata, list(query), index=index, use_rep=rep, k=k)
+        if crop:
+            vectors, names = _crop_queries(h5ad, crop, use_rep, model)
+            table = run(adata, vectors, index=index, use_rep=rep, k=k, query_names=names)
+        else:
+            table = run(adata, list(query), index=index, use_rep=rep, k=k)
     except KeyError as err:
         examples = list(adata.obs_names[:3])
         fail(f"{str(err).strip(chr(34) + chr(39))} (the {level}s are named like {examples})")
+    except ValueError as err:
+        fail(str(err))
     if out:
         table.to_csv(out, index=False)
     shown = [c for c in ("query", "rank", "neighbor", "similarity", "compound", "concentration", "moa", "plate", "well")

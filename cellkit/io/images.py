@@ -50,3 +50,29 @@ def read_field(row: pd.Series | dict, channels: list[str] | None = None) -> np.n
 
 
 __all__ = ["ImageReadError", "image_shape", "read_image", "read_field", "channels_of"]
+
+
+def read_crops(path: str, n_channels: int) -> np.ndarray:
+    """Single-cell crops from a ``.npy`` or TIFF file, as (N, C, S, S) float32 (``C = n_channels``).
+
+    Accepts (C, S, S) and (N, C, S, S) (the cells.zarr layout), channels-last (S, S, C) and
+    (N, S, S, C) where the layout is unambiguous, and (S, S) when ``n_channels`` is 1. The
+    channels must be in the order of the store the embeddings came from. Raises `ImageReadError`.
+    """
+    try:
+        crops = np.load(path, allow_pickle=False) if str(path).endswith(".npy") else tifffile.imread(path)
+    except Exception as err:
+        raise ImageReadError(f"cannot read crops {path}: {err}") from err
+    crops = np.asarray(crops)
+    if not (np.issubdtype(crops.dtype, np.integer) or np.issubdtype(crops.dtype, np.floating)):
+        raise ImageReadError(f"crops {path} have dtype {crops.dtype}; expected integer or float pixels")
+    if crops.ndim == 2 and n_channels == 1:
+        crops = crops[None]
+    if crops.ndim == 3:
+        crops = crops[None]
+    if crops.ndim == 4 and crops.shape[1] != n_channels and crops.shape[3] == n_channels:
+        crops = np.moveaxis(crops, 3, 1)
+    if crops.ndim != 4 or crops.shape[1] != n_channels or crops.shape[2] != crops.shape[3]:
+        raise ImageReadError(f"crops {path} have shape {np.shape(crops)}; expected (C, S, S) or (N, C, S, S) "
+                             f"square crops with C = {n_channels} channels")
+    return crops.astype(np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,27 @@ from .. import __version__
 from .augment import center_crop
 from .checkpoint import check_channels, load_model
 from .data import CellChunks, iter_batches
+
+
+class ModelEmbedder:
+    """Raw crops ``(B, C, S, S)`` float32 -> ``(B, D)`` embeddings with a trained model folder
+    (its saved per-channel normalization, centre-cropped to its input size).
+
+    ``channels``: the crops' channel names, checked against the model's (`ChannelMismatchError`).
+    """
+
+    def __init__(self, model_dir, channels: Sequence[str], *, device="cpu"):
+        self.model, self.config = load_model(model_dir, device=device)
+        check_channels(self.config["channels"], channels, where="the crops")
+        self.device = torch.device(device)
+        self.mean = torch.tensor(self.config["norm_mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(self.config["norm_std"], dtype=torch.float32).view(1, -1, 1, 1)
+        self.name = self.config["method"]
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        x = center_crop((x - self.mean) / self.std, self.config["input_size"])
+        return self.model.embed(x.to(self.device)).float().cpu().numpy()
 
 
 def embed_cells(cells, model_dir, *, batch_size: int = 256, num_workers: int = 0, device=None,
@@ -44,6 +66,45 @@ def embed_cells(cells, model_dir, *, batch_size: int = 256, num_workers: int = 0
             if progress:
                 progress(int(rows[-1]) + 1, data.n_cells)
     return out, config
+
+
+def recorded_embedder(adata, use_rep: str, *, model=None, device="cpu"):
+    """Rebuild the embedder that wrote ``adata.obsm[use_rep]``, to embed new crops the same way.
+
+    Reads ``adata.uns["cellkit"]["embeddings"][use_rep]`` (written by `embed` and `embed_mae`).
+    ``model``: a model folder (or ``"hf:NAME_OR_PATH"``) to use instead of the recorded one, for
+    example after moving it; a trained model's weights must be the recorded ones (sha256).
+
+    Returns
+    -------
+    embedder : callable, raw crops (B, C, S, S) float32 tensor -> (B, D) float32 array.
+    channels : the C channel names the crops must have, in this order.
+    """
+    from .checkpoint import read_config
+    from .hf import PREFIX, MAEEmbedder, is_hf
+
+    record = dict(adata.uns.get("cellkit", {}).get("embeddings", {}).get(use_rep, {}))
+    from_hf = "model_dir" not in record and "model" in record
+    if from_hf or (model is not None and is_hf(model)):
+        if not from_hf:
+            raise KeyError(f"{use_rep} has no ViT-MAE record (channel mode, pooling, normalization): "
+                           "embed the cells with `cellkit embed --model hf:...` first")
+        picked = [str(c) for c in record["channels"]]  # h5ad gives arrays back
+        store = [str(c) for c in record.get("store_channels", picked)]
+        rows = [store.index(c) for c in picked]
+        mae = MAEEmbedder(str(model or PREFIX + record["model"]), picked, record["norm_mean"],
+                          record["norm_std"], channel_mode=record["channel_mode"], pool=record["pool"], device=device)
+        return (lambda x: mae(x[:, rows])), store
+    source = model or record.get("model_dir")
+    if source is None:
+        raise KeyError(f"adata.uns['cellkit']['embeddings'] has no record of {use_rep!r}; "
+                       "give the model folder that made it")
+    embedder = ModelEmbedder(source, read_config(source)["channels"], device=device)
+    recorded = record.get("weights_sha256")
+    if recorded and embedder.config.get("weights_sha256") != recorded:
+        raise ValueError(f"the model in {source} is not the one that made {use_rep}: its weights sha256 "
+                         f"{embedder.config.get('weights_sha256', '?')[:12]} differs from the recorded {recorded[:12]}")
+    return embedder, list(embedder.config["channels"])
 
 
 def obs_adata(cells):

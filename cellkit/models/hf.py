@@ -160,5 +160,6 @@ def embed_mae(adata, cells, model_name: str, *, channel_mode: str = "rgb", pool:
             progress(int(rows[-1]) + 1, data.n_cells)
     adata.obsm[key_added] = out[pos]
     info = adata.uns.setdefault("cellkit", {}).setdefault("embeddings", {})
-    info[key_added] = {**embedder.info, "method": "mae", "cells": str(cells), "cellkit_version": __version__,
+    info[key_added] = {**embedder.info, "method": "mae", "cells": str(cells),
+                       "store_channels": list(root.attrs["channels"]), "cellkit_version": __version__,
                        "torch_version": str(torch.__version__), "transformers_version": transformers.__version__}
