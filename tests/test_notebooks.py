@@ -84,7 +84,7 @@ def images(nb) -> int:
 
 def test_notebooks_are_stripped():
     names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
-    assert len(names) == 10, names
+    assert len(names) == 11, names
     for path in NOTEBOOKS.glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
@@ -192,3 +192,17 @@ def test_10_interpretation(kernel_env):
     for moa in ("Aurora kinase inhibitors", "DNA damage"):
         assert sum("DNA" in f or f.startswith("Nuclei_") for f in top[moa]) >= 3
     assert images(nb) >= 3
+
+
+def test_11_robustness_search(kernel_env):
+    nb = execute("11_robustness_search")
+    table = pd.read_csv(kernel_env / "robustness.csv")
+    assert {"pca", "simclr", "handcrafted"} <= set(table.model)
+    clean = table[table.perturbation == "clean"]
+    assert (clean.knn_overlap == 1).all() and (clean.l2_drift_mean == 0).all()
+    blur = table[(table.model == "pca") & (table.perturbation == "blur")].sort_values("severity")
+    assert blur.l2_drift_mean.is_monotonic_increasing
+    hits = pd.read_csv(kernel_env / "crop_search.csv")
+    top = hits[hits["rank"] == 1]
+    assert len(top) == 3 and (top["query"].str.removeprefix("noisy ") == top["neighbor"]).all()
+    assert images(nb) >= 2
