@@ -49,9 +49,6 @@ def read_field(row: pd.Series | dict, channels: list[str] | None = None) -> np.n
     return np.stack(planes)
 
 
-__all__ = ["ImageReadError", "image_shape", "read_image", "read_field", "channels_of"]
-
-
 def read_crops(path: str, n_channels: int) -> np.ndarray:
     """Single-cell crops from a ``.npy`` or TIFF file, as (N, C, S, S) float32 (``C = n_channels``).
 
@@ -76,3 +73,6 @@ def read_crops(path: str, n_channels: int) -> np.ndarray:
         raise ImageReadError(f"crops {path} have shape {np.shape(crops)}; expected (C, S, S) or (N, C, S, S) "
                              f"square crops with C = {n_channels} channels")
     return crops.astype(np.float32)
+
+
+__all__ = ["ImageReadError", "image_shape", "read_image", "read_field", "read_crops", "channels_of"]
