@@ -142,7 +142,8 @@ def main():
         if not args.no_cv:
             result["classical_cv"] = {"held_out_folds": cross_validate(images, masks, names, seed=args.seed)}
 
-    diameter = {"model": None, "auto": "auto"}.get(args.diameter) or float(args.diameter)
+    diameter = {"model": None, "auto": "auto"}[args.diameter] if args.diameter in ("model", "auto") \
+        else float(args.diameter)
     model, final = args.model, None
     if model is None and args.train_cellpose:
         RESULTS.mkdir(exist_ok=True)
