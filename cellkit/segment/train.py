@@ -8,10 +8,12 @@ validation scores on a held-out split.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -74,7 +76,7 @@ def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str |
                    nbase: Sequence[int] | None = None, images_per_epoch: int | None = None,
                    checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 50,
                    pretrained: str | None = None, seed: int = 0, gpu: bool | None = None,
-                   test_images=None, test_masks=None) -> dict:
+                   test_images=None, test_masks=None, log=None) -> dict:
     """Train a CPnet on (image, mask) pairs and save its weights to ``out``.
 
     Parameters
@@ -102,6 +104,8 @@ def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str |
         Continue from these weights (name or path) instead of starting from scratch; the network
         is built as the weights describe. Resuming restarts Cellpose's rate warm-up and its
         per-epoch seeds (the patch sequence of a run repeats).
+    log
+        Called with Cellpose's progress lines (losses every 10 epochs); None: silent.
 
     Returns
     -------
@@ -135,13 +139,14 @@ def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str |
     with tempfile.TemporaryDirectory() as tmp:
         save_path = Path(checkpoint_dir) if checkpoint_dir else Path(tmp)
         save_path.mkdir(parents=True, exist_ok=True)
-        path, train_losses, test_losses = train.train_seg(
-            model.net, train_data=[np.asarray(i, np.float32) for i in images], train_labels=list(masks),
-            test_data=None if test_images is None else [np.asarray(i, np.float32) for i in test_images],
-            test_labels=test_masks, channels=[0, 0], normalize=True, n_epochs=epochs, batch_size=batch_size,
-            learning_rate=learning_rate, weight_decay=weight_decay, save_path=str(save_path),
-            save_every=checkpoint_every if checkpoint_dir else max(epochs, 1), save_each=bool(checkpoint_dir),
-            nimg_per_epoch=images_per_epoch, bsize=patch_size, min_train_masks=1, model_name="cellkit_model")
+        with _forward_log(train.train_logger, log):
+            path, train_losses, test_losses = train.train_seg(
+                model.net, train_data=[np.asarray(i, np.float32) for i in images], train_labels=list(masks),
+                test_data=None if test_images is None else [np.asarray(i, np.float32) for i in test_images],
+                test_labels=test_masks, channels=[0, 0], normalize=True, n_epochs=epochs, batch_size=batch_size,
+                learning_rate=learning_rate, weight_decay=weight_decay, save_path=str(save_path),
+                save_every=checkpoint_every if checkpoint_dir else max(epochs, 1), save_each=bool(checkpoint_dir),
+                nimg_per_epoch=images_per_epoch, bsize=patch_size, min_train_masks=1, model_name="cellkit_model")
         seconds = time.perf_counter() - start
         with atomic_path(out) as target:
             shutil.copyfile(path, target)
@@ -156,6 +161,24 @@ def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str |
     with atomic_path(sidecar_path(out)) as target:
         target.write_text(json.dumps({**options, **fit}, indent=2))
     return fit
+
+
+@contextmanager
+def _forward_log(logger, log):
+    """Pass ``logger``'s INFO records to ``log`` while the block runs (nothing when ``log`` is None)."""
+    if log is None:
+        yield
+        return
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: log(record.getMessage())
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _last_recorded(losses) -> float | None:
@@ -200,7 +223,7 @@ def train_segmenter(images: str | os.PathLike, masks: str | os.PathLike, out: st
         train_idx, val_idx = np.arange(len(names)), np.arange(0)
     log(f"training on {len(train_idx)} images, validating on {len(val_idx)} held-out images, {epochs} epochs")
     fit = train_cellpose([ims[i] for i in train_idx], [mks[i] for i in train_idx], out, epochs=epochs, seed=seed,
-                         gpu=gpu, test_images=[ims[i] for i in val_idx] or None,
+                         gpu=gpu, log=log, test_images=[ims[i] for i in val_idx] or None,
                          test_masks=[mks[i] for i in val_idx] or None, **options)
     scores = None
     if len(val_idx):
