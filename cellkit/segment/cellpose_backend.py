@@ -2,7 +2,8 @@
 
 Cellpose downloads missing weights on first use; these machines (and many clusters) have no
 network, so cellkit resolves a model name to its cached file first and fails with a clear
-message when it is absent.
+message when it is absent. Models trained by cellkit may use a narrower CPnet than Cellpose's
+(``train_cellpose(nbase=...)``); `load_model` builds the network their weights describe.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Train a Cellpose 3 network (CPnet) from image/mask pairs, from scratch or from weights.
 
 The model is saved as a Cellpose weight file usable with ``get_segmenter("cellpose", model=path)``
-(and with Cellpose itself), plus ``<model>.json`` with the training parameters and the
-validation scores on a held-out split.
+(and with Cellpose itself when it has Cellpose's standard channel widths), plus ``<model>.json``
+with the training parameters, the network's architecture and the validation scores on a held-out
+split.
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str |
     np.random.seed(seed)  # cellpose draws its patches and augmentations with numpy's global state
     use_gpu = cpb.default_gpu() if gpu is None else gpu
     if pretrained:
-        cpb.load_model.cache_clear()  # a fresh copy: inference may have converted the cached one, and
-        model = cpb.load_model(str(cpb.resolve_model(pretrained)), use_gpu)  # training changes it
+        # a fresh copy kept out of the cache: inference converts cached networks, training changes this one
+        cpb.load_model.cache_clear()
+        model = cpb.load_model(str(cpb.resolve_model(pretrained)), use_gpu)
         arch = {"nbase": list(model.nbase), "diam_mean": float(model.diam_mean)}
         if nbase is not None and [arch["nbase"][0], *nbase] != arch["nbase"]:
             raise ValueError(f"nbase {list(nbase)} differs from the pretrained model's {arch['nbase'][1:]}; "
