@@ -17,7 +17,7 @@
   ``auto`` (measured per image), ``model`` (the training objects' mean) or px; both auto and model
   are scored.
 
-    nice -n 10 python benchmarks/segmentation_dsb2018.py --train-cellpose [--epochs 300] [--final-epochs 150]
+    nice -n 10 python benchmarks/segmentation_dsb2018.py --train-cellpose [--epochs 200] [--final-epochs 110]
     nice -n 10 python benchmarks/segmentation_dsb2018.py --cellpose-only --model benchmarks/results/dsb_nuclei.cp
 
 Writes benchmarks/results/segmentation_dsb2018.json. AP(t) = TP / (TP + FP + FN), IoU > t.
@@ -111,7 +111,7 @@ def main():
     parser.add_argument("--data", type=Path, default=REAL / "dsb2018_stage1_test_fluo")
     parser.add_argument("--stardist", type=Path, default=REAL / "stardist_test_nuclei")
     parser.add_argument("--train-cellpose", action="store_true", help="train a Cellpose model (CELLPOSE_SETTINGS)")
-    parser.add_argument("--epochs", type=int, default=300, help="epochs of the held-out model")
+    parser.add_argument("--epochs", type=int, default=200, help="epochs of the held-out model")
     parser.add_argument("--final-epochs", type=int, default=0,
                         help="then continue on all images for this many epochs (scored on StarDist only)")
     parser.add_argument("--model", type=Path, help="score this cellkit-trained model instead of training")
@@ -119,7 +119,7 @@ def main():
     parser.add_argument("--cellpose-only", action="store_true",
                         help="skip the classical runs on all images (classical is still scored on the same "
                              "held-out images as Cellpose)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cv", action="store_true", help="skip the classical cross-validation (18 runs)")
     args = parser.parse_args()
