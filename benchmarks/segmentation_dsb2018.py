@@ -8,9 +8,9 @@
   folds; for each, the (local_block, local_floor, declump_min_distance) of a small grid with the
   best pooled AP@0.5 on the other 15 images is scored on the fold's 5; counts pooled over folds.
 - Cellpose trained by cellkit from scratch (no pretrained weights offline), ``--train-cellpose``:
-  a narrow CPnet (`CELLPOSE_SETTINGS`, about 0.7-1 s per step on 2 CPU cores) trained on a seeded
-  75 % of the 20 images and scored only on the held-out 25 % (beside the classical backend on the
-  same images) and on the StarDist image, never on training images; then, with
+  a narrow CPnet (`CELLPOSE_SETTINGS`; a step took 0.7 s on 2 idle cores, 1.5 s on a busy one)
+  trained on a seeded 75 % of the 20 images and scored only on the held-out 25 % (beside the
+  classical backend on the same images) and on the StarDist image, never on training images; then, with
   ``--final-epochs N``, continued on all 20 images and scored on the StarDist image only.
   ``--model M`` scores an existing model instead (``M.json`` must list its training images; it is
   scored only on images it was not trained on). ``--diameter`` picks how Cellpose sizes objects:
