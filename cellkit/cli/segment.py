@@ -99,7 +99,8 @@ def train_segmenter(
     checkpoint_every: int = typer.Option(50, help="Epochs between checkpoints."),
     seed: int = typer.Option(0, help="Random seed (split, initialisation, patches)."),
     gpu: bool = typer.Option(None, "--gpu/--cpu", help="Device (default: GPU when torch sees one)."),
-    threads: int = typer.Option(None, help="CPU threads for torch (default: torch's; 1 is fastest on a busy machine)."),
+    threads: int = typer.Option(None, help="CPU threads for torch (default: torch's; 1 is fastest on a busy "
+                                           "machine)."),
 ):
     """Train a Cellpose model from image/mask pairs and report held-out validation accuracy."""
     from ..segment import ModelArchitectureError, WeightsNotFoundError
