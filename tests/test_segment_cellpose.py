@@ -91,3 +91,59 @@ def test_train_tiny_model_then_use_it(tmp_path):
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "score.json").read_text())
     assert scores["pooled"]["n_images"] == 3 and scores["segmenter"]["model_path"] == str(model)
+
+
+def test_narrow_network_trains_loads_by_path_and_resumes(tmp_path):
+    import torch
+
+    from cellkit.segment import ModelArchitectureError
+    from cellkit.segment.cellpose_backend import load_model
+
+    dsb = real_path("dsb2018_stage1_test_fluo")
+    names, images, masks = load_image_mask_pairs(dsb / "images", dsb / "masks")
+    (tmp_path / "im").mkdir()
+    (tmp_path / "mk").mkdir()
+    for k in range(3):
+        tifffile.imwrite(tmp_path / "im" / f"{k}.tif", images[k][:128, :128])
+        tifffile.imwrite(tmp_path / "mk" / f"{k}.tif", masks[k][:128, :128].astype(np.uint16))
+    model, ckpt = tmp_path / "narrow.cp", tmp_path / "ckpt"
+    common = [str(tmp_path / "im"), str(tmp_path / "mk"), "--epochs", "3", "--batch-size", "2", "--patch-size", "64",
+              "--validation-fraction", "0", "--cpu"]
+    result = runner.invoke(app, ["train-segmenter", *common, "--out", str(model), "--nbase", "8,16,32,64",
+                                 "--checkpoint-dir", str(ckpt), "--checkpoint-every", "1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["nbase"] == [2, 8, 16, 32, 64] and summary["validation_ap@0.5"] is None
+    report = json.loads((tmp_path / "narrow.cp.json").read_text())
+    assert report["architecture"] == {"nbase": [2, 8, 16, 32, 64], "diam_mean": 17.0}
+    assert len(report["train_names"]) == 3 and report["steps"] == 6
+    assert (ckpt / "models" / "cellkit_model_epoch_0001").is_file()
+
+    # the backend rebuilds the narrow network from the file and holds exactly the saved weights
+    seg = get_segmenter("cellpose", model=str(model), cell_model=None, diameter="auto", gpu=False)
+    net = load_model(str(model), False).net
+    assert net.nbase == [2, 8, 16, 32, 64]
+    saved = torch.load(model, map_location="cpu", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())
+    labels = seg.segment_nuclei([images[5][:160, :200], images[6][:96, :96]])
+    assert [lab.shape for lab in labels] == [(160, 200), (96, 96)] and labels[0].dtype == np.uint32
+
+    # training continues from the narrow model: same network, new weights
+    resumed = tmp_path / "resumed.cp"
+    result = runner.invoke(app, ["train-segmenter", *common, "--out", str(resumed), "--pretrained", str(model)])
+    assert result.exit_code == 0, result.output
+    after = torch.load(resumed, map_location="cpu", weights_only=True)
+    assert json.loads((tmp_path / "resumed.cp.json").read_text())["architecture"]["nbase"] == [2, 8, 16, 32, 64]
+    assert not torch.equal(after["output.2.weight"], saved["output.2.weight"])
+    result = runner.invoke(app, ["train-segmenter", *common, "--out", str(tmp_path / "x.cp"), "--pretrained",
+                                 str(model), "--nbase", "16,32,64,128"])
+    assert result.exit_code == 1 and "differs from the pretrained" in result.output
+
+    # a report that does not match its weights, and a file that is not a CPnet, are clear errors
+    (tmp_path / "resumed.cp.json").write_text(json.dumps({"architecture": {"nbase": [2, 32, 64, 128, 256]}}))
+    with pytest.raises(ModelArchitectureError, match="do not belong together"):
+        load_model(str(resumed), False)
+    (tmp_path / "junk.cp").write_bytes(b"not weights")
+    with pytest.raises(ModelArchitectureError, match="not a readable Cellpose weight file"):
+        get_segmenter("cellpose", model=str(tmp_path / "junk.cp"), cell_model=None, gpu=False).segment_nuclei(
+            [images[5][:64, :64]])

@@ -9,7 +9,8 @@
 
 from .backends import (BACKENDS, CellposeSegmenter, ClassicalSegmenter, FieldSegmentation, Segmenter,
                        get_segmenter)
-from .cellpose_backend import WeightsNotFoundError, cellpose_model_dir, resolve_model, weights_available
+from .cellpose_backend import (ModelArchitectureError, WeightsNotFoundError, cellpose_model_dir, resolve_model,
+                               weights_available)
 from .classical import ClassicalParams, estimate_nucleus_diameter, segment_cells, segment_nuclei, segment_nuclei_local
 from .matching import average_precision, iou_matrix, match_counts, overlap_pairs, score_images
 from .objects import border_labels, pair_nuclei_cells
@@ -17,8 +18,9 @@ from .plate import qc_path, segment_plate
 
 __all__ = [
     "BACKENDS", "CellposeSegmenter", "ClassicalSegmenter", "ClassicalParams", "FieldSegmentation", "Segmenter",
-    "WeightsNotFoundError", "average_precision", "border_labels", "cellpose_model_dir", "estimate_nucleus_diameter",
-    "get_segmenter", "iou_matrix", "match_counts", "overlap_pairs", "pair_nuclei_cells", "qc_path", "resolve_model",
+    "ModelArchitectureError", "WeightsNotFoundError", "average_precision", "border_labels", "cellpose_model_dir",
+    "estimate_nucleus_diameter", "get_segmenter", "iou_matrix", "match_counts", "overlap_pairs", "pair_nuclei_cells",
+    "qc_path", "resolve_model",
     "score_images", "segment_cells", "segment_nuclei", "segment_nuclei_local", "segment_plate", "weights_available",
     "train_segmenter",
 ]

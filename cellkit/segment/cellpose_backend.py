@@ -2,11 +2,13 @@
 
 Cellpose downloads missing weights on first use; these machines (and many clusters) have no
 network, so cellkit resolves a model name to its cached file first and fails with a clear
-message when it is absent.
+message when it is absent. Models trained by cellkit may use a narrower CPnet than Cellpose's
+(``train_cellpose(nbase=...)``); `load_model` builds the network their weights describe.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -69,16 +71,120 @@ def default_gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
+# Channel widths of the standard CPnet after its input channels (what CellposeModel builds).
+STANDARD_NBASE = (32, 64, 128, 256)
+
+
+class ModelArchitectureError(ValueError):
+    """A weight file is not a Cellpose 3 CPnet, or disagrees with the architecture in its sidecar."""
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``<model>.json``, written beside a cellkit-trained model (training report and architecture)."""
+    return Path(str(path) + ".json")
+
+
+def architecture_of(state_dict) -> dict:
+    """``{"nbase": [input channels, width 1, ...], "diam_mean": px}`` of a CPnet state dict.
+
+    Raises `ModelArchitectureError` when the dict is not a Cellpose 3 CPnet.
+    """
+    first = "downsample.down.res_down_0.proj.1.weight"
+    if first not in state_dict or "diam_mean" not in state_dict:
+        raise ModelArchitectureError("not a Cellpose 3 CPnet weight file (no downsample.down.res_down_0 or "
+                                     "diam_mean entry)")
+    nbase, level = [int(state_dict[first].shape[1])], 0
+    while (key := f"downsample.down.res_down_{level}.proj.1.weight") in state_dict:
+        nbase.append(int(state_dict[key].shape[0]))
+        level += 1
+    return {"nbase": nbase, "diam_mean": float(state_dict["diam_mean"].reshape(-1)[0])}
+
+
+def model_architecture(path: str | os.PathLike) -> dict:
+    """Architecture of a weight file, read from the weights and checked against ``<model>.json``.
+
+    Raises `ModelArchitectureError` when the sidecar's ``architecture`` disagrees with the weights
+    (a model file replaced without its report, or the wrong report copied beside it).
+    """
+    import torch
+
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for non-weight files
+        raise ModelArchitectureError(f"{path} is not a readable Cellpose weight file: {err}") from None
+    if not isinstance(state, dict):
+        raise ModelArchitectureError(f"{path} is not a Cellpose weight file (no state dict)")
+    try:
+        found = architecture_of(state)
+    except ModelArchitectureError as err:
+        raise ModelArchitectureError(f"{path}: {err}") from None
+    sidecar = sidecar_path(path)
+    if sidecar.is_file():
+        recorded = json.loads(sidecar.read_text()).get("architecture")
+        if recorded and list(recorded["nbase"]) != found["nbase"]:
+            raise ModelArchitectureError(
+                f"{sidecar} records a network with channel widths {recorded['nbase']} but {path} holds "
+                f"{found['nbase']}: the model file and its report do not belong together")
+    return found
+
+
+STYLE_SIZE = 256  # cellpose.core.run_net stores each tile's style vector in an array this long
+
+
+@lru_cache(maxsize=1)
+def _narrow_cpnet():
+    """A CPnet subclass whose returned style vector is zero-padded to `STYLE_SIZE`, so networks
+    narrower than Cellpose's run through ``CellposeModel.eval``; layers and weights are CPnet's."""
+    import torch.nn.functional as F
+    from cellpose.resnet_torch import CPnet
+
+    class NarrowCPnet(CPnet):
+        def forward(self, data):
+            out, style, downsampled = super().forward(data)
+            return out, F.pad(style, (0, STYLE_SIZE - style.shape[1])), downsampled
+
+    return NarrowCPnet
+
+
+def new_model(nbase, diam_mean: float, gpu: bool):
+    """A `cellpose.models.CellposeModel` with an untrained CPnet of channel widths ``nbase``
+    (input channels first; Cellpose itself always builds ``[2, *STANDARD_NBASE]``)."""
+    from cellpose import models
+
+    nbase = [int(n) for n in nbase]
+    if len(nbase) != 5 or min(nbase) < 1 or nbase[-1] > STYLE_SIZE:
+        raise ModelArchitectureError(f"nbase must be input channels and 4 positive widths, the last at most "
+                                     f"{STYLE_SIZE}; got {nbase}")
+    model = models.CellposeModel(gpu=gpu, pretrained_model=False, diam_mean=diam_mean, nchan=nbase[0])
+    if nbase != list(model.nbase):
+        model.net = _narrow_cpnet()(nbase, model.nclasses, sz=3, mkldnn=model.mkldnn, max_pool=True,
+                                    diam_mean=diam_mean).to(model.device)
+        model.nbase = nbase
+    return model
+
+
 @lru_cache(maxsize=4)
 def load_model(path: str, gpu: bool):
-    """A `cellpose.models.CellposeModel` loaded from a weight file (cached per process)."""
+    """A `cellpose.models.CellposeModel` loaded from a weight file (cached per process).
+
+    Built-in models load as Cellpose does; any other file gets the network its weights describe
+    (`model_architecture`), so cellkit-trained models of any width load.
+    """
     from cellpose import models
 
     name = Path(path).name
-    builtin = name in BUILTIN_FILES.values()
-    kwargs = {"diam_mean": 17.0} if name == BUILTIN_FILES["nuclei"] else {}
-    model = models.CellposeModel(gpu=gpu, pretrained_model=str(path), **kwargs)
-    model.cellkit_builtin = builtin
+    if name in BUILTIN_FILES.values():
+        kwargs = {"diam_mean": 17.0} if name == BUILTIN_FILES["nuclei"] else {}
+        model = models.CellposeModel(gpu=gpu, pretrained_model=str(path), **kwargs)
+        model.cellkit_builtin = True
+        return model
+    arch = model_architecture(path)
+    model = new_model(arch["nbase"], arch["diam_mean"], gpu)
+    model.net.load_model(str(path), device=model.device)
+    model.pretrained_model = str(path)
+    model.diam_mean = float(model.net.diam_mean.item())
+    model.diam_labels = float(model.net.diam_labels.item())
+    model.cellkit_builtin = False
     return model
 
 
