@@ -60,15 +60,21 @@ def test_training_pairs_are_checked(tmp_path):
         split_holdout(1, 0.2, seed=0)
 
 
-def test_train_tiny_model_then_use_it(tmp_path):
+def _small_pairs(tmp_path):
+    """Three 128 x 128 crops of real DSB2018 image/mask pairs in tmp_path/im and tmp_path/mk (CPU training
+    takes seconds; the models are not meant to be accurate). Returns the full images."""
     dsb = real_path("dsb2018_stage1_test_fluo")
-    names, images, masks = load_image_mask_pairs(dsb / "images", dsb / "masks")
-    # three small crops keep the CPU training to seconds; the model is not meant to be accurate
+    _, images, masks = load_image_mask_pairs(dsb / "images", dsb / "masks")
     (tmp_path / "im").mkdir()
     (tmp_path / "mk").mkdir()
     for k in range(3):
         tifffile.imwrite(tmp_path / "im" / f"{k}.tif", images[k][:128, :128])
         tifffile.imwrite(tmp_path / "mk" / f"{k}.tif", masks[k][:128, :128].astype(np.uint16))
+    return images
+
+
+def test_train_tiny_model_then_use_it(tmp_path):
+    images = _small_pairs(tmp_path)
     model = tmp_path / "nuclei.cp"
     result = runner.invoke(app, ["train-segmenter", str(tmp_path / "im"), str(tmp_path / "mk"), "--out", str(model),
                                  "--epochs", "1", "--batch-size", "2", "--patch-size", "64", "--cpu"])
@@ -99,13 +105,7 @@ def test_narrow_network_trains_loads_by_path_and_resumes(tmp_path):
     from cellkit.segment import ModelArchitectureError
     from cellkit.segment.cellpose_backend import load_model
 
-    dsb = real_path("dsb2018_stage1_test_fluo")
-    names, images, masks = load_image_mask_pairs(dsb / "images", dsb / "masks")
-    (tmp_path / "im").mkdir()
-    (tmp_path / "mk").mkdir()
-    for k in range(3):
-        tifffile.imwrite(tmp_path / "im" / f"{k}.tif", images[k][:128, :128])
-        tifffile.imwrite(tmp_path / "mk" / f"{k}.tif", masks[k][:128, :128].astype(np.uint16))
+    images = _small_pairs(tmp_path)
     model, ckpt = tmp_path / "narrow.cp", tmp_path / "ckpt"
     common = [str(tmp_path / "im"), str(tmp_path / "mk"), "--epochs", "3", "--batch-size", "2", "--patch-size", "64",
               "--validation-fraction", "0", "--cpu"]
