@@ -12,7 +12,8 @@ LEVEL_HELP = "cell: one vector per row of the h5ad; well: well means (by plate, 
 
 
 def _vectors(h5ad: Path, use_rep: str, level: str):
-    """The AnnData whose rows are indexed: the cells, or their well means (X = mean of ``use_rep``)."""
+    """The cells read from ``h5ad``, the AnnData whose rows are indexed (the cells, or their well
+    means: X = mean of ``use_rep``) and the representation indexed."""
     import anndata as ad
 
     from .. import tl
@@ -28,9 +29,9 @@ def _vectors(h5ad: Path, use_rep: str, level: str):
         missing = [c for c in ("plate", "well") if c not in adata.obs]
         if missing:
             fail(f"--level well needs obs columns plate and well; {h5ad} lacks {missing}")
-        adata = tl.aggregate(adata, by=("plate", "well"), use_rep=None if use_rep == "X" else use_rep)
-        return adata, "X"
-    return adata, use_rep
+        wells = tl.aggregate(adata, by=("plate", "well"), use_rep=None if use_rep == "X" else use_rep)
+        return adata, wells, "X"
+    return adata, adata, use_rep
 
 
 def _index(h5ad, use_rep, kind, level, rebuild):
@@ -38,13 +39,13 @@ def _index(h5ad, use_rep, kind, level, rebuild):
 
     if kind not in KINDS:
         fail(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    adata, rep = _vectors(h5ad, use_rep, level)
+    cells, adata, rep = _vectors(h5ad, use_rep, level)
     path = index_path(h5ad, use_rep=use_rep, kind=kind, level=level)
     try:
         index, built = load_or_build_index(adata, path, use_rep=rep, kind=kind, rebuild=rebuild)
     except ValueError as err:
         fail(str(err))
-    return adata, rep, index, path, built
+    return cells, adata, rep, index, path, built
 
 
 def index_embeddings(
@@ -55,14 +56,13 @@ def index_embeddings(
     rebuild: bool = typer.Option(False, "--rebuild", help="Build even when a matching saved index exists."),
 ):
     """Build a cosine-similarity index and save it beside the h5ad (<name>.<level>.<rep>.<kind>.faiss)."""
-    _, _, index, path, built = _index(h5ad, use_rep, kind, level, rebuild)
+    _, _, _, index, path, built = _index(h5ad, use_rep, kind, level, rebuild)
     console.print(f"{'built' if built else 'up to date'}: {path} ({index.params['n']} vectors of dimension "
                   f"{index.params['dim']}, {kind})")
 
 
-def _crop_queries(h5ad: Path, crops: list[Path], use_rep: str, model: str | None):
-    """Embed the crop files with the model that made ``use_rep``; returns (vectors (n, D), names)."""
-    import anndata as ad
+def _crop_queries(cells, crops: list[Path], use_rep: str, model: str | None):
+    """Embed the crop files with the model that made ``cells.obsm[use_rep]``; returns (vectors (n, D), names)."""
     import numpy as np
     import torch
 
@@ -71,7 +71,7 @@ def _crop_queries(h5ad: Path, crops: list[Path], use_rep: str, model: str | None
     from ..models.embed import recorded_embedder
 
     try:
-        embedder, channels = recorded_embedder(ad.read_h5ad(h5ad, backed="r"), use_rep, model=model)
+        embedder, channels = recorded_embedder(cells, use_rep, model=model)
         vectors, names = [], []
         for path in crops:
             x = read_crops(str(path), len(channels))
@@ -107,10 +107,10 @@ def search(
     if crop and use_rep == "X":
         fail("--crop needs --use-rep naming an embedding (e.g. X_simclr): X holds measured features, "
              "which no model computes from a crop")
-    adata, rep, index, path, built = _index(h5ad, use_rep, kind, level, rebuild)
+    cells, adata, rep, index, path, built = _index(h5ad, use_rep, kind, level, rebuild)
     try:
         if crop:
-            vectors, names = _crop_queries(h5ad, crop, use_rep, model)
+            vectors, names = _crop_queries(cells, crop, use_rep, model)
             table = run(adata, vectors, index=index, use_rep=rep, k=k, query_names=names)
         else:
             table = run(adata, list(query), index=index, use_rep=rep, k=k)

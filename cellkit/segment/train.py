@@ -123,16 +123,14 @@ def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str |
     np.random.seed(seed)  # cellpose draws its patches and augmentations with numpy's global state
     use_gpu = cpb.default_gpu() if gpu is None else gpu
     if pretrained:
-        # a fresh copy kept out of the cache: inference converts cached networks, training changes this one
-        cpb.load_model.cache_clear()
-        model = cpb.load_model(str(cpb.resolve_model(pretrained)), use_gpu)
+        # an uncached copy: inference converts cached networks, training changes this one
+        model = cpb.load_model.__wrapped__(str(cpb.resolve_model(pretrained)), use_gpu)
         arch = {"nbase": list(model.nbase), "diam_mean": float(model.diam_mean)}
         if nbase is not None and [arch["nbase"][0], *nbase] != arch["nbase"]:
             raise ValueError(f"nbase {list(nbase)} differs from the pretrained model's {arch['nbase'][1:]}; "
                              "leave it unset to continue training that network")
         if diam_mean is not None and diam_mean != arch["diam_mean"]:
             raise ValueError(f"diam_mean {diam_mean} differs from the pretrained model's {arch['diam_mean']}")
-        cpb.load_model.cache_clear()
     else:
         arch = {"nbase": [2, *(nbase or cpb.STANDARD_NBASE)], "diam_mean": float(diam_mean or 17.0)}
         model = cpb.new_model(arch["nbase"], arch["diam_mean"], use_gpu)
