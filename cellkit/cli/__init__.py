@@ -10,9 +10,10 @@ import importlib
 import typer
 
 from .. import __version__
+from ._errors import HandledGroup, set_debug
 
 app = typer.Typer(help="cellkit: image-based drug profiling.", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=HandledGroup)
 
 # Modules whose commands are registered on `app`, in help order.
 COMMAND_MODULES = ["data", "fetch", "segment", "extract", "export", "models", "robustness", "search", "profile", "run", "demo"]
@@ -26,8 +27,11 @@ def _version(value: bool):
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")):
+                                       help="Print the version and exit."),
+          debug: bool = typer.Option(False, "--debug", help="Show the full traceback of any error "
+                                                             "(also CELLKIT_DEBUG=1).")):
     """cellkit: image-based drug profiling."""
+    set_debug(debug)
 
 
 for _name in COMMAND_MODULES:

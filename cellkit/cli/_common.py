@@ -26,7 +26,7 @@ def progress_bar(description: str, total: int | None = None):
 
 def fail(message: str, code: int = 1):
     """Print an error without a traceback and exit non-zero."""
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -51,7 +51,9 @@ def index(
     import pandas as pd
 
     from .. import io
+    from .._atomic import check_output
 
+    check_output(out, "file")
     try:
         if pattern:
             index = io.from_pattern(source, pattern, channels=parse_pairs(channel, "--channel"))
@@ -67,8 +69,13 @@ def index(
                                     columns=parse_pairs(column, "--column"))
         if check_shapes:
             io.validate_index(index, check_shapes=True)
-    except (io.PlateIndexError, FileNotFoundError, pd.errors.ParserError) as err:
+    except (io.PlateIndexError, FileNotFoundError) as err:
         fail(str(err))
+    except UnicodeDecodeError as err:
+        fail(f"{source} is not UTF-8 text (byte {err.start}); save the table as UTF-8 CSV")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        reason = " ".join(str(err).split()).removeprefix("Error tokenizing data. ")
+        fail(f"{source} is not a readable CSV table ({reason}); check that it is the plate's image table")
     io.write_index(index, out)
     console.print(f"{len(index)} fields, {index.plate.nunique()} plates, {index.compound.nunique()} compounds, "
                   f"channels {io.channels_of(index)} -> {out}")

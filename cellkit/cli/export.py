@@ -21,6 +21,9 @@ def export(
         fail(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if not source.exists():
         fail(f"{source} does not exist")
+    from .._atomic import check_output
+
+    check_output(out, "file")
     import anndata as ad
 
     from .._atomic import atomic_path

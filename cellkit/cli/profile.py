@@ -48,7 +48,11 @@ def profile(
     import warnings
 
     from .. import pp, tl
-    from .._atomic import atomic_path
+    from .._atomic import atomic_path, check_output
+
+    check_output(out, "file")
+    if treatments is not None:
+        check_output(treatments, "file")
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -138,8 +142,9 @@ def import_profiles(
     bbbc021_moa: Path = typer.Option(None, help="With --bbbc021-image: BBBC021_v1_moa.csv for the MOA."),
 ):
     """Turn a CellProfiler / pycytominer profile table into an AnnData (.h5ad)."""
-    from .._atomic import atomic_path
+    from .._atomic import atomic_path, check_output
 
+    check_output(out, "file")
     adata = _load_profiles(table, metadata, bbbc021_image, bbbc021_moa)
     with atomic_path(out) as tmp:
         adata.write_h5ad(tmp)

@@ -57,8 +57,12 @@ def segment(
     min_cell_area: int = typer.Option(None, help="Drop cells (and their nucleus) under this many px (default 50)."),
 ):
     """Segment nuclei and cells in every field of a plate index into a label store."""
+    from .._atomic import check_output
     from ..io import PlateIndexError, read_index
+    from ..io.labels import FORMAT
     from ..segment import qc_path, segment_plate
+
+    check_output(out, "dir", FORMAT)
 
     try:
         plate_index = read_index(index)
@@ -148,6 +152,10 @@ def score_segmentation(
     from .._atomic import atomic_path
     from ..segment.evaluate import score_segmenter
 
+    if out:
+        from .._atomic import check_output
+
+        check_output(out, "file")
     segmenter = _segmenter(backend, model, "none", diameter, gpu, {"threshold_method": threshold_method})
     try:
         result = score_segmenter(segmenter, images, masks)

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, check_output
 from ..io import cells as cellstore
 from ..io.images import read_field
 from ..io.labels import read_field_labels
@@ -272,6 +272,9 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
         raise ValueError(f"size must be at least 2, got {size}")
     out = Path(out)
     _check_writable(out)
+    adata_path = Path(adata) if adata is not None else (out.with_suffix(".h5ad") if measure is not None else None)
+    if adata_path is not None:
+        check_output(adata_path, "dir" if adata_path.suffix == ".zarr" else "file")
     index_source = str(index) if not isinstance(index, pd.DataFrame) else "DataFrame"
     index = read_index(index) if not isinstance(index, pd.DataFrame) else index.reset_index(drop=True)
     if index["field_id"].duplicated().any():
@@ -299,7 +302,6 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
     inputs = {"index": index_source, "labels": labels, "n_fields": len(rows)}
     fingerprint = _fingerprint(obs, index, parameters)
     root = _open_existing(out, fingerprint, overwrite)
-    adata_path = Path(adata) if adata is not None else (out.with_suffix(".h5ad") if measure is not None else None)
     bounds = cellstore.block_bounds(len(obs), block_cells)
     result = ExtractResult(out, adata_path, len(obs), len(rows), empty, 0, len(bounds), skipped=False)
     if root is not None and root.attrs.get("complete") is True:

@@ -24,6 +24,10 @@ def open_labels(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
     path = Path(path)
     if mode == "r" and not path.exists():
         raise FileNotFoundError(f"no label store at {path}")
+    if mode != "r":
+        from .._atomic import check_output
+
+        check_output(path, "dir", FORMAT)
     root = zarr.open_group(str(path), mode=mode, zarr_format=3)
     if mode != "r" and "format" not in root.attrs:
         root.attrs.update({"format": FORMAT, "cellkit_version": __version__})

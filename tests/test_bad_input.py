@@ -1,0 +1,160 @@
+"""Bad input through the CLI: exit status, one error line naming the culprit, nothing half-accepted.
+
+Each test plays a careless user (or batch script). An expected failure must exit 1 with exactly one
+``error:`` line (plus at most a ``hint:`` line) and no traceback; an unexpected one exits 2 and
+points to a log with the traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cellkit.cli import app
+from cellkit.datasets import SyntheticConfig, write_synthetic_plate
+
+runner = CliRunner()
+TINY = SyntheticConfig(n_batches=1, plates_per_batch=1, compounds_per_moa=1, n_moas=2, n_concentrations=1,
+                       dmso_wells=1, sites=1, height=96, width=128, seed=3)
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error(result, *needles: str, code: int = 1) -> str:
+    """The single ``error:`` line of a failed command; checks status, no traceback, the needles."""
+    text = result.output
+    assert result.exit_code == code, text
+    assert "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if "error:" in line]
+    assert len(lines) == 1, text
+    for needle in needles:
+        assert needle in lines[0], text
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory):
+    """A tiny synthetic plate (3 fields of 96 x 128 px) and its index. Do not modify."""
+    root = tmp_path_factory.mktemp("bad") / "plate"
+    write_synthetic_plate(root, TINY)
+    index = root.parent / "index.parquet"
+    result = run("index", root / "BBBC021_v1_image.csv", "--moa", root / "BBBC021_v1_moa.csv", "--out", index)
+    assert result.exit_code == 0, result.output
+    return root, index
+
+
+# ----------------------------------------------------------------------------- output paths
+
+@pytest.mark.parametrize("command", ["index", "export", "profile"])
+def test_file_output_onto_a_folder_is_refused_and_the_folder_kept(plate, tmp_path, command):
+    root, index = plate
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep me")
+    cells = tmp_path / "cells.h5ad"
+    _tiny_adata().write_h5ad(cells)
+    args = {"index": ["index", root / "BBBC021_v1_image.csv", "--moa", root / "BBBC021_v1_moa.csv"],
+            "export": ["export", cells], "profile": ["profile", cells]}[command]
+    one_error(run(*args, "--out", folder), str(folder), "folder")
+    assert (folder / "precious.txt").read_text() == "keep me"
+
+
+def test_store_output_onto_a_foreign_folder_or_a_file_is_refused(plate, tmp_path):
+    _, index = plate
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    one_error(run("segment", index, "--out", folder), str(folder), "not a cellkit.labels store")
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    afile = tmp_path / "labels.zarr"
+    afile.write_text("x")
+    one_error(run("segment", index, "--out", afile), str(afile), "is a file")
+    assert afile.read_text() == "x"
+
+
+def test_extract_adata_onto_a_folder_is_refused_before_work(plate, tmp_path):
+    _, index = plate
+    folder = tmp_path / "cells.h5ad"
+    folder.mkdir()
+    (folder / "x").write_text("x")
+    one_error(run("extract", index, tmp_path / "labels.zarr", "--out", tmp_path / "cells.zarr", "--adata", folder),
+              str(folder))
+    assert (folder / "x").exists() and not (tmp_path / "cells.zarr").exists()
+
+
+# ----------------------------------------------------------------------------- unreadable tables
+
+def test_index_of_garbage_tables(tmp_path):
+    binary = tmp_path / "latin.csv"
+    binary.write_bytes(b"plate,path\n\xff\xfesecret,2\n")
+    line = one_error(run("index", binary, "--channel", "DNA=path", "--out", tmp_path / "ix.parquet"),
+                     str(binary), "UTF-8")
+    assert "secret" not in line
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b'\x00\x01 "secret\n"""\n')
+    line = one_error(run("index", garbage, "--channel", "DNA=path", "--out", tmp_path / "ix.parquet"),
+                     str(garbage), "not a readable CSV")
+    assert "secret" not in line
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    one_error(run("index", empty, "--channel", "DNA=path", "--out", tmp_path / "ix.parquet"), str(empty))
+    assert not (tmp_path / "ix.parquet").exists()
+
+
+# ----------------------------------------------------------------------------- environment failures
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "No space left"), (errno.EACCES, "Permission denied"),
+                                         (errno.EROFS, "Read-only")])
+def test_disk_full_and_permissions_are_one_line(plate, tmp_path, monkeypatch, code, words):
+    root, _ = plate
+    out = tmp_path / "ix.parquet"
+
+    def refuse(self, path, *args, **kwargs):
+        raise OSError(code, __import__("os").strerror(code), str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", refuse)
+    line = one_error(run("index", root / "BBBC021_v1_image.csv", "--moa", root / "BBBC021_v1_moa.csv",
+                         "--out", out), words)
+    assert ".tmp" in line or str(out) in line
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_unexpected_errors_point_to_a_log_and_debug_shows_the_traceback(plate, tmp_path, monkeypatch):
+    root, _ = plate
+    monkeypatch.setenv("CELLKIT_LOG_DIR", str(tmp_path / "logs"))
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("cellkit.io.write_index", bug)
+    args = ["index", root / "BBBC021_v1_image.csv", "--moa", root / "BBBC021_v1_moa.csv", "--out", tmp_path / "i.pq"]
+    result = run(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "unexpected error" in result.output and "ZeroDivisionError" in result.output
+    logs = list((tmp_path / "logs").iterdir())
+    assert len(logs) == 1 and str(logs[0]) in result.output.replace("\n", "")
+    assert "Traceback" in logs[0].read_text() and "a bug" in logs[0].read_text()
+    result = run("--debug", *args)
+    assert isinstance(result.exception, ZeroDivisionError)
+    monkeypatch.setenv("CELLKIT_DEBUG", "1")
+    assert isinstance(run(*args).exception, ZeroDivisionError)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _tiny_adata(n_wells: int = 2, per_well: int = 3):
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    n = n_wells * per_well
+    obs = pd.DataFrame({"plate": "P1", "well": np.repeat([f"W{w}" for w in range(n_wells)], per_well),
+                        "compound": np.repeat(["DMSO"] + ["c1"] * (n_wells - 1), per_well)},
+                       index=[f"P1/W{i // per_well}/1/{i % per_well + 1}" for i in range(n)])
+    return ad.AnnData(rng.normal(size=(n, 4)).astype(np.float32), obs=obs,
+                      var=pd.DataFrame(index=[f"f{j}" for j in range(4)]))
