@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 import cellkit as ck
-from cellkit.profiles import BEST, PLAIN, prepare_profiles
+from cellkit.workflows.profiles import BEST, PLAIN, prepare_profiles
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data" / "real" / "bbbc021_metadata"

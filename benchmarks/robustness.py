@@ -1,6 +1,6 @@
 """Robustness of every available encoder to imaging perturbations, on a synthetic plate and on real BBBC021 crops.
 
-Synthetic: `cellkit.demo.run_demo` on a small plate set (2 plates, 6 MOAs, 512x640 fields) gives
+Synthetic: `cellkit.workflows.demo.run_demo` on a small plate set (2 plates, 6 MOAs, 512x640 fields) gives
 cells.zarr and the demo's SimCLR and PCA models; BYOL, autoencoder, MAE and random-init are trained
 beside them with the demo's short training settings. Real: the 2,999 BBBC021 crops (DMSO vs
 cycloheximide) imported with `cellkit.io.import_bbbc021_crops`, the six methods trained briefly.
@@ -8,7 +8,7 @@ Handcrafted: CellProfiler-style features of each crop's cell (`cellkit.features.
 the store's masks; the BBBC021 crops come without masks, so there the whole crop is measured),
 feature-selected and z-scored on the clean cells.
 Each model's embeddings are measured under noise, blur, brightness, contrast and shift
-(`cellkit.robustness.SEVERITIES`): cosine / L2 drift, kNN overlap (k=10) and well-level NSC change.
+(`cellkit.models.perturb.SEVERITIES`): cosine / L2 drift, kNN overlap (k=10) and well-level NSC change.
 
 Usage: nice -n 10 python benchmarks/robustness.py [--out DIR] [--max-cells 1000] [--skip-real] [--skip-synthetic]
        [--methods simclr,byol,...] [--name robustness]
@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save  # noqa: E402
 
 from cellkit.datasets import SyntheticConfig  # noqa: E402
-from cellkit.demo import DEMO_TRAINING, run_demo  # noqa: E402
+from cellkit.workflows.demo import DEMO_TRAINING, run_demo  # noqa: E402
 from cellkit.io import import_bbbc021_crops  # noqa: E402
 from cellkit.models import train  # noqa: E402
-from cellkit.robustness import robustness, summary_table, write_report  # noqa: E402
+from cellkit.tl import robustness, robustness_summary as summary_table  # noqa: E402
+from cellkit.workflows.robustness import write_report  # noqa: E402
 
 # 2 plates of 512x640 fields (about 1,000 cells): smaller than the demo, enough cells per well for a well-level NSC.
 PLATES = SyntheticConfig(n_batches=2, plates_per_batch=1, compounds_per_moa=2, n_moas=6, n_concentrations=1,

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save  # noqa: E402
 
-from cellkit.search import build_similarity_index, recall_at_k  # noqa: E402
+from cellkit.tl import build_similarity_index, recall_at_k  # noqa: E402
 
 
 def clustered(n, dim, seed=0, n_clusters=1000, spread=0.6, centres_seed=0):

@@ -1,7 +1,7 @@
 """MOA accuracy (NSC / NSCB) of well profiles from each embedding vs handcrafted morphology, synthetic plates.
 
 Needs the extraction and features stages (cellkit.extract, cellkit.features) and the profile
-tools (cellkit.tl, cellkit.profiles). Steps: a synthetic plate set (the demo's layout: 2 batches x 2
+tools (cellkit.tl, cellkit.workflows.profiles). Steps: a synthetic plate set (the demo's layout: 2 batches x 2
 plates, 12 MOAs x 2 compounds x 2 concentrations, 4 DMSO wells per plate), ground-truth labels,
 extraction into cells.zarr + cells.h5ad (64x64 crops, morphology in X), then SimCLR, BYOL,
 autoencoder, PCA and random-init trained on the crops and embedded into obsm. Each representation
@@ -25,7 +25,7 @@ import torch
 from cellkit import pp, tl
 from cellkit.datasets import SyntheticConfig, synthetic_index, write_ground_truth_labels, write_synthetic_plate
 from cellkit.models import EMBEDDING_KEYS, embed_h5ad, train
-from cellkit.profiles import prepare_profiles
+from cellkit.workflows.profiles import prepare_profiles
 
 METHODS = ("random", "pca", "simclr", "byol", "autoencoder")
 

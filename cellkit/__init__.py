@@ -8,7 +8,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"io", "datasets", "segment", "extract", "features", "models", "pp", "tl", "pl"}
+_SUBMODULES = {"io", "datasets", "segment", "extract", "features", "models", "get", "pp", "tl", "pl", "workflows"}
 
 
 def __getattr__(name):

@@ -9,7 +9,7 @@ import torch  # noqa: E402
 
 from cellkit.io import CellDataset, IncompleteStoreError, read_cells  # noqa: E402
 from cellkit.io.cells import create_cells_store, write_cells, write_obs  # noqa: E402
-from cellkit.plotting import cell_montage, montage_rgb  # noqa: E402
+from cellkit.pl import cell_montage, montage_rgb  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def test_index_bad_inputs(tmp_path):
 
 
 def test_demo_small(tmp_path, monkeypatch):
-    monkeypatch.setattr("cellkit.demo.DEMO_CONFIG", SMALL)
+    monkeypatch.setattr("cellkit.workflows.demo.DEMO_CONFIG", SMALL)
     result = runner.invoke(app, ["demo", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "demo" / "index.parquet").exists()

@@ -8,7 +8,7 @@ transformers = pytest.importorskip("transformers", reason="the hf extra (transfo
 
 from cellkit.cli import app  # noqa: E402
 from cellkit.models.hf import MAEEmbedder, MissingModelError, load_mae  # noqa: E402
-from cellkit.robustness import robustness  # noqa: E402
+from cellkit.tl import robustness  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -286,8 +286,8 @@ def test_embed_stage(store, tmp_path):
     """The pipeline's embed stage trains each method once and writes its obsm key."""
     import anndata as ad
 
-    from cellkit.pipeline import Context
-    from cellkit.stages import embed_stage
+    from cellkit.workflows.stages import Context
+    from cellkit.workflows.stages import embed_stage
 
     (tmp_path / "cells.zarr").symlink_to(store)
     obs_adata(store).write_h5ad(tmp_path / "cells.h5ad")

@@ -20,7 +20,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 from cellkit.datasets import SyntheticConfig  # noqa: E402
-from cellkit.demo import run_demo  # noqa: E402
+from cellkit.workflows.demo import run_demo  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # 2 plates in 2 batches, 4 MOAs x 3 compounds x 2 concentrations, 3 DMSO wells per plate: about 120 cells,

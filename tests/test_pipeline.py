@@ -3,7 +3,8 @@ import json
 import pytest
 
 from cellkit.datasets import plate_layout
-from cellkit.pipeline import STAGES, register_stage, run_pipeline
+from cellkit.workflows.pipeline import run_pipeline
+from cellkit.workflows.stages import STAGES, register_stage
 
 from .conftest import SMALL
 
@@ -64,8 +65,8 @@ def test_bad_pipeline(tmp_path):
 def test_demo_yaml_is_the_demo_pipeline():
     from pathlib import Path
 
-    from cellkit.demo import demo_pipeline
-    from cellkit.pipeline import check_pipeline, load_pipeline
+    from cellkit.workflows.demo import demo_pipeline
+    from cellkit.workflows.pipeline import check_pipeline, load_pipeline
 
     from_file = load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml")
     assert from_file == check_pipeline(demo_pipeline())
@@ -74,7 +75,7 @@ def test_demo_yaml_is_the_demo_pipeline():
 def test_bbbc021_pipeline_file_is_valid():
     from pathlib import Path
 
-    from cellkit.pipeline import load_pipeline
+    from cellkit.workflows.pipeline import load_pipeline
 
     spec = load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / "bbbc021.yaml")
     assert list(spec["input"]) == ["bbbc021"] and [name for name, _ in spec["stages"]][0] == "segment"

@@ -12,7 +12,7 @@ import anndata as ad
 import numpy as np
 import yaml
 
-from cellkit.demo import DEMO_STAGES
+from cellkit.workflows.demo import DEMO_STAGES
 from cellkit.io import read_cells
 
 from .conftest import SMALL

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import cellkit as ck
 from cellkit.cli import app
 from cellkit.io.cells import write_cells
-from cellkit.profiles import demo_profiles
+from cellkit.workflows.profiles import demo_profiles
 
 from ._profile_data import planted_cells
 from .conftest import real_path

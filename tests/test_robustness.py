@@ -11,7 +11,9 @@ import cellkit as ck
 from cellkit import pl
 from cellkit.cli import app
 from cellkit.models import train
-from cellkit.robustness import PERTURBATIONS, SEVERITIES, knn_overlap, perturb, robustness, summary_table
+from cellkit.models.perturb import PERTURBATIONS, SEVERITIES, perturb
+from cellkit.tl import robustness, robustness_summary as summary_table
+from cellkit.tl._robustness import knn_overlap
 
 torch.set_num_threads(1)
 TINY = {"epochs": 1, "batch_size": 16, "width": 4, "blocks": [1, 1], "proj_hidden": 16, "proj_dim": 8,
@@ -157,7 +159,7 @@ def test_measure_crops_equals_measure_field_per_crop(tiny_cells):
 
 
 def test_robustness_handcrafted(setup):
-    from cellkit.robustness import HandcraftedEmbedder
+    from cellkit.tl import HandcraftedEmbedder
 
     cells, root = setup
     perts = {"noise": [0.5, 4.0], "brightness": [1.0], "shift": [1.0, 4.0]}

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellkit.search import SimilarityIndex, build_index, build_similarity_index, recall_at_k, search
+from cellkit.tl import SimilarityIndex, build_index, build_similarity_index, recall_at_k, search
 
 
 def _clustered(n=3000, d=32, seed=0):
@@ -71,7 +71,7 @@ def test_search_cli_cells_and_wells(tmp_path):
     from typer.testing import CliRunner
 
     from cellkit.cli import app
-    from cellkit.search import index_path
+    from cellkit.tl._search import index_path
 
     x = _clustered(400, 16, seed=2)
     obs = pd.DataFrame({"plate": np.repeat(["P1", "P2"], 200), "well": np.tile(np.repeat([f"W{i}" for i in range(8)], 25), 2),

@@ -15,7 +15,7 @@ def demo(out: Path = typer.Argument(Path("demo_out"), help="Output folder."),
     """Generate a synthetic plate set and run every cellkit stage on it (pipelines/demo.yaml)."""
     from dataclasses import replace
 
-    from .. import demo as demo_module
+    from ..workflows import demo as demo_module
 
     outputs = demo_module.run_demo(out, replace(demo_module.DEMO_CONFIG, seed=seed), log=console.print,
                                    workers=workers)

@@ -109,7 +109,7 @@ def evaluate(
     """Score profiles against MOA labels: NSC / NSCB 1-NN accuracy, mAP, leave-one-compound-out."""
     import json
 
-    from ..profiles import BEST, PLAIN, evaluate_profiles, prepare_profiles
+    from ..workflows.profiles import BEST, PLAIN, evaluate_profiles, prepare_profiles
 
     steps = dict(normalize=normalize, clip=clip, select=select, spherize=spherize, epsilon=epsilon, l2=l2,
                  treatment_func=treatment_func)

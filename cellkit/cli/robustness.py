@@ -28,7 +28,8 @@ def robustness(
     """Perturb crops (noise, blur, brightness, contrast, shift) and measure each model's embedding drift."""
     from .. import models as _models
     from ..io.cells import IncompleteStoreError
-    from ..robustness import robustness as run, summary_table, write_report
+    from ..tl import robustness as run, robustness_summary as summary_table
+    from ..workflows.robustness import write_report
 
     try:
         with progress_bar("robustness") as update:

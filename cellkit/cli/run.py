@@ -14,7 +14,7 @@ def run(pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
         scheduler: str = typer.Option(None, help="dask.distributed scheduler address (default: local)."),
         workers: int = typer.Option(None, help="Local dask workers (default: one per core).")):
     """Run a pipeline; stages whose outputs are complete and up to date are skipped."""
-    from ..pipeline import load_pipeline, run_pipeline
+    from ..workflows.pipeline import load_pipeline, run_pipeline
 
     try:
         spec = load_pipeline(pipeline)

@@ -35,7 +35,7 @@ def _vectors(h5ad: Path, use_rep: str, level: str):
 
 
 def _index(h5ad, use_rep, kind, level, rebuild):
-    from ..search import KINDS, index_path, load_or_build_index
+    from ..tl._search import KINDS, index_path, load_or_build_index
 
     if kind not in KINDS:
         fail(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -100,7 +100,7 @@ def search(
 ):
     """Nearest neighbours (cosine) of cells, wells or new crops, with their metadata; the index is built once
     and reused."""
-    from ..search import search as run
+    from ..tl import search as run
 
     if bool(query) == bool(crop):
         fail("give either query ids or --crop files")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cells import write_cells
+from .cells import obs_adata, write_cells
 
 # Channel 0 is DNA (checked by eye); the source names the channels "dapi, tubulin and actin"
 # without stating the order of channels 1 and 2. We keep that order and record the caveat.
@@ -62,8 +62,6 @@ def import_bbbc021_crops(npz: str | os.PathLike, index_csv: str | os.PathLike, o
     with atomic_path(out_zarr) as tmp:
         write_cells(tmp, images, masks, obs, channels=channels, attrs=attrs, chunk_cells=chunk_cells)
     if out_h5ad is not None:
-        from ..models.embed import obs_adata
-
         adata = obs_adata(out_zarr)
         adata.uns["cellkit"] = {"source": attrs["source"], "channels": channels, "masks_available": False}
         with atomic_path(out_h5ad) as tmp:

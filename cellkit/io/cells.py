@@ -253,3 +253,20 @@ def write_cells(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray, 
     write_obs(root, obs.reset_index(drop=True))
     mark_complete(root)
     return Path(path)
+
+
+def obs_adata(cells):
+    """An AnnData with no variables whose obs is the store's obs table, indexed by ``cell_id``.
+
+    Text columns become categoricals (missing values stay missing).
+    """
+    import anndata as ad
+
+    obs = read_obs(open_cells(cells))
+    if "cell_id" not in obs:
+        raise ValueError(f"{cells} has no cell_id column in obs: cannot align embeddings by cell")
+    obs = obs.drop(columns="cell_id")
+    for col in obs.columns:
+        if obs[col].dtype == object:
+            obs[col] = obs[col].astype("category")
+    return ad.AnnData(obs=obs)

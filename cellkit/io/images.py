@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from .plate_index import PATH_PREFIX, channels_of
+from ._columns import PATH_PREFIX, channels_of
 
 
 class ImageReadError(OSError):

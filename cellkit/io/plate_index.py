@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import atomic_path
+from ._columns import PATH_PREFIX, channels_of
+from .images import image_shape
 
 METADATA_COLUMNS = ["field_id", "plate", "well", "site", "batch", "compound", "concentration", "moa"]
-PATH_PREFIX = "path_"
 
 # BBBC021 file-name channel codes and the names cellkit uses for them.
 BBBC021_CHANNELS = {"DAPI": "DNA", "Tubulin": "Tubulin", "Actin": "Actin"}
@@ -35,11 +36,6 @@ class PlateIndexError(ValueError):
         if more:
             text += f"\n  ... and {more} more"
         super().__init__(text)
-
-
-def channels_of(index: pd.DataFrame) -> list[str]:
-    """Channel names of a plate index, in column order (``path_DNA`` -> ``DNA``)."""
-    return [c[len(PATH_PREFIX):] for c in index.columns if c.startswith(PATH_PREFIX)]
 
 
 def batch_from_plate(plate: str) -> str:
@@ -285,8 +281,6 @@ def validate_index(index: pd.DataFrame, *, root=None, check_files: bool = True,
 
 
 def _shape_problems(index: pd.DataFrame, path_cols: list[str]) -> list[str]:
-    from .images import image_shape
-
     problems, shapes = [], {}
     for row in index.itertuples(index=False):
         field_shapes = {}

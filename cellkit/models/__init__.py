@@ -7,7 +7,8 @@ model_dir)`` writes ``adata.obsm["X_<method>"]``.
 from .augment import AugmentConfig, augment, center_crop
 from .checkpoint import ChannelMismatchError, IncompleteModelError, load_model
 from .data import CellChunks, channel_stats, iter_batches
-from .embed import embed, embed_cells, embed_h5ad, obs_adata
+from ..io.cells import obs_adata  # the store's obs as an AnnData (lives in io)
+from .embed import embed, embed_cells, embed_h5ad
 from .encoders import BYOL, ConvAutoencoder, RandomEncoder, ResNetEncoder, SimCLR, build_model
 from .losses import byol_loss, nt_xent
 from .pca import PCAModel, fit_pca

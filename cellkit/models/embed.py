@@ -12,6 +12,7 @@ import torch
 from .. import __version__
 from .augment import center_crop
 from .checkpoint import check_channels, load_model
+from ..io.cells import obs_adata
 from .data import CellChunks, iter_batches
 
 
@@ -105,25 +106,6 @@ def recorded_embedder(adata, use_rep: str, *, model=None, device="cpu"):
         raise ValueError(f"the model in {source} is not the one that made {use_rep}: its weights sha256 "
                          f"{embedder.config.get('weights_sha256', '?')[:12]} differs from the recorded {recorded[:12]}")
     return embedder, list(embedder.config["channels"])
-
-
-def obs_adata(cells):
-    """An AnnData with no variables whose obs is the store's obs table, indexed by ``cell_id``.
-
-    Text columns become categoricals (missing values stay missing).
-    """
-    import anndata as ad
-
-    from ..io.cells import open_cells, read_obs
-
-    obs = read_obs(open_cells(cells))
-    if "cell_id" not in obs:
-        raise ValueError(f"{cells} has no cell_id column in obs: cannot align embeddings by cell")
-    obs = obs.drop(columns="cell_id")
-    for col in obs.columns:
-        if obs[col].dtype == object:
-            obs[col] = obs[col].astype("category")
-    return ad.AnnData(obs=obs)
 
 
 def embed(adata, cells, model_dir, *, key_added: str | None = None, batch_size: int = 256, num_workers: int = 0,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from .datasets import SyntheticConfig
+from ..datasets import SyntheticConfig
 from .pipeline import run_pipeline
 
 DEMO_CONFIG = SyntheticConfig()

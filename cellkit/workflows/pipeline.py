@@ -24,46 +24,15 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from . import __version__
+from .. import __version__
+from .stages import STAGES, Context
 
 STATE_FILE = "pipeline_state.json"
-
-
-@dataclass
-class Context:
-    """What a stage sees: the output folder, the dask scheduler address, and a logger."""
-
-    out: Path
-    scheduler: str | None = None
-    workers: int | None = None
-    log: Callable[[str], None] = print
-    outputs: dict[str, Path] = field(default_factory=dict)
-
-
-@dataclass
-class Stage:
-    """A pipeline stage: ``run(ctx, **options)`` writes ``outputs`` (paths relative to the output folder)."""
-
-    name: str
-    run: Callable
-    outputs: list[str]
-
-
-STAGES: dict[str, Stage] = {}
-
-
-def register_stage(name: str, outputs: list[str]):
-    """Decorator: register ``fn(ctx, **options)`` as pipeline stage ``name``."""
-    def wrap(fn):
-        STAGES[name] = Stage(name, fn, outputs)
-        return fn
-    return wrap
 
 
 def load_pipeline(path) -> dict:
@@ -73,8 +42,6 @@ def load_pipeline(path) -> dict:
 
 
 def check_pipeline(spec: dict, source: str = "pipeline") -> dict:
-    from . import stages  # noqa: F401 - registers the stages
-
     if not isinstance(spec, dict):
         raise ValueError(f"{source}: a pipeline is a mapping with input, stages, output")
     problems = [f"missing {k!r}" for k in ("input", "output") if k not in spec]

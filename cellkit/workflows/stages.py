@@ -1,20 +1,52 @@
-"""The pipeline stages: thin adapters from pipeline options to library functions.
+"""The pipeline stages: thin adapters from pipeline options to library functions, and their registry
+(`register_stage`, `STAGES`; `cellkit.workflows.pipeline` runs them).
 
 Each stage reads the outputs of the stages before it from fixed paths in the output folder.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from .pipeline import Context, register_stage
+
+@dataclass
+class Context:
+    """What a stage sees: the output folder, the dask scheduler address, and a logger."""
+
+    out: Path
+    scheduler: str | None = None
+    workers: int | None = None
+    log: Callable[[str], None] = print
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """A pipeline stage: ``run(ctx, **options)`` writes ``outputs`` (paths relative to the output folder)."""
+
+    name: str
+    run: Callable
+    outputs: list[str]
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(name: str, outputs: list[str]):
+    """Decorator: register ``fn(ctx, **options)`` as pipeline stage ``name``."""
+    def wrap(fn):
+        STAGES[name] = Stage(name, fn, outputs)
+        return fn
+    return wrap
 
 
 @register_stage("input", outputs=["index.parquet"])
 def input_stage(ctx: Context, kind: str, **options) -> None:
     """Write ``index.parquet``: from a synthetic plate set (written to ``plate/``), BBBC021, or an index file."""
-    from . import io
-    from .datasets import SyntheticConfig, synthetic_index, write_synthetic_plate
+    from .. import io
+    from ..datasets import SyntheticConfig, synthetic_index, write_synthetic_plate
 
     if kind == "synthetic":
         plate = ctx.out / "plate"
@@ -43,7 +75,7 @@ def segment_stage(ctx: Context, backend: str = "classical", model: str | None = 
     """``index.parquet`` -> ``labels.zarr`` (+ QC table). Fails when any field failed."""
     import pandas as pd
 
-    from .segment import get_segmenter, qc_path, segment_plate
+    from ..segment import get_segmenter, qc_path, segment_plate
 
     labels = ctx.out / "labels.zarr"
     segmenter = get_segmenter(backend, model=model, cell_model=cell_model, diameter=diameter)
@@ -59,8 +91,8 @@ def segment_stage(ctx: Context, backend: str = "classical", model: str | None = 
 def extract_stage(ctx: Context, size: int = 64, border: str = "drop", mask_neighbors: bool = False,
                   features: bool = True) -> None:
     """``index.parquet`` + ``labels.zarr`` -> ``cells.zarr`` and ``cells.h5ad`` (morphology in X)."""
-    from .extract import extract_cells
-    from .features import measure_field
+    from ..extract import extract_cells
+    from ..features import measure_field
 
     extract_cells(ctx.out / "index.parquet", ctx.out / "labels.zarr", ctx.out / "cells.zarr", size=size,
                   border=border, mask_neighbors=mask_neighbors, measure=measure_field if features else None,
@@ -83,8 +115,8 @@ def embed_stage(ctx: Context, methods: tuple = ("simclr", "pca"), config: dict |
 
     An interrupted training resumes from its last finished epoch.
     """
-    from .models import IncompleteModelError, embed_h5ad, load_model, train
-    from .models.checkpoint import CHECKPOINT
+    from ..models import IncompleteModelError, embed_h5ad, load_model, train
+    from ..models.checkpoint import CHECKPOINT
 
     cells = ctx.out / "cells.zarr"
     for method in methods:

@@ -54,7 +54,7 @@ class SimilarityIndex:
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``<path>`` (FAISS index) and ``<path>.json`` (ids, parameters), each atomically;
         the JSON is written last, so an index file without its JSON is an unfinished save."""
-        from ._atomic import atomic_path
+        from .._atomic import atomic_path
 
         path = Path(path)
         with atomic_path(path) as tmp:

@@ -16,7 +16,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from . import pp, tl
+from .. import pp, tl
 
 # The best pipeline found on BBBC021 (benchmarks/profiles_bbbc021.py): robust per-plate
 # normalization clipped at 8, feature selection, ZCA-cor spherize on DMSO (epsilon 1), wells
@@ -93,7 +93,7 @@ def evaluate_profiles(profiles: ad.AnnData, out_dir: str | os.PathLike | None = 
         loco_table.to_csv(out / "loco.csv", index_label="profile")
         (out / "scores.json").write_text(json.dumps(summary, indent=2, default=str))
         if figures:
-            from . import pl
+            from .. import pl
             import matplotlib.pyplot as plt
 
             embedded = profiles.copy()
@@ -121,8 +121,8 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
     """
     import matplotlib.pyplot as plt
 
-    from . import pl
-    from ._atomic import atomic_path
+    from .. import pl
+    from .._atomic import atomic_path
 
     out = Path(out_dir)
     figs = out / "figures"

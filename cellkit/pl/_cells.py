@@ -1,10 +1,15 @@
-"""Montages of example cells from a cells.zarr."""
+"""Example cells from a cells.zarr: RGB montages (`montage_rgb`, `cell_montage`) and `example_cells` per group."""
 
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+
+from ._figure import _finish
 
 # RGB colour per channel name; other channels cycle through DEFAULT_COLORS.
 CHANNEL_COLORS = {"DNA": (0.2, 0.4, 1.0), "Tubulin": (0.1, 1.0, 0.2), "Actin": (1.0, 0.2, 0.2)}
@@ -87,8 +92,6 @@ def cell_montage(path: str | os.PathLike, *, n: int = 32, groupby: str | None = 
     -------
     The matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
-
     from ..io.cells import open_cells, read_obs, read_rows
 
     root = open_cells(path)
@@ -121,3 +124,50 @@ def cell_montage(path: str | os.PathLike, *, n: int = 32, groupby: str | None = 
         ax.set_yticks([])
     ax.set_title(f"{len(rows)} cells" + (f" by {groupby}" if groupby else ""))
     return fig
+
+
+def example_cells(cells: str | os.PathLike, *, groupby: str = "moa", groups: Sequence[str] | None = None,
+                  obs: pd.DataFrame | None = None, n_per_group: int = 6, seed: int = 0,
+                  show: bool = False, save=None):
+    """Montage of example cells per group, read from a ``cells.zarr`` store.
+
+    ``groupby`` is an obs column of the store, or of ``obs`` (a table with a ``crop_index``
+    column, or one row per store cell in store order, e.g. a clustered cells AnnData's obs with
+    ``leiden``). Up to ``n_per_group`` cells per group are drawn at random (seeded) and shown as
+    RGB composites (`montage_rgb` colours). Only the crops shown are read.
+    """
+    from ..io.cells import open_cells, read_cells
+
+    images, _, store_obs = read_cells(cells)
+    channels = list(open_cells(cells).attrs["channels"])
+    table = store_obs.reset_index(drop=True) if obs is None else obs.reset_index(drop=True)
+    if "crop_index" in table:
+        index = table["crop_index"].to_numpy(dtype=np.int64)
+    elif len(table) == images.shape[0]:
+        index = np.arange(len(table))
+    else:
+        raise ValueError("obs needs a crop_index column or one row per cell of the store")
+    if groupby not in table:
+        raise KeyError(f"{groupby!r} is neither a column of the store's obs nor of obs; columns: {list(table.columns)}")
+    labels = table[groupby].astype(str).to_numpy()
+    groups = list(groups) if groups is not None else sorted(set(labels))
+    rng = np.random.default_rng(seed)
+    picks = []
+    for g in groups:
+        members = index[labels == g]
+        picks.append(np.sort(rng.choice(members, min(n_per_group, len(members)), replace=False)) if len(members) else [])
+    fig, axes = plt.subplots(len(groups), n_per_group, figsize=(1.3 * n_per_group + 1.5, 1.3 * len(groups) + 0.3),
+                             squeeze=False)
+    for row, (g, chosen) in enumerate(zip(groups, picks)):
+        crops = images[np.asarray(chosen, dtype=np.int64)].compute() if len(chosen) else []
+        for col in range(n_per_group):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if col < len(crops):
+                ax.imshow(montage_rgb(crops[col:col + 1], channels, gap=0))
+        axes[row, 0].set_ylabel(g, rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(f"example cells by {groupby}")
+    return _finish(fig, show, save)

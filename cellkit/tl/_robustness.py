@@ -1,123 +1,19 @@
-"""Robustness of embeddings to imaging drift: perturb crops, embed again, measure what moved.
-
-Perturbations act on raw crops ``(B, C, S, S)`` float32 (pixel units, before any model's
-normalization), so every model sees the same perturbed pixels. Strengths are in units of
-the store's per-channel pixel standard deviation (noise, brightness), pixels (blur sigma,
-shift) or a fraction (contrast loss). Each is deterministic given ``seed`` and monotone in
-severity: for a fixed seed, the perturbed crop moves further from the clean one as the
-severity grows (the same noise field and shift direction are scaled, never redrawn).
-"""
+"""Robustness of embeddings to imaging drift: perturb crops (`cellkit.models.perturb`), embed again,
+measure what moved (cosine / L2 drift, kNN overlap, well-level NSC)."""
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.nn import functional as F
 
-# Default severities, mild to strong, per perturbation.
-SEVERITIES = {
-    "noise": (0.1, 0.25, 0.5, 1.0),         # Gaussian noise std, x channel std
-    "blur": (0.5, 1.0, 2.0, 4.0),           # Gaussian blur sigma, pixels (defocus)
-    "brightness": (0.25, 0.5, 1.0, 2.0),    # additive offset, x channel std
-    "contrast": (0.1, 0.25, 0.5, 0.75),     # contrast lost: x -> mean + (1 - s) (x - mean) per crop and channel
-    "shift": (1.0, 2.0, 4.0, 8.0),          # translation, pixels, in a random direction per cell
-}
-
-
-def _generator(seed: int, salt: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) * 1000003 + salt)
-
-
-def gaussian_noise(x: torch.Tensor, severity: float, *, scale: Sequence[float] | None = None, seed: int = 0,
-                   offset: int = 0) -> torch.Tensor:
-    """``x + severity * scale[c] * N(0, 1)``, clipped at 0 (pixels are non-negative).
-
-    ``scale``: per-channel std (C,) (default 1). ``offset``: row number of ``x[0]`` in the whole
-    set, so each cell gets the same noise whatever the batching.
-    """
-    b = x.shape[0]
-    noise = torch.stack([torch.randn(x.shape[1:], generator=_generator(seed, offset + i)) for i in range(b)])
-    return (x + severity * _per_channel(scale, x) * noise).clamp_min(0)
-
-
-def gaussian_blur(x: torch.Tensor, severity: float, **_) -> torch.Tensor:
-    """Separable Gaussian blur of sigma ``severity`` pixels (reflect padding); 0 = unchanged."""
-    if severity <= 0:
-        return x.clone()
-    radius = max(1, int(math.ceil(3 * severity)))
-    radius = min(radius, x.shape[-1] - 1)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-t ** 2 / (2 * severity ** 2))
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    out = F.pad(x, (radius, radius, 0, 0), mode="reflect")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
-def brightness(x: torch.Tensor, severity: float, *, scale: Sequence[float] | None = None, **_) -> torch.Tensor:
-    """Add ``severity * scale[c]`` to every pixel (a brighter illumination or background)."""
-    return (x + severity * _per_channel(scale, x)).clamp_min(0)
-
-
-def contrast(x: torch.Tensor, severity: float, **_) -> torch.Tensor:
-    """Pull each crop's channels toward their mean: ``mean + (1 - severity) (x - mean)``, severity in [0, 1]."""
-    if not 0 <= severity <= 1:
-        raise ValueError(f"contrast severity must be in [0, 1], got {severity}")
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    return mean + (1 - severity) * (x - mean)
-
-
-def crop_shift(x: torch.Tensor, severity: float, *, seed: int = 0, offset: int = 0, **_) -> torch.Tensor:
-    """Translate each crop by ``severity`` pixels in a random direction (seeded per cell), border pixels repeated.
-
-    The shift is bilinear (sub-pixel), so it grows continuously with the severity.
-    """
-    b, _, h, w = x.shape
-    angles = torch.stack([torch.rand((), generator=_generator(seed, 7919 + offset + i)) for i in range(b)]) * 2 * math.pi
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    theta[:, 0, 2] = severity * torch.cos(angles) * 2 / w
-    theta[:, 1, 2] = severity * torch.sin(angles) * 2 / h
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def _per_channel(scale, x):
-    if scale is None:
-        return torch.ones(1, x.shape[1], 1, 1)
-    return torch.as_tensor(np.asarray(scale, np.float32)).view(1, -1, 1, 1)
-
-
-PERTURBATIONS: dict[str, Callable] = {"noise": gaussian_noise, "blur": gaussian_blur, "brightness": brightness,
-                                      "contrast": contrast, "shift": crop_shift}
-
-
-def perturb_masks(masks: torch.Tensor, name: str, severity: float, *, seed: int = 0, offset: int = 0) -> torch.Tensor:
-    """Masks ``(B, 2, S, S)`` bool moved with the pixels: a shift moves them as `crop_shift` moves the crop
-    (same seed and offset, same direction); the photometric perturbations leave them as they are."""
-    if name != "shift":
-        return masks
-    return crop_shift(masks.float(), float(severity), seed=seed, offset=offset) > 0.5
-
-
-def perturb(x: torch.Tensor, name: str, severity: float, *, scale=None, seed: int = 0, offset: int = 0) -> torch.Tensor:
-    """Apply perturbation ``name`` (a key of `PERTURBATIONS`) at ``severity`` to raw crops ``(B, C, S, S)``."""
-    if name not in PERTURBATIONS:
-        raise ValueError(f"unknown perturbation {name!r}; choose from {sorted(PERTURBATIONS)}")
-    return PERTURBATIONS[name](x, float(severity), scale=scale, seed=seed, offset=offset)
-
-
-# --------------------------------------------------------------------------- models
+from ..models.perturb import PERTURBATIONS, SEVERITIES, perturb, perturb_masks
 
 
 class HandcraftedEmbedder:
@@ -137,7 +33,7 @@ class HandcraftedEmbedder:
         self.feature_names: list[str] | None = None
 
     def __call__(self, x: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
-        from .features.crops import measure_crops
+        from ..features.crops import measure_crops
 
         features = measure_crops(x.numpy(), masks.numpy(), self.channels, **self.options)
         self.feature_names = list(features.columns)
@@ -149,7 +45,7 @@ class HandcraftedEmbedder:
         clean mean and SD; a value undefined after a perturbation becomes 0 (the clean mean)."""
         import anndata as ad
 
-        from .pp import feature_select
+        from ..pp import feature_select
 
         clean = conditions[("clean", 0.0)].astype(np.float64)
         selected = ad.AnnData(X=clean, var=pd.DataFrame(index=self.feature_names or map(str, range(clean.shape[1]))))
@@ -216,7 +112,9 @@ def well_nsc(obs: pd.DataFrame, z: np.ndarray, *, control: str = "compound == 'D
     """
     import anndata as ad
 
-    from . import profiles, tl
+    from ..pp import normalize
+    from ._aggregate import aggregate
+    from ._moa import moa_accuracy
 
     needed = [c for c in (label, compound, plate, well) if c not in obs]
     if needed or obs[label].isna().all():
@@ -228,12 +126,12 @@ def well_nsc(obs: pd.DataFrame, z: np.ndarray, *, control: str = "compound == 'D
     try:
         with warnings.catch_warnings():  # constant embedding dimensions in the control wells of a plate
             warnings.simplefilter("ignore", RuntimeWarning)
-            wells = tl.aggregate(cells, by=(plate, well), use_rep="X_emb")  # well means in X
-            wells = profiles.prepare_profiles(wells, control=control, normalize="zscore", plate=plate, treatment=())
+            wells = aggregate(cells, by=(plate, well), use_rep="X_emb")  # well means in X
+            normalize(wells, control=control, by=plate, method="zscore")
         keep = ~np.asarray(wells.obs.eval(control), dtype=bool) & wells.obs[label].notna().to_numpy()
         wells = wells[keep].copy()
         wells.X = np.nan_to_num(wells.X)
-        return float(tl.moa_accuracy(wells, label=label, compound=compound, batch=None, key_added=None).nsc)
+        return float(moa_accuracy(wells, label=label, compound=compound, batch=None, key_added=None).nsc)
     except (KeyError, ValueError):
         return float("nan")
 
@@ -280,10 +178,10 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
 
     Returns a `RobustnessResult`. Results depend only on the seed, not on ``batch_size``.
     """
-    from .io.cells import open_cells, read_cells
-    from .models.data import channel_stats
-    from .models.embed import ModelEmbedder
-    from .models.hf import MAEEmbedder, is_hf
+    from ..io.cells import open_cells, read_cells
+    from ..models.data import channel_stats
+    from ..models.embed import ModelEmbedder
+    from ..models.hf import MAEEmbedder, is_hf
 
     if perturbations is None:
         perturbations = dict(SEVERITIES)
@@ -360,43 +258,7 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
     return RobustnessResult(pd.DataFrame.from_records(records), sub_obs, embeddings, params)
 
 
-def summary_table(result: RobustnessResult, *, metric: str = "knn_overlap") -> pd.DataFrame:
+def robustness_summary(result: RobustnessResult, *, metric: str = "knn_overlap") -> pd.DataFrame:
     """One row per model, one column per (perturbation, severity): ``metric`` from ``result.table``."""
     t = result.table[result.table["perturbation"] != "clean"]
     return t.pivot_table(index="model", columns=["perturbation", "severity"], values=metric, sort=False)
-
-
-def write_report(result: RobustnessResult, out_dir: str | os.PathLike, *, figures: bool = True,
-                 umap: bool = True, figure_perturbation: str | None = None) -> dict[str, Path]:
-    """Write ``robustness.csv`` (the table), ``robustness.json`` (params + table) and, with ``figures``,
-    ``robustness.png`` (curves), ``similarity_<model>.png`` and ``umap_<model>.png`` (clean vs
-    ``figure_perturbation``, default the first one run). Returns name -> path.
-    """
-    import json
-
-    import matplotlib.pyplot as plt
-
-    from . import pl
-    from ._atomic import atomic_path
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = {"table": out / "robustness.csv", "json": out / "robustness.json"}
-    with atomic_path(written["table"]) as tmp:
-        result.table.to_csv(tmp, index=False)
-    with atomic_path(written["json"]) as tmp:
-        tmp.write_text(json.dumps({"params": result.params, "table": result.table.to_dict(orient="records")},
-                                  indent=2, default=str))
-    if figures:
-        perts = [p for p in result.params["perturbations"]]
-        chosen = figure_perturbation or perts[0]
-        written["curves"] = out / "robustness.png"
-        plt.close(pl.robustness(result, save=written["curves"]))
-        for model in result.embeddings:
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
-            written[f"similarity_{model}"] = out / f"similarity_{safe}.png"
-            plt.close(pl.embedding_similarity(result, model, chosen, save=written[f"similarity_{model}"]))
-            if umap:
-                written[f"umap_{model}"] = out / f"umap_{safe}.png"
-                plt.close(pl.robustness_umap(result, model, chosen, save=written[f"umap_{model}"]))
-    return written
