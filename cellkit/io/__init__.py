@@ -11,6 +11,7 @@ from .plate_index import (
     channels_of,
     from_bbbc021,
     from_csv,
+    from_folder,
     from_pattern,
     read_index,
     validate_index,
@@ -20,8 +21,9 @@ from .profiles import ProfileTableError, from_table, join_bbbc021, read_profiles
 
 __all__ = [
     "BBBC021_CHANNELS", "BBBC021_CROP_CHANNELS", "METADATA_COLUMNS", "CellDataset", "ImageReadError",
-    "IncompleteStoreError", "PlateIndexError", "channels_of", "from_bbbc021", "from_csv", "from_pattern",
-    "image_shape", "import_bbbc021_crops", "obs_adata", "open_cells", "read_cells", "read_crops", "read_field", "read_image",
+    "IncompleteStoreError", "PlateIndexError", "channels_of", "from_bbbc021", "from_csv", "from_folder", "from_pattern",
+    "image_shape", "import_bbbc021_crops", "obs_adata", "open_cells", "read_cells", "read_crops", "read_field",
+    "read_image",
     "read_index", "validate_index", "write_index",
     "ProfileTableError", "from_table", "join_bbbc021", "read_profiles", "to_table",
 ]

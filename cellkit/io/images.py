@@ -20,9 +20,15 @@ def image_shape(path: str) -> tuple[int, ...]:
 
 
 def read_image(path: str) -> np.ndarray:
-    """Read one 2-D image, shape (H, W), dtype as stored. Raises `ImageReadError` with the path."""
+    """Read one 2-D image (TIFF; PNG and other formats through imageio), shape (H, W), dtype as stored.
+    Raises `ImageReadError` with the path."""
     try:
-        image = tifffile.imread(path)
+        if str(path).lower().endswith((".tif", ".tiff")):
+            image = tifffile.imread(path)
+        else:
+            import imageio.v3 as iio
+
+            image = iio.imread(path)
     except Exception as err:  # corrupt, truncated, not a TIFF, missing
         raise ImageReadError(f"cannot read image {path}: {err}") from err
     image = np.squeeze(image)

@@ -235,6 +235,40 @@ def from_pattern(
     return finalize_index(wide, root=root, check_files=True)
 
 
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+def from_folder(folder: str | os.PathLike, *, channel: str = "image", plate: str | None = None,
+                regex: str | None = None) -> pd.DataFrame:
+    """A plate index of a folder of single-channel images (``.tif``, ``.tiff``, ``.png``), one field per file.
+
+    ``plate``: default the folder's name. ``regex``: a pattern searched in each file name whose
+    named groups ``well`` and ``site`` (optional) fill those columns (e.g. BBBC006
+    ``r"_(?P<well>[a-p][0-9]{2})_s(?P<site>[0-9])"``); default: well = the file's stem, site 1.
+    Files are in name order.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PlateIndexError([f"{folder} is not a folder"], title="no images")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise PlateIndexError([f"no {'/'.join(IMAGE_SUFFIXES)} file in {folder}"], title="no images")
+    pattern = re.compile(regex) if regex else None
+    rows = []
+    for path in files:
+        well, site = path.stem, 1
+        if pattern is not None:
+            m = pattern.search(path.name)
+            if m is None:
+                raise PlateIndexError([f"{path.name} does not match {regex!r}"], title="file name without well")
+            well = m.groupdict().get("well") or well
+            site = int(m.groupdict().get("site") or 1)
+        rows.append({"plate": plate or folder.name, "well": well.upper() if pattern else well, "site": site,
+                     "batch": plate or folder.name, "compound": pd.NA, "concentration": np.nan, "moa": pd.NA,
+                     PATH_PREFIX + channel: str(path.resolve())})
+    return finalize_index(pd.DataFrame(rows), check_files=True)
+
+
 def finalize_index(index: pd.DataFrame, *, root=None, check_files: bool = True,
                    check_shapes: bool = False) -> pd.DataFrame:
     """Order columns, set dtypes and ``field_id``, and validate (see `validate_index`)."""
