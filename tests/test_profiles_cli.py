@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import cellkit as ck
 from cellkit.cli import app
 from cellkit.io.cells import write_cells
-from cellkit.workflows.profiles import demo_profiles
+from cellkit.workflows.profiles import compare_representations, demo_profiles, profile_cells
 
 from ._profile_data import planted_cells
 from .conftest import real_path
@@ -113,6 +113,16 @@ def test_demo_profiles_and_plots(cells_h5ad, tmp_path):
     assert clustered.obsm["X_umap"].shape == (cells.n_obs, 2) and clustered.obs["leiden"].nunique() >= 2
     markers = pd.read_csv(outputs["markers"])
     assert set(markers["group"].astype(str)) == set(clustered.obs["leiden"].astype(str))
+    # one recipe: the demo's wells and its representations row for X are `profile_cells` with the defaults,
+    # the same as `cellkit profile` without options
+    wells, _ = profile_cells(cells_h5ad)
+    np.testing.assert_array_equal(ad.read_h5ad(outputs["wells"]).X, wells.X)
+    table = pd.read_csv(outputs["representations"], index_col=0)
+    assert table.loc["X", "NSC"] == pytest.approx(scores["NSC"])
+    assert compare_representations(cells).loc["X", "NSC"] == pytest.approx(scores["NSC"])
+    result = runner.invoke(app, ["profile", str(cells_h5ad), "--out", str(tmp_path / "w.h5ad")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(ad.read_h5ad(tmp_path / "w.h5ad").X, wells.X)
     for name in ("umap_cells.png", "moa_distribution_cells.png", "compound_counts.png",
                  "concentration_histogram.png", "channel_comparison.png", "example_cells_moa.png"):
         assert (outputs["figures"] / name).stat().st_size > 1000, name

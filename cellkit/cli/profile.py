@@ -20,12 +20,25 @@ def _load_profiles(path: Path, metadata: list[str], bbbc021_image: Path | None, 
 
     rename = parse_pairs(metadata, "--metadata")
     try:
-        adata = read_profiles(path, **({"metadata": rename} if rename and path.suffix != ".h5ad" else {}))
+        adata = read_profiles(path, **({"metadata": rename} if rename else {}))
         if bbbc021_image is not None:
             join_bbbc021(adata, bbbc021_image, bbbc021_moa)
     except (FileNotFoundError, ProfileTableError, ValueError) as err:
         fail(str(err))
     return adata
+
+
+def _steps(preset: str, **options) -> dict:
+    from ..workflows.profiles import PRESETS, recipe
+
+    if preset not in PRESETS:
+        fail(f"--preset must be one of {list(PRESETS)}, got {preset!r}")
+    return recipe(preset, **options)
+
+
+PRESET_HELP = ("Profile recipe: default (zscore vs controls per plate, drop NaN / constant features, mean), "
+               "plain (zscore, mean), best (robust clip 8, select, ZCA-cor eps 1, unit-length wells, mean) or none "
+               "(rows as given). The options below override single steps.")
 
 
 def profile(
@@ -35,46 +48,42 @@ def profile(
     func: str = typer.Option("mean", help="Aggregation: mean or median."),
     use_rep: str = typer.Option(None, help="Aggregate obsm[USE_REP] instead of X (e.g. X_simclr)."),
     control: str = typer.Option(CONTROL, help="Obs query selecting control wells."),
-    normalize: str = typer.Option("zscore", help="Per-plate normalization vs controls: zscore, robust or none."),
+    preset: str = typer.Option("default", help=PRESET_HELP),
+    normalize: str = typer.Option(None, help="Per-plate normalization vs controls: zscore, robust, iqm or none."),
     plate: str = typer.Option("plate", help="Obs column normalized separately."),
-    select: bool = typer.Option(True, help="Feature selection (blocklist, NaN, variance, correlation) on X."),
-    spherize: str = typer.Option("none", help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
-    epsilon: float = typer.Option(1e-6, help="Spherize regularizer (relative to the mean eigenvalue)."),
+    select: bool = typer.Option(None, "--select/--no-select",
+                                help="Feature selection (blocklist, NaN, variance, correlation)."),
+    spherize: str = typer.Option(None, help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
+    epsilon: float = typer.Option(None, help="Spherize regularizer (relative to the mean eigenvalue)."),
     treatments: Path = typer.Option(None, help="Also write treatment profiles (.h5ad) here."),
     treatment: str = typer.Option("compound,concentration", help="Obs columns defining a treatment."),
     chunk_size: int = typer.Option(25_000, help="Cells read at a time."),
 ):
-    """Aggregate cells to wells (out of core), normalize per plate against controls, select, spherize."""
+    """Aggregate cells to wells (out of core), then the profile recipe: normalize, select, spherize."""
     import warnings
 
-    from .. import pp, tl
     from .._atomic import atomic_path, check_output
+    from ..workflows.profiles import profile_cells
 
     check_output(out, "file")
     if treatments is not None:
         check_output(treatments, "file")
-
+    steps = _steps(preset, normalize=normalize, select=select, spherize=spherize, epsilon=epsilon)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
-            wells = tl.aggregate(cells, by=_split(by), func=func, use_rep=use_rep, chunk_size=chunk_size)
-            console.print(f"aggregated {wells.obs['n_cells'].sum()} cells into {wells.n_obs} wells")
-            if normalize != "none":
-                pp.normalize(wells, control=control, by=plate, method=normalize)
-            if select and use_rep is None:
-                pp.feature_select(wells)
-                console.print(f"feature selection kept {wells.n_vars} features")
-            if spherize != "none":
-                pp.spherize(wells, control=control, method=spherize, epsilon=epsilon)
+            wells, treated = profile_cells(cells, by=_split(by), func=func, use_rep=use_rep, chunk_size=chunk_size,
+                                           control=control, plate=plate,
+                                           treatment=_split(treatment) if treatments is not None else None, **steps)
         for w in caught:
             console.print(f"[yellow]warning:[/] {w.message}")
     except (KeyError, ValueError, FileNotFoundError) as err:
         fail(str(err).strip('"'))
+    console.print(f"aggregated {wells.obs['n_cells'].sum()} cells into {wells.n_obs} wells, {wells.n_vars} features")
     with atomic_path(out) as tmp:
         wells.write_h5ad(tmp)
     console.print(f"wells -> {out}")
-    if treatments is not None:
-        treated = tl.aggregate(wells, by=_split(treatment), func="mean")
+    if treated is not None:
         with atomic_path(treatments) as tmp:
             treated.write_h5ad(tmp)
         console.print(f"{treated.n_obs} treatments -> {treatments}")
@@ -88,17 +97,15 @@ def evaluate(
     control: str = typer.Option(CONTROL, help="Obs query selecting controls (left out of scoring)."),
     treatment: str = typer.Option("compound,concentration",
                                   help="Obs columns defining a treatment; '' to score the rows as given."),
-    treatment_func: str = typer.Option("mean", help="Wells -> treatment: mean or median."),
-    preset: str = typer.Option("none", help="Pipeline preset, overriding the options below: none, plain "
-                               "(zscore vs controls, mean) or best (robust clip 8, select, ZCA-cor eps 1, "
-                               "unit-length wells, mean)."),
-    normalize: str = typer.Option("none", help="Normalize per plate vs controls first: none, zscore, robust."),
+    preset: str = typer.Option("default", help=PRESET_HELP),
+    treatment_func: str = typer.Option(None, help="Wells -> treatment: mean or median."),
+    normalize: str = typer.Option(None, help="Normalize per plate vs controls first: none, zscore, robust, iqm."),
     plate: str = typer.Option("plate", help="Obs column normalized separately."),
     clip: float = typer.Option(None, help="Clip normalized values to [-CLIP, CLIP]."),
-    select: bool = typer.Option(False, help="Feature selection before scoring."),
-    spherize: str = typer.Option("none", help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
-    epsilon: float = typer.Option(1e-6, help="Spherize regularizer (relative to the mean eigenvalue)."),
-    l2: bool = typer.Option(False, help="Scale each well to unit length before averaging into treatments."),
+    select: bool = typer.Option(None, "--select/--no-select", help="Feature selection before scoring."),
+    spherize: str = typer.Option(None, help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
+    epsilon: float = typer.Option(None, help="Spherize regularizer (relative to the mean eigenvalue)."),
+    l2: bool = typer.Option(None, "--l2/--no-l2", help="Scale each well to unit length before averaging."),
     use_rep: str = typer.Option(None, help="Score obsm[USE_REP] instead of X."),
     metadata: list[str] = typer.Option([], help="Table metadata column: NAME=COLUMN (beside Metadata_*). Repeat."),
     bbbc021_image: Path = typer.Option(None, help="Join BBBC021_v1_image.csv(.gz) on plate+well."),
@@ -109,14 +116,10 @@ def evaluate(
     """Score profiles against MOA labels: NSC / NSCB 1-NN accuracy, mAP, leave-one-compound-out."""
     import json
 
-    from ..workflows.profiles import BEST, PLAIN, evaluate_profiles, prepare_profiles
+    from ..workflows.profiles import evaluate_profiles, prepare_profiles
 
-    steps = dict(normalize=normalize, clip=clip, select=select, spherize=spherize, epsilon=epsilon, l2=l2,
-                 treatment_func=treatment_func)
-    presets = {"none": {}, "plain": PLAIN, "best": BEST}
-    if preset not in presets:
-        fail(f"--preset must be one of {list(presets)}, got {preset!r}")
-    steps.update(presets[preset])
+    steps = _steps(preset, normalize=normalize, clip=clip, select=select, spherize=spherize, epsilon=epsilon,
+                   l2=l2, treatment_func=treatment_func)
     adata = _load_profiles(profiles, metadata, bbbc021_image, bbbc021_moa)
     try:
         treatments = prepare_profiles(adata, control=control, plate=plate, use_rep=use_rep,

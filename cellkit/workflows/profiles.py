@@ -1,8 +1,11 @@
-"""The profiling pipeline as two calls, shared by the CLI, the demo and the benchmarks.
+"""The profile recipe: one path from cells to scored treatments, shared by ``cellkit profile``,
+``cellkit evaluate``, the demo and the benchmarks.
 
-`prepare_profiles`: wells -> (normalize, select, spherize) -> treatments.
+`profile_cells`: cells -> wells (`ck.tl.aggregate`, out of core) -> `prepare_profiles` -> treatments.
+`prepare_profiles`: wells -> (normalize, select, spherize, unit length) -> treatments.
 `evaluate_profiles`: treatments -> NSC / NSCB / mAP / LOCO, ``moa_accuracy.csv``, tables, figures.
 `demo_profiles`: cells.h5ad -> wells, treatments, scores, clusters and figures.
+The steps come from one of `PRESETS` (``DEFAULT`` unless asked), options overriding single steps (`recipe`).
 """
 
 from __future__ import annotations
@@ -18,33 +21,58 @@ import pandas as pd
 
 from .. import pp, tl
 
+CONTROL = "compound == 'DMSO'"
+TREATMENT = ("compound", "concentration")
+
+# What `cellkit profile`, `cellkit evaluate` and the demo do without options: per-plate z-score against
+# controls, features with any NaN or no variance across wells dropped (scoring needs NaN-free features),
+# treatment = mean.
+DEFAULT = dict(normalize="zscore", clip=None, select=("nan", "variance"), nan_cutoff=0.0, spherize="none",
+               epsilon=1e-6, l2=False, treatment_func="mean")
 # The best pipeline found on BBBC021 (benchmarks/profiles_bbbc021.py): robust per-plate
 # normalization clipped at 8, feature selection, ZCA-cor spherize on DMSO (epsilon 1), wells
 # scaled to unit length, treatment = mean. Chosen on the same 103 treatments it is scored on.
 BEST = dict(normalize="robust", clip=8.0, select=True, spherize="zca-cor", epsilon=1.0, l2=True,
             treatment_func="mean")
-# What a user gets without options: per-plate z-score against controls, treatment = mean (Ljosa's plain pipeline).
+# Ljosa's plain pipeline: per-plate z-score against controls, treatment = mean.
 PLAIN = dict(normalize="zscore", clip=None, select=False, spherize="none", epsilon=1e-6, l2=False,
              treatment_func="mean")
+# Score the rows as given (profiles already prepared elsewhere).
+NONE = dict(normalize="none", clip=None, select=False, spherize="none", epsilon=1e-6, l2=False,
+            treatment_func="mean")
+PRESETS = {"default": DEFAULT, "plain": PLAIN, "best": BEST, "none": NONE}
 
 
-def prepare_profiles(wells: ad.AnnData, *, control: str = "compound == 'DMSO'", normalize: str = "none",
-                     plate: str = "plate", clip: float | None = None, select: bool = False, spherize: str = "none",
-                     epsilon: float = 1e-6, l2: bool = False, use_rep: str | None = None,
-                     treatment: Sequence[str] = ("compound", "concentration"),
+def recipe(preset: str = "default", **overrides) -> dict:
+    """The steps of ``preset`` (a key of `PRESETS`) with the ``overrides`` that are not None.
+
+    Returns keyword arguments for `prepare_profiles` / `profile_cells`. Raises ValueError naming
+    the presets for an unknown one.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
+    return {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def prepare_profiles(wells: ad.AnnData, *, control: str = CONTROL, normalize: str = "none",
+                     plate: str = "plate", clip: float | None = None, select: bool | Sequence[str] = False,
+                     nan_cutoff: float = 0.05, spherize: str = "none", epsilon: float = 1e-6, l2: bool = False,
+                     use_rep: str | None = None, treatment: Sequence[str] = TREATMENT,
                      treatment_func: str = "mean") -> ad.AnnData:
     """Well profiles -> treatment profiles (a new AnnData; ``wells`` is not modified).
 
     Steps, each optional: `ck.pp.normalize` per ``plate`` against ``control`` (``normalize``:
-    ``"zscore"``/``"robust"``/``"iqm"``), `ck.pp.feature_select` (X only), `ck.pp.spherize` on the controls,
-    `ck.pp.l2_normalize` (``l2``), then `ck.tl.aggregate` by ``treatment`` (empty: return the wells). Parameters of each step
-    are recorded in ``uns["cellkit"]``.
+    ``"zscore"``/``"robust"``/``"iqm"``), `ck.pp.feature_select` (X only; ``select``: True for its
+    default operations or the operations to run, with ``nan_cutoff``), `ck.pp.spherize` on the
+    controls, `ck.pp.l2_normalize` (``l2``), then `ck.tl.aggregate` by ``treatment`` (empty: return
+    the wells). Parameters of each step are recorded in ``uns["cellkit"]``.
     """
     wells = wells.copy()
     if normalize != "none":
         pp.normalize(wells, control=control, by=plate, method=normalize, clip=clip, use_rep=use_rep)
     if select and use_rep is None:
-        pp.feature_select(wells)
+        operations = {} if select is True else {"operations": tuple(select)}
+        pp.feature_select(wells, nan_cutoff=nan_cutoff, **operations)
     if spherize != "none":
         pp.spherize(wells, control=control, method=spherize, epsilon=epsilon, use_rep=use_rep)
     if l2:
@@ -54,6 +82,28 @@ def prepare_profiles(wells: ad.AnnData, *, control: str = "compound == 'DMSO'", 
     treatments = tl.aggregate(wells, by=list(treatment), func=treatment_func, use_rep=use_rep)
     treatments.uns["cellkit"] = {**wells.uns.get("cellkit", {}), **treatments.uns["cellkit"]}
     return treatments
+
+
+def profile_cells(cells: ad.AnnData | str | os.PathLike, *, by: Sequence[str] = ("plate", "well"),
+                  func: str = "mean", use_rep: str | None = None, chunk_size: int = 25_000,
+                  treatment: Sequence[str] | None = TREATMENT, **steps) -> tuple[ad.AnnData, ad.AnnData | None]:
+    """Cells -> prepared well profiles and treatment profiles, the one recipe.
+
+    ``cells``: an AnnData or the path of an ``.h5ad`` / AnnData ``.zarr`` (read ``chunk_size`` rows
+    at a time). Wells = `ck.tl.aggregate` of ``X`` or ``obsm[use_rep]`` by ``by`` (``func``), so the
+    wells' ``X`` holds that representation; then the ``steps`` of `prepare_profiles` (default
+    `DEFAULT`, see `recipe`) on the wells. Treatments (None when ``treatment`` is empty) =
+    ``treatment_func`` of the prepared wells by ``treatment``. Returns ``(wells, treatments)``.
+    """
+    steps = {**DEFAULT, **steps}
+    treatment_func = steps.pop("treatment_func")
+    wells = tl.aggregate(cells, by=list(by), func=func, use_rep=use_rep, chunk_size=chunk_size)
+    wells = prepare_profiles(wells, treatment=(), **steps)
+    if not treatment:
+        return wells, None
+    treatments = tl.aggregate(wells, by=list(treatment), func=treatment_func)
+    treatments.uns["cellkit"] = {**wells.uns.get("cellkit", {}), **treatments.uns["cellkit"]}
+    return wells, treatments
 
 
 def evaluate_profiles(profiles: ad.AnnData, out_dir: str | os.PathLike | None = None, *, label: str = "moa",
@@ -112,9 +162,8 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
                   max_cluster_cells: int = 5000, seed: int = 0, log=print) -> dict[str, Path]:
     """The demo's profiling stage: cells.h5ad -> wells, treatments, scores, clusters, figures.
 
-    Writes under ``out_dir``: ``wells.h5ad`` (plain pipeline: per-plate z-score vs DMSO wells;
-    features with any NaN or no variance across wells dropped),
-    ``treatments.h5ad``, ``evaluation/`` (see `evaluate_profiles`), ``cells_clustered.h5ad`` (up
+    Writes under ``out_dir``: ``wells.h5ad``,
+    ``treatments.h5ad`` (`profile_cells` with `DEFAULT`), ``evaluation/`` (see `evaluate_profiles`), ``cells_clustered.h5ad`` (up
     to ``max_cluster_cells`` cells, seeded sample, with Leiden clusters and UMAP),
     ``markers.csv`` and ``figures/`` (UMAPs, counts, concentrations, channels, example cells when
     ``cells_zarr`` is given). Returns name -> path.
@@ -127,19 +176,17 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
     out = Path(out_dir)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    wells = tl.aggregate(cells_h5ad, by=("plate", "well"))
-    pp.normalize(wells, control="compound == 'DMSO'", by="plate", method="zscore")
-    pp.feature_select(wells, operations=("nan", "variance"), nan_cutoff=0.0)  # scoring needs NaN-free features
+    all_cells = ad.read_h5ad(cells_h5ad)  # read once: wells, clusters, channel figure and representations
+    wells, treatments = profile_cells(all_cells)
     with atomic_path(out / "wells.h5ad") as tmp:
         wells.write_h5ad(tmp)
-    treatments = prepare_profiles(wells, treatment=("compound", "concentration"))
     with atomic_path(out / "treatments.h5ad") as tmp:
         treatments.write_h5ad(tmp)
     summary = evaluate_profiles(treatments, out / "evaluation")
     log(f"profiles: {wells.n_obs} wells, {treatments.n_obs} treatments; NSC {100 * summary['NSC']:.1f}%, "
         f"NSCB {100 * (summary['NSCB'] or float('nan')):.1f}%, mAP {summary['mAP']:.3f}")
 
-    cells = ad.read_h5ad(cells_h5ad)
+    cells = all_cells
     if cells.n_obs > max_cluster_cells:
         rng = np.random.default_rng(seed)
         cells = cells[np.sort(rng.choice(cells.n_obs, max_cluster_cells, replace=False))].copy()
@@ -156,14 +203,14 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
             pl.concentration_histogram(wells, save=figs / "concentration_histogram.png")]
     channels = [v.rsplit("_", 1)[1] for v in cells.var_names if v.startswith("Cells_Intensity_MeanIntensity_")]
     if channels:
-        made.append(pl.channel_comparison(ad.read_h5ad(cells_h5ad), channels=channels,
+        made.append(pl.channel_comparison(all_cells, channels=channels,
                                           save=figs / "channel_comparison.png"))
     if cells_zarr is not None:
         made.append(pl.example_cells(cells_zarr, groupby="moa", save=figs / "example_cells_moa.png"))
     for fig in made:
         plt.close(fig)
     log(f"profiles: {cells.obs['leiden'].nunique()} Leiden clusters on {cells.n_obs} cells; figures in {figs}")
-    table = compare_representations(cells_h5ad)
+    table = compare_representations(all_cells, scored={"X": _scores_row(summary, wells)})
     table.to_csv(out / "representations.csv")
     log("profiles: MOA accuracy by representation\n" + table.round(3).to_string())
     return {"wells": out / "wells.h5ad", "treatments": out / "treatments.h5ad",
@@ -171,23 +218,31 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
             "markers": out / "markers.csv", "figures": figs, "representations": out / "representations.csv"}
 
 
-def compare_representations(cells_h5ad: str | os.PathLike, *, control: str = "compound == 'DMSO'") -> pd.DataFrame:
+def _scores_row(summary: dict, wells: ad.AnnData) -> dict:
+    return {"NSC": summary["NSC"], "NSCB": summary["NSCB"], "mAP": summary["mAP"], "n_features": wells.n_vars,
+            "n_treatments": summary["n_profiles"]}
+
+
+def compare_representations(cells: ad.AnnData | str | os.PathLike, *, control: str = CONTROL,
+                            scored: dict | None = None, **steps) -> pd.DataFrame:
     """NSC, NSCB and mAP of treatment profiles from each representation of the cells.
 
-    For ``X`` (morphology) and every ``obsm["X_*"]`` (embeddings) of ``cells_h5ad``: cells ->
-    well means -> per-plate z-score against ``control`` wells -> treatment means -> scores.
-    Features that are NaN or constant across wells are dropped first. Returns one row per
-    representation (index ``X`` or the obsm key).
+    For ``X`` (morphology) and every ``obsm["X_*"]`` (embeddings) of ``cells`` (an AnnData or an
+    ``.h5ad`` path): `profile_cells` (the `DEFAULT` recipe, ``steps`` overriding it) -> scores.
+    ``scored``: rows already computed (representation -> row), not computed again. Returns one
+    row per representation (index ``X`` or the obsm key) with NSC, NSCB, mAP, n_features, n_treatments.
     """
-    backed = ad.read_h5ad(cells_h5ad, backed="r")
-    reps = [None] + sorted(k for k in backed.obsm.keys() if k.startswith("X_"))
-    backed.file.close()
-    rows = {}
-    for rep in reps:
-        wells = tl.aggregate(cells_h5ad, by=("plate", "well"), use_rep=rep)
-        pp.feature_select(wells, operations=("nan", "variance"), nan_cutoff=0.0)
-        treatments = prepare_profiles(wells, control=control, normalize="zscore")
-        summary = evaluate_profiles(treatments, control=control, figures=False)
-        rows[rep or "X"] = {"NSC": summary["NSC"], "NSCB": summary["NSCB"], "mAP": summary["mAP"],
-                            "n_features": wells.n_vars, "n_treatments": summary["n_profiles"]}
+    if isinstance(cells, ad.AnnData):
+        keys = list(cells.obsm.keys())
+    else:
+        backed = ad.read_h5ad(cells, backed="r")
+        keys = list(backed.obsm.keys())
+        backed.file.close()
+    scored, rows = scored or {}, {}
+    for rep in ["X"] + sorted(k for k in keys if k.startswith("X_")):
+        if rep in scored:
+            rows[rep] = scored[rep]
+            continue
+        wells, treatments = profile_cells(cells, use_rep=None if rep == "X" else rep, control=control, **steps)
+        rows[rep] = _scores_row(evaluate_profiles(treatments, control=control, figures=False), wells)
     return pd.DataFrame.from_dict(rows, orient="index")
