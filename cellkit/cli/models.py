@@ -34,30 +34,20 @@ def train(
 
     from .. import models
     from ..io.cells import IncompleteStoreError
-    from ..models.checkpoint import read_config
 
     try:
         options = models.read_config_file(config) if config else {}
     except (OSError, ValueError) as err:
         fail(f"cannot read {config}: {err}")
-    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "width": width, "max_cells": max_cells,
-             "seed": seed, "num_workers": workers, "patch_size": patch_size, "mask_ratio": mask_ratio}
-    options.update({k: v for k, v in given.items() if v is not None})
-    if depth is not None and method == "mae":
-        options["mae_depth"] = depth
-    elif depth is not None:
-        options["blocks"] = [depth] * len(options.get("blocks", models.DEFAULTS["blocks"]))
-    if resume:
-        try:
-            method = read_config(out)["method"]
-        except (FileNotFoundError, ValueError, KeyError) as err:
-            fail(f"nothing to resume in {out}: {err}")
+    options = models.training_options(method, options, depth=depth, epochs=epochs, batch_size=batch_size, lr=lr,
+                                      width=width, max_cells=max_cells, seed=seed, num_workers=workers,
+                                      patch_size=patch_size, mask_ratio=mask_ratio)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
-        task = bar.add_task(f"{method}", total=None)
+        task = bar.add_task("training", total=None)
 
         def progress(epoch, n_epochs, step, steps, loss):
-            text = f"{method} epoch {epoch}/{n_epochs}" + ("" if loss != loss else f" loss {loss:.4f}")
+            text = f"epoch {epoch}/{n_epochs}" + ("" if loss != loss else f" loss {loss:.4f}")
             bar.update(task, completed=step, total=steps, description=text)
 
         try:

@@ -12,11 +12,11 @@ from .embed import embed, embed_cells, embed_h5ad
 from .encoders import BYOL, ConvAutoencoder, RandomEncoder, ResNetEncoder, SimCLR, build_model
 from .losses import byol_loss, nt_xent
 from .pca import PCAModel, fit_pca
-from .train import DEFAULTS, EMBEDDING_KEYS, METHODS, default_config, read_config_file, train
+from .train import DEFAULTS, EMBEDDING_KEYS, METHODS, default_config, read_config_file, train, training_options
 
 __all__ = [
     "AugmentConfig", "BYOL", "CellChunks", "ChannelMismatchError", "ConvAutoencoder", "DEFAULTS", "EMBEDDING_KEYS",
     "IncompleteModelError", "METHODS", "PCAModel", "RandomEncoder", "ResNetEncoder", "SimCLR", "augment",
     "build_model", "byol_loss", "center_crop", "channel_stats", "default_config", "embed", "embed_cells",
-    "embed_h5ad", "fit_pca", "iter_batches", "load_model", "nt_xent", "obs_adata", "read_config_file", "train",
+    "embed_h5ad", "fit_pca", "iter_batches", "load_model", "nt_xent", "obs_adata", "read_config_file", "train", "training_options",
 ]

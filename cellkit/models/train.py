@@ -82,6 +82,19 @@ def read_config_file(path) -> dict:
     return json.loads(text)
 
 
+def training_options(method: str, config: dict | None = None, *, depth: int | None = None, **options) -> dict:
+    """Training options from user-facing names: ``config`` (e.g. `read_config_file`) updated with the
+    ``options`` that are not None; ``depth`` = transformer blocks for ``"mae"`` (``mae_depth``), else residual
+    blocks per stage (``blocks``). Returns the ``config`` argument of `train`."""
+    out = dict(config or {})
+    out.update({k: v for k, v in options.items() if v is not None})
+    if depth is not None and method == "mae":
+        out["mae_depth"] = depth
+    elif depth is not None:
+        out["blocks"] = [depth] * len(out.get("blocks", DEFAULTS["blocks"]))
+    return out
+
+
 def _lr_at(config: dict, step: int, total: int) -> float:
     return config["lr"] * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
 
