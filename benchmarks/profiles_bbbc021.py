@@ -119,8 +119,8 @@ def run_variant(wells, v: dict, cache: dict) -> dict:
 def full_scores(treatments) -> dict:
     treatments = treatments[treatments.obs.compound != "DMSO"].copy()
     acc = ck.tl.moa_accuracy(treatments, key_added=None)
-    m, _ = ck.tl.mean_average_precision(treatments)
-    loco, _ = ck.tl.loco_classification(treatments)
+    m = ck.tl.mean_average_precision(treatments, key_added=None).score
+    loco = ck.tl.loco_classification(treatments, key_added=None).score
     return {"NSC": round(100 * acc.nsc, 1), "NSCB": round(100 * acc.nscb, 1), "n_NSC": acc.n_nsc,
             "n_NSCB": acc.n_nscb, "mAP": round(m, 3), "LOCO": round(100 * loco, 1),
             "per_moa_nsc": acc.per_label("nsc")["accuracy"].round(3).to_dict()}

@@ -1,6 +1,7 @@
 """AnnData slot access and provenance shared by `cellkit.pp` and `cellkit.tl` (scanpy's ``sc.get``).
 
-- `get_rep`: ``X`` or ``obsm[use_rep]`` as a dense array.
+- `get_rep`: ``X`` or ``obsm[use_rep]`` as a dense array. One convention everywhere: ``use_rep=None``
+  or ``"X"`` means ``X``, any other string an ``obsm`` key (`rep_key`).
 - `control_mask` / `ControlError`: control rows from an obs query or a mask.
 - ``_record``: parameters into ``uns["cellkit"][<function>]``; ``_set_rep``, ``_groups``, ``_column``.
 """
@@ -22,8 +23,14 @@ class ControlError(ValueError):
 
 # --------------------------------------------------------------------------- helpers
 
+def rep_key(use_rep: str | None) -> str | None:
+    """``None`` for ``X`` (given as None or ``"X"``), else the obsm key."""
+    return None if use_rep in (None, "X") else use_rep
+
+
 def get_rep(adata: ad.AnnData, use_rep: str | None) -> np.ndarray:
-    """The matrix of ``adata.X`` (``use_rep=None``) or ``adata.obsm[use_rep]`` as a dense float array."""
+    """The matrix of ``adata.X`` (``use_rep`` None or ``"X"``) or ``adata.obsm[use_rep]`` as a dense array."""
+    use_rep = rep_key(use_rep)
     if use_rep is None:
         X = adata.X
     else:
@@ -38,7 +45,7 @@ def get_rep(adata: ad.AnnData, use_rep: str | None) -> np.ndarray:
 
 
 def _set_rep(adata: ad.AnnData, use_rep: str | None, key_added: str | None, X: np.ndarray) -> None:
-    key = key_added or use_rep
+    key = rep_key(key_added or use_rep)
     if key is None:
         adata.X = X
     else:
@@ -62,8 +69,18 @@ def _plain(value):
     return value
 
 
-def control_mask(adata: ad.AnnData, control: str | Sequence[bool] | np.ndarray) -> np.ndarray:
-    """Boolean mask of control rows from an obs query (``"compound == 'DMSO'"``) or a mask."""
+def control_mask(adata: ad.AnnData, control: str | Sequence[bool] | np.ndarray | None, *,
+                 require: bool = True) -> np.ndarray:
+    """Boolean mask (n_obs,) of control rows from an obs query (``"compound == 'DMSO'"``) or a mask.
+
+    The one place a control query is evaluated. ``control=None`` selects nothing. A query that
+    cannot be evaluated raises ValueError naming the obs columns; with ``require`` (functions that
+    need controls) a mask selecting nothing raises `ControlError`.
+    """
+    if control is None:
+        if require:
+            raise ControlError("a control (obs query or mask) is required")
+        return np.zeros(adata.n_obs, dtype=bool)
     if isinstance(control, str):
         try:
             mask = adata.obs.eval(control)
@@ -75,7 +92,7 @@ def control_mask(adata: ad.AnnData, control: str | Sequence[bool] | np.ndarray) 
         mask = np.asarray(control, dtype=bool)
     if mask.shape != (adata.n_obs,):
         raise ValueError(f"control mask has shape {mask.shape}, expected ({adata.n_obs},)")
-    if not mask.any():
+    if require and not mask.any():
         raise ControlError(f"no row matches the control {control!r}")
     return mask
 

@@ -95,7 +95,10 @@ def test_mean_average_precision_matches_copairs():
     X = centres[np.repeat(np.arange(4), 6)] + rng.normal(size=(24, 8)) * 1.5
     obs = pd.DataFrame({"moa": moas, "compound": compounds, "batch": "w"}, index=[f"p{i}" for i in range(24)])
     a = ad.AnnData(X=X.astype(np.float32), obs=obs)
-    ours, table = ck.tl.mean_average_precision(a)
+    result = ck.tl.mean_average_precision(a)
+    ours, table = result.score, result.table
+    assert a.uns["mean_average_precision"]["mAP"] == pytest.approx(ours)  # the summary is written like moa_accuracy's
+    assert a.uns["mean_average_precision"]["n_queries"] == 24
     ref = copairs_ap(obs.reset_index(drop=True), a.X, pos_sameby=["moa"], pos_diffby=["compound"],
                      neg_sameby=[], neg_diffby=["moa"], progress_bar=False)
     np.testing.assert_allclose(table["average_precision"].to_numpy(), ref["average_precision"].to_numpy(), atol=1e-6)
@@ -113,9 +116,12 @@ def test_loco_classification_on_planted_structure():
     obs = pd.DataFrame({"moa": moas, "compound": compounds}, index=[f"p{i}" for i in range(24)])
     a = ad.AnnData(X=X.astype(np.float32), obs=obs)
     for clf in ("logistic", "centroid"):
-        acc, table = ck.tl.loco_classification(a, classifier=clf)
-        assert acc == 1.0 and table["predicted"].notna().all()
+        result = ck.tl.loco_classification(a, classifier=clf, key_added=f"loco_{clf}")
+        assert result.score == 1.0 and result.table["predicted"].notna().all()
+        assert a.uns[f"loco_{clf}"] == {"accuracy": 1.0, "classifier": clf, "n_profiles": 24, "n_predicted": 24}
     # a label held by one compound only cannot be predicted: left out
     a.obs.loc[a.obs.compound == "C1", "moa"] = "Z"
-    acc, table = ck.tl.loco_classification(a, classifier="centroid")
+    result = ck.tl.loco_classification(a, classifier="centroid", key_added=None)
+    acc, table = result.score, result.table
+    assert "loco_classification" not in a.uns
     assert table.loc[a.obs.compound == "C1", "predicted"].isna().all() and acc == 1.0

@@ -11,7 +11,7 @@
 from ._aggregate import aggregate
 from ._cluster import cluster, marker_features
 from ._moa import (
-    MoaAccuracy, average_precision_ranks, cosine_similarity, loco_classification, mean_average_precision,
+    MoaAccuracy, Scores, average_precision_ranks, cosine_similarity, loco_classification, mean_average_precision,
     moa_accuracy, nearest_allowed,
 )
 from ._search import SimilarityIndex, build_index, build_similarity_index, recall_at_k, search
@@ -19,7 +19,7 @@ from ._search import SimilarityIndex, build_index, build_similarity_index, recal
 # names of `_robustness` (torch): imported on first use
 _LAZY = {"robustness", "robustness_summary", "RobustnessResult", "HandcraftedEmbedder"}
 
-__all__ = ["HandcraftedEmbedder", "MoaAccuracy", "RobustnessResult", "SimilarityIndex", "aggregate",
+__all__ = ["HandcraftedEmbedder", "MoaAccuracy", "RobustnessResult", "Scores", "SimilarityIndex", "aggregate",
            "average_precision_ranks", "build_index", "build_similarity_index", "cluster", "cosine_similarity",
            "loco_classification", "marker_features", "mean_average_precision", "moa_accuracy", "nearest_allowed",
            "recall_at_k", "robustness", "robustness_summary", "search"]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..get import _record
+from ..get import _record, rep_key
 from ..io.lazy_anndata import dense_rows as _rows
 from ..io.lazy_anndata import open_rows as _open_source
 
@@ -32,7 +32,7 @@ def aggregate(data: ad.AnnData | str | os.PathLike, *, by: Sequence[str] | str =
         ``"mean"`` (chunked sums) or ``"median"`` (per batch of groups; fastest when a group's
         rows are contiguous, as extraction writes them).
     use_rep
-        ``None`` for ``X``, else an ``obsm`` key.
+        ``None`` (or ``"X"``) for ``X``, else an ``obsm`` key.
 
     NaN values are skipped (a group's value is NaN only where all its rows are NaN).
 
@@ -47,6 +47,7 @@ def aggregate(data: ad.AnnData | str | os.PathLike, *, by: Sequence[str] | str =
     if func not in ("mean", "median"):
         raise ValueError(f"func must be 'mean' or 'median', got {func!r}")
     by = [by] if isinstance(by, str) else list(by)
+    use_rep = rep_key(use_rep)
     source, obs, var_names, obsm, close = _open_source(data)
     try:
         missing = [c for c in by if c not in obs]

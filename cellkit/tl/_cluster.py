@@ -8,37 +8,47 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..get import _column, _record, get_rep
+from ..get import _column, _record, get_rep, rep_key
 
 
 def cluster(adata: ad.AnnData, *, use_rep: str | None = None, n_pcs: int | None = 30, n_neighbors: int = 15,
-            resolution: float = 1.0, umap: bool = True, random_state: int = 0,
-            key_added: str = "leiden") -> None:
+            resolution: float = 1.0, umap: bool = True, random_state: int = 0, key_added: str = "leiden",
+            pca_key: str = "X_pca", neighbors_key: str | None = None, umap_key: str = "X_umap",
+            copy: bool = False) -> ad.AnnData | None:
     """Cluster cells with scanpy: (PCA), kNN graph, Leiden, UMAP.
 
-    ``use_rep``: an obsm key (e.g. ``"X_simclr"``) used as is; ``None`` = PCA of ``X`` with
-    ``n_pcs`` components (``obsm["X_pca"]``, NaN features are set to 0 first).
-    Writes ``obsm["X_pca"]`` (when computed), ``obsp["distances", "connectivities"]``,
-    ``uns["neighbors"]``, ``obs[key_added]`` (categorical), ``obsm["X_umap"]`` when ``umap``,
-    and ``uns["cellkit"]["cluster"]``. Results are fixed by ``random_state``.
+    ``use_rep``: an obsm key (e.g. ``"X_simclr"``) used as is; ``None`` (or ``"X"``) = PCA of ``X``
+    with ``n_pcs`` components, written to ``obsm[pca_key]`` (NaN features are set to 0 first).
+    Writes ``obsm[pca_key]`` (when computed), the kNN graph (``uns["neighbors"]`` and
+    ``obsp["distances", "connectivities"]``, or ``uns[neighbors_key]`` and
+    ``obsp["<neighbors_key>_distances", "<neighbors_key>_connectivities"]``), ``obs[key_added]``
+    (categorical, clusters in numeric order), ``obsm[umap_key]`` when ``umap``, and
+    ``uns["cellkit"]["cluster"]``. Modifies ``adata`` in place, or returns a modified copy with
+    ``copy=True``. Results are fixed by ``random_state``.
     """
     import scanpy as sc
 
+    adata = adata.copy() if copy else adata
+    use_rep = rep_key(use_rep)
     if use_rep is None:
         X = np.nan_to_num(get_rep(adata, None).astype(np.float32))
         n = min(n_pcs or 50, X.shape[1] - 1, X.shape[0] - 1)
-        adata.obsm["X_pca"] = sc.pp.pca(X, n_comps=n, random_state=random_state)
-        rep = "X_pca"
+        adata.obsm[pca_key] = sc.pp.pca(X, n_comps=n, random_state=random_state)
+        rep = pca_key
     else:
         get_rep(adata, use_rep)
         rep = use_rep
-    sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=rep, random_state=random_state)
+    sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=rep, random_state=random_state, key_added=neighbors_key)
     sc.tl.leiden(adata, resolution=resolution, random_state=random_state, key_added=key_added,
-                 flavor="igraph", n_iterations=2, directed=False)
+                 flavor="igraph", n_iterations=2, directed=False, neighbors_key=neighbors_key)
+    labels = adata.obs[key_added]
+    adata.obs[key_added] = labels.cat.reorder_categories(sorted(labels.cat.categories, key=int))
     if umap:
-        sc.tl.umap(adata, random_state=random_state)
+        sc.tl.umap(adata, random_state=random_state, key_added=umap_key, neighbors_key=neighbors_key or "neighbors")
     _record(adata, "cluster", dict(use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
-                                   random_state=random_state, key_added=key_added))
+                                   random_state=random_state, key_added=key_added, pca_key=pca_key,
+                                   neighbors_key=neighbors_key or "neighbors", umap_key=umap_key))
+    return adata if copy else None
 
 
 def marker_features(adata: ad.AnnData, *, groupby: str = "leiden", n_features: int = 5,

@@ -9,7 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..get import _column, get_rep
+from ..get import _column, control_mask, get_rep
 
 
 def _scored_profiles(adata, *, label, use_rep, control):
@@ -17,11 +17,7 @@ def _scored_profiles(adata, *, label, use_rep, control):
     labels = _column(adata, label, "label")
     keep = labels.notna().to_numpy() & (labels.astype(str) != "").to_numpy()
     unlabelled = list(adata.obs_names[~keep])
-    if control is not None:
-        try:
-            keep &= ~np.asarray(adata.obs.eval(control), dtype=bool)
-        except Exception as err:
-            raise ValueError(f"cannot evaluate control query {control!r} on obs: {err}") from err
+    keep &= ~control_mask(adata, control, require=False)
     X = get_rep(adata, use_rep)[keep].astype(np.float64)
     bad = np.isnan(X).any(axis=0)
     if bad.any():
@@ -52,6 +48,17 @@ def nearest_allowed(sim: np.ndarray, allowed: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class Scores:
+    """What a scorer returns: ``score`` (its summary number) and ``table`` (one row per scored profile)."""
+
+    score: float
+    table: pd.DataFrame
+
+    def summary(self) -> dict:
+        return {"score": self.score, "n_profiles": int(len(self.table))}
+
+
+@dataclass
 class MoaAccuracy:
     """Result of `moa_accuracy`.
 
@@ -67,6 +74,11 @@ class MoaAccuracy:
     table: pd.DataFrame
     excluded: dict = field(default_factory=dict)
     unlabelled: list = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        """NSC accuracy (the summary number)."""
+        return self.nsc
 
     def summary(self) -> dict:
         return {"NSC": self.nsc, "NSCB": self.nscb, "n_NSC": self.n_nsc, "n_NSCB": self.n_nscb,
@@ -154,7 +166,8 @@ def average_precision_ranks(relevance: np.ndarray) -> float:
 
 
 def mean_average_precision(adata: ad.AnnData, *, label: str = "moa", compound: str = "compound",
-                           use_rep: str | None = None, control: str | None = None) -> tuple[float, pd.DataFrame]:
+                           use_rep: str | None = None, control: str | None = None,
+                           key_added: str | None = "mean_average_precision") -> Scores:
     """mAP of retrieving same-label profiles by cosine similarity (copairs' definition).
 
     For each query, positives are profiles with the same label and another compound,
@@ -163,9 +176,10 @@ def mean_average_precision(adata: ad.AnnData, *, label: str = "moa", compound: s
     negatives at equal similarity (as copairs' stable sort does). AP = mean precision at each
     positive's rank. Queries without a positive are dropped (NaN).
 
-    Returns ``(mAP over queries, per-profile DataFrame with label, compound,
-    average_precision, n_pos_pairs, n_total_pairs)``. Per-label mAP:
-    ``table.groupby("label").average_precision.mean()``.
+    Reads ``X`` / ``obsm[use_rep]``, ``obs[label, compound]``; writes ``uns[key_added]`` (mAP, counts)
+    unless ``key_added`` is None. Returns `Scores`: ``score`` = mAP over queries, ``table`` = one row per
+    profile with label, compound, average_precision, n_pos_pairs, n_total_pairs. Per-label mAP:
+    ``result.table.groupby("label").average_precision.mean()``.
     """
     _column(adata, compound, "compound")
     sub, X, _ = _scored_profiles(adata, label=label, use_rep=use_rep, control=control)
@@ -184,12 +198,17 @@ def mean_average_precision(adata: ad.AnnData, *, label: str = "moa", compound: s
         ap[i] = average_precision_ranks(pos[i, cand[order]].astype(float))
     table = pd.DataFrame({"label": labels, "compound": compounds, "average_precision": ap,
                           "n_pos_pairs": n_pos, "n_total_pairs": n_total}, index=sub.obs_names)
-    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan"), table
+    result = Scores(float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan"), table)
+    if key_added:
+        adata.uns[key_added] = {"mAP": result.score, "n_profiles": int(len(table)),
+                                "n_queries": int(np.isfinite(ap).sum())}
+    return result
 
 
 def loco_classification(adata: ad.AnnData, *, label: str = "moa", compound: str = "compound",
                         use_rep: str | None = None, control: str | None = None,
-                        classifier: str = "centroid", random_state: int = 0) -> tuple[float, pd.DataFrame]:
+                        classifier: str = "centroid", random_state: int = 0,
+                        key_added: str | None = "loco_classification") -> Scores:
     """Leave-one-compound-out classification of the label.
 
     For each compound, a classifier is trained on the profiles of every other compound and
@@ -198,7 +217,9 @@ def loco_classification(adata: ad.AnnData, *, label: str = "moa", compound: str 
     cosine). Profiles whose label no other compound has cannot be predicted and are left out
     (``predicted`` missing).
 
-    Returns ``(accuracy over predictable profiles, table with label, compound, predicted)``.
+    Reads ``X`` / ``obsm[use_rep]``, ``obs[label, compound]``; writes ``uns[key_added]`` (accuracy,
+    classifier, counts) unless ``key_added`` is None. Returns `Scores`: ``score`` = accuracy over the
+    predictable profiles, ``table`` = label, compound, predicted per profile.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import normalize as l2
@@ -226,5 +247,8 @@ def loco_classification(adata: ad.AnnData, *, label: str = "moa", compound: str 
     table = pd.DataFrame({"label": labels, "compound": compounds, "predicted": predicted}, index=sub.obs_names)
     scored = table["predicted"].notna()
     accuracy = float((table["predicted"][scored] == table["label"][scored]).mean()) if scored.any() else float("nan")
-    return accuracy, table
+    if key_added:
+        adata.uns[key_added] = {"accuracy": accuracy, "classifier": classifier, "n_profiles": int(len(table)),
+                                "n_predicted": int(scored.sum())}
+    return Scores(accuracy, table)
 

@@ -112,6 +112,7 @@ def well_nsc(obs: pd.DataFrame, z: np.ndarray, *, control: str = "compound == 'D
     """
     import anndata as ad
 
+    from ..get import control_mask
     from ..pp import normalize
     from ._aggregate import aggregate
     from ._moa import moa_accuracy
@@ -128,7 +129,7 @@ def well_nsc(obs: pd.DataFrame, z: np.ndarray, *, control: str = "compound == 'D
             warnings.simplefilter("ignore", RuntimeWarning)
             wells = aggregate(cells, by=(plate, well), use_rep="X_emb")  # well means in X
             normalize(wells, control=control, by=plate, method="zscore")
-        keep = ~np.asarray(wells.obs.eval(control), dtype=bool) & wells.obs[label].notna().to_numpy()
+        keep = ~control_mask(wells, control, require=False) & wells.obs[label].notna().to_numpy()
         wells = wells[keep].copy()
         wells.X = np.nan_to_num(wells.X)
         return float(moa_accuracy(wells, label=label, compound=compound, batch=None, key_added=None).nsc)

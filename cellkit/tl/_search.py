@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..get import get_rep, rep_key
+
 KINDS = ("exact", "ivf", "hnsw")
 
 
@@ -101,16 +103,19 @@ def build_similarity_index(vectors, ids=None, *, kind: str = "exact", nlist: int
     return SimilarityIndex(index, ids, params)
 
 
-def build_index(adata, *, use_rep: str = "X", kind: str = "exact", key_added: str | None = None,
+def _rep_name(use_rep: str | None) -> str:
+    return rep_key(use_rep) or "X"
+
+
+def build_index(adata, *, use_rep: str | None = None, kind: str = "exact", key_added: str | None = None,
                 path: str | os.PathLike | None = None, **options) -> SimilarityIndex:
-    """Build a similarity index over ``adata.X`` or ``adata.obsm[use_rep]``.
+    """Build a similarity index over ``adata.X`` (``use_rep`` None or ``"X"``) or ``adata.obsm[use_rep]``.
 
     Writes ``adata.uns[key_added or f"index_{use_rep}"]`` (parameters, and the saved path when
     ``path`` is given). Returns the `SimilarityIndex`.
     """
-    vectors = adata.X if use_rep == "X" else adata.obsm[use_rep]
-    vectors = vectors.toarray() if hasattr(vectors, "toarray") else vectors
-    index = build_similarity_index(vectors, adata.obs_names.to_numpy(), kind=kind, **options)
+    use_rep = _rep_name(use_rep)
+    index = build_similarity_index(get_rep(adata, use_rep), adata.obs_names.to_numpy(), kind=kind, **options)
     record = {**index.params, "use_rep": use_rep}
     if path is not None:
         record["path"] = str(index.save(path))
@@ -118,20 +123,21 @@ def build_index(adata, *, use_rep: str = "X", kind: str = "exact", key_added: st
     return index
 
 
-def index_path(h5ad: str | os.PathLike, *, use_rep: str = "X", kind: str = "exact", level: str = "cell") -> Path:
+def index_path(h5ad: str | os.PathLike, *, use_rep: str | None = None, kind: str = "exact",
+               level: str = "cell") -> Path:
     """Where the index of an h5ad is kept: beside it, ``<name>.<level>.<use_rep>.<kind>.faiss`` (+ ``.json``)."""
     h5ad = Path(h5ad)
-    return h5ad.with_name(f"{h5ad.stem}.{level}.{use_rep}.{kind}.faiss")
+    return h5ad.with_name(f"{h5ad.stem}.{level}.{_rep_name(use_rep)}.{kind}.faiss")
 
 
-def load_or_build_index(adata, path: str | os.PathLike, *, use_rep: str = "X", kind: str = "exact",
+def load_or_build_index(adata, path: str | os.PathLike, *, use_rep: str | None = None, kind: str = "exact",
                         rebuild: bool = False, **options) -> tuple[SimilarityIndex, bool]:
     """The saved index at ``path`` when it is complete and was built from the same rows (ids),
     representation and kind; otherwise build it over ``adata`` and save it there.
 
     Returns ``(index, built)``.
     """
-    path = Path(path)
+    path, use_rep = Path(path), _rep_name(use_rep)
     if not rebuild and path.exists() and Path(str(path) + ".json").exists():
         index = SimilarityIndex.load(path)
         same = (index.params.get("use_rep") == use_rep and index.params.get("kind") == kind
@@ -145,7 +151,7 @@ def load_or_build_index(adata, path: str | os.PathLike, *, use_rep: str = "X", k
     return index, True
 
 
-def search(adata, query, *, index: SimilarityIndex | None = None, use_rep: str = "X", k: int = 10,
+def search(adata, query, *, index: SimilarityIndex | None = None, use_rep: str | None = None, k: int = 10,
            exclude_self: bool = True, query_names=None) -> pd.DataFrame:
     """Nearest neighbours of ``query`` with their metadata.
 
@@ -161,8 +167,7 @@ def search(adata, query, *, index: SimilarityIndex | None = None, use_rep: str =
         missing = [q for q in names if q not in adata.obs_names]
         if missing:
             raise KeyError(f"not in adata.obs_names: {missing[:5]}")
-        vectors = adata.X if use_rep == "X" else adata.obsm[use_rep]
-        vectors = np.asarray(vectors[adata.obs_names.get_indexer(names)])
+        vectors = get_rep(adata, use_rep)[adata.obs_names.get_indexer(names)]
     else:
         vectors = np.atleast_2d(np.asarray(query, dtype=np.float32))
         names = list(query_names) if query_names is not None else [f"query_{i}" for i in range(len(vectors))]

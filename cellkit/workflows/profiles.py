@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .. import pp, tl
+from ..get import control_mask
 
 CONTROL = "compound == 'DMSO'"
 TREATMENT = ("compound", "concentration")
@@ -117,17 +118,12 @@ def evaluate_profiles(profiles: ad.AnnData, out_dir: str | os.PathLike | None = 
     ``loco.csv``, ``scores.json`` and, with ``figures``, ``confusion_nsc.png``,
     ``moa_distribution.png`` and ``umap_profiles.png``. Returns the summary dict (NSC, NSCB, counts, exclusions, mAP, LOCO).
     """
-    if control is not None:
-        try:
-            controls = np.asarray(profiles.obs.eval(control), dtype=bool)
-        except Exception:
-            controls = np.zeros(profiles.n_obs, dtype=bool)  # e.g. no compound column: nothing to drop
-        profiles = profiles[~controls].copy()
-        control = None
+    profiles = profiles[~control_mask(profiles, control, require=False)].copy()
     scores = tl.moa_accuracy(profiles, label=label, compound=compound, batch=batch, use_rep=use_rep, key_added=None)
-    map_score, ap_table = tl.mean_average_precision(profiles, label=label, compound=compound, use_rep=use_rep)
-    loco, loco_table = tl.loco_classification(profiles, label=label, compound=compound, use_rep=use_rep)
-    summary = {**scores.summary(), "mAP": map_score, "LOCO": loco, "n_profiles": int(profiles.n_obs),
+    ap = tl.mean_average_precision(profiles, label=label, compound=compound, use_rep=use_rep, key_added=None)
+    loco = tl.loco_classification(profiles, label=label, compound=compound, use_rep=use_rep, key_added=None)
+    map_score, ap_table, loco_table = ap.score, ap.table, loco.table
+    summary = {**scores.summary(), "mAP": map_score, "LOCO": loco.score, "n_profiles": int(profiles.n_obs),
                "n_labels": int(profiles.obs[label].nunique())}
     if out_dir is not None:
         out = Path(out_dir)
