@@ -76,8 +76,9 @@ def segment(
         qc = segment_plate(plate_index, out, segmenter, workers=workers, scheduler=scheduler, progress=update)
     failed = qc[qc.status != "ok"]
     ok = qc[qc.status == "ok"]
-    console.print(f"{len(ok)} fields segmented ({int(ok.n_cells.sum())} cells), {len(failed)} failed; "
-                  f"QC table: {qc_path(out)}")
+    empty = int(ok["empty"].astype(bool).sum())
+    console.print(f"{len(ok)} fields segmented ({int(ok.n_cells.sum())} cells; {empty} empty: no foreground "
+                  f"above noise), {len(failed)} failed; QC table: {qc_path(out)}")
     for row in failed.itertuples():
         console.print(f"[red]failed[/] {row.field_id}: {row.error}", highlight=False)
     if len(failed):

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import cellpose_backend as cpb
 from .classical import ClassicalParams, segment_cells, segment_nuclei
+from .empty import drop_faint, field_is_empty, foreground_evidence, has_foreground
 from .objects import border_labels, pair_nuclei_cells
 
 BACKENDS = ("classical", "cellpose", "auto")
@@ -22,12 +23,15 @@ BACKENDS = ("classical", "cellpose", "auto")
 @dataclass
 class FieldSegmentation:
     """Labels of one field: ``nuclei`` and ``cells`` uint32 (H, W), nucleus k inside cell k;
-    ``border`` the labels touching the field border (int64); ``notes`` what was unusual."""
+    ``border`` the labels touching the field border (int64); ``notes`` what was unusual;
+    ``empty`` True when the nuclear channel has no foreground above its own noise
+    (`cellkit.segment.empty`), so that the field has 0 objects by decision, not by failure."""
 
     nuclei: np.ndarray
     cells: np.ndarray
     border: np.ndarray
     notes: list[str] = field(default_factory=list)
+    empty: bool = False
 
     @property
     def n_objects(self) -> int:
@@ -57,6 +61,7 @@ class Segmenter:
 
     nuclear_channel: str = "DNA"
     cytoplasm_channels: tuple[str, ...] = ("Actin", "Tubulin")
+    params: ClassicalParams = field(default_factory=ClassicalParams)
     name = "base"
 
     def describe(self) -> dict:
@@ -87,9 +92,13 @@ class Segmenter:
         for f, (nuclei, cells) in zip(fields, self._raw_fields(fields, nuc, cyto)):
             notes = [f"channel {channels[c]} is empty (constant)" for c in [nuc, *cyto] if f[c].min() == f[c].max()]
             nuclei, cells = pair_nuclei_cells(nuclei, cells)
+            empty = False
             if cells.max(initial=0) == 0:
-                notes.append("no nuclei found")
-            out.append(FieldSegmentation(nuclei, cells, border_labels(cells), notes))
+                snr = self.params.min_snr
+                empty, peak = field_is_empty(f[nuc], self.params.min_nucleus_area, snr) if snr else (False, 0.0)
+                notes.append(f"empty field: no foreground above noise in {channels[nuc]} (peak evidence "
+                             f"{peak:.1f} sd, needs {self.params.min_snr:g})" if empty else "no nuclei found")
+            out.append(FieldSegmentation(nuclei, cells, border_labels(cells), notes, empty))
         return out
 
     def segment_field(self, image: np.ndarray, channels: list[str]) -> FieldSegmentation:
@@ -101,7 +110,6 @@ class Segmenter:
 class ClassicalSegmenter(Segmenter):
     """CellProfiler-style segmentation (see `cellkit.segment.classical`)."""
 
-    params: ClassicalParams = field(default_factory=ClassicalParams)
     name = "classical"
 
     def segment_nuclei(self, images):
@@ -151,7 +159,7 @@ class CellposeSegmenter(Segmenter):
 
     def describe(self):
         d = super().describe()
-        d.pop("params")
+        d["min_snr"] = d.pop("params")["min_snr"]
         d.update({"model_path": self.model_path, "cell_model_path": self.cell_model_path})
         return d
 
@@ -164,7 +172,22 @@ class CellposeSegmenter(Segmenter):
                                 cellprob_threshold=self.cellprob_threshold)
 
     def segment_nuclei(self, images):
-        return self._run(self.model_path, [np.asarray(im) for im in images], self.diameter, (0, 0))
+        """Nucleus labels per image; images without foreground above their noise (``params.min_snr``,
+        `cellkit.segment.empty`) are not run through the network and get 0 nuclei; nuclei whose
+        evidence stays under ``min_snr`` are dropped."""
+        images = [np.asarray(im) for im in images]
+        snr, area = self.params.min_snr, self.params.min_nucleus_area
+        keep = [not snr or has_foreground(foreground_evidence(im), area, snr) for im in images]
+        labels = iter(self._run(self.model_path, [im for im, k in zip(images, keep) if k], self.diameter, (0, 0))
+                      if any(keep) else [])
+        out = []
+        for im, k in zip(images, keep):
+            if not k:
+                out.append(np.zeros(im.shape, np.uint32))
+            else:
+                found = next(labels)
+                out.append(drop_faint(found, foreground_evidence(im, 10), snr) if snr else found)
+        return out
 
     def _raw_fields(self, fields, nuc, cyto):
         nuclei = self.segment_nuclei([f[nuc] for f in fields])

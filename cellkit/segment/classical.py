@@ -51,6 +51,10 @@ class ClassicalParams:
         Multiplies the automatic threshold of the cytoplasm foreground.
     compactness
         Watershed compactness of the cell propagation (0: pure intensity; larger: closer to Voronoi).
+    min_snr
+        Foreground evidence a field needs to have nuclei at all, and each nucleus needs at its
+        peak, in standard deviations of the field's own (filtered) noise (`cellkit.segment.empty`);
+        a field of noise only gives 0 nuclei. 0 disables the check.
     """
 
     nucleus_diameter: float | None = None
@@ -66,6 +70,7 @@ class ClassicalParams:
     compactness: float = 0.0
     local_block: float = 3.0
     local_floor: float = 0.8
+    min_snr: float = 6.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,11 +170,22 @@ def segment_nuclei(dna: np.ndarray, params: ClassicalParams = ClassicalParams())
 
     Returns
     -------
-    (H, W) uint32 labels 1..N (0 background), numbered in raster order.
+    (H, W) uint32 labels 1..N (0 background), numbered in raster order; all 0 when the field has
+    no foreground above its noise (see ``min_snr``).
     """
     image = _as_float(dna, "DNA")
     if image.max() == image.min():
         return np.zeros(image.shape, np.uint32)
+    if not params.min_snr:
+        return _segment_nuclei(image, params)
+    from .empty import drop_faint, foreground_evidence, has_foreground
+
+    if not has_foreground(foreground_evidence(dna), params.min_nucleus_area, params.min_snr):
+        return np.zeros(image.shape, np.uint32)
+    return drop_faint(_segment_nuclei(image, params), foreground_evidence(dna, 10), params.min_snr)
+
+
+def _segment_nuclei(image: np.ndarray, params: ClassicalParams) -> np.ndarray:
     if params.threshold_method == "local":
         return segment_nuclei_local(image, params)
     diameter = params.nucleus_diameter or estimate_nucleus_diameter(image)

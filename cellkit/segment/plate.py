@@ -21,7 +21,7 @@ from ..io.labels import field_complete, open_labels, write_field_labels
 from ..io.plate_index import channels_of
 from .backends import Segmenter
 
-QC_COLUMNS = ["field_id", "status", "n_nuclei", "n_cells", "n_border", "notes", "error", "seconds"]
+QC_COLUMNS = ["field_id", "status", "n_nuclei", "n_cells", "n_border", "empty", "notes", "error", "seconds"]
 
 
 def qc_path(labels_path: str | os.PathLike) -> Path:
@@ -45,7 +45,7 @@ def segment_index_rows(rows: list[dict], channels: list[str], segmenter: Segment
     qcs, images = [], []
     for row in rows:
         qcs.append({"field_id": row["field_id"], "status": "ok", "n_nuclei": 0, "n_cells": 0, "n_border": 0,
-                    "notes": "", "error": ""})
+                    "empty": False, "notes": "", "error": ""})
         try:
             images.append(read_field(row, channels))
         except Exception as err:  # unreadable or corrupt: reported, the run goes on
@@ -68,9 +68,9 @@ def segment_index_rows(rows: list[dict], channels: list[str], segmenter: Segment
         try:
             write_field_labels(out, rows[i]["field_id"], result.nuclei, result.cells,
                                attrs={"border_labels": result.border.tolist(), "notes": result.notes,
-                                      "backend": segmenter.name})
+                                      "backend": segmenter.name, "empty": bool(result.empty)})
             qcs[i].update(n_nuclei=int(result.nuclei.max(initial=0)), n_cells=result.n_objects,
-                          n_border=len(result.border), notes="; ".join(result.notes))
+                          n_border=len(result.border), empty=bool(result.empty), notes="; ".join(result.notes))
         except Exception as err:
             _failed(qcs[i], err)
     seconds = round((time.perf_counter() - start) / max(len(rows), 1), 3)
@@ -86,6 +86,7 @@ def _qc_from_store(out: str, field_id: str) -> dict:
     attrs = zarr.open_group(str(Path(out) / field_id), mode="r").attrs
     return {"field_id": field_id, "status": "ok", "n_nuclei": attrs.get("n_nuclei", 0),
             "n_cells": attrs.get("n_cells", 0), "n_border": len(attrs.get("border_labels", [])),
+            "empty": bool(attrs.get("empty", False)),
             "notes": "; ".join([*attrs.get("notes", []), "done earlier"]), "error": "", "seconds": 0.0}
 
 
