@@ -324,3 +324,35 @@ def spherize(adata: ad.AnnData, *, control: str | np.ndarray = "compound == 'DMS
                                     method=method, epsilon=epsilon, n_components=n_components,
                                     use_rep=use_rep, key_added=key_added))
     return adata if copy else None
+
+
+# --------------------------------------------------------------------------- combine
+
+def combine(adata: ad.AnnData, weights: dict[str | None, float], *, key_added: str = "X_combined",
+            copy: bool = False) -> ad.AnnData | None:
+    """Concatenate representations, each standardized and weighted, into ``obsm[key_added]``.
+
+    ``weights`` maps a representation (``None`` or ``"X"`` for ``X``, else an ``obsm`` key) to its
+    weight. Each feature is z-scored over the rows (NaN -> 0 after scaling; constant features dropped),
+    then each block is scaled by ``weight / sqrt(n_features)``, so that a block's share of the total
+    variance is its weight squared, whatever its number of features. Writes ``obsm[key_added]`` float32
+    (n_obs, sum of kept features) and ``uns["cellkit"]["combine"]`` (weights, features kept per block).
+    """
+    if not weights or any(w < 0 for w in weights.values()):
+        raise ValueError(f"weights must be a non-empty mapping of representation -> weight >= 0, got {weights}")
+    adata = adata.copy() if copy else adata
+    blocks, kept = [], {}
+    for rep, weight in weights.items():
+        X = get_rep(adata, None if rep in (None, "X") else rep).astype(np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            mean, sd = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
+        keep = np.isfinite(sd) & (sd > 0)
+        Z = np.nan_to_num((X[:, keep] - mean[keep]) / sd[keep], nan=0.0)
+        kept[str(rep or "X")] = int(keep.sum())
+        if keep.any():
+            blocks.append(Z * weight / np.sqrt(keep.sum()))
+    adata.obsm[key_added] = np.hstack(blocks).astype(np.float32)
+    _record(adata, "combine", dict(weights={str(k or "X"): float(v) for k, v in weights.items()},
+                                   n_features=kept, key_added=key_added))
+    return adata if copy else None

@@ -13,8 +13,11 @@ def train(
     cells: Path = typer.Argument(..., help="cells.zarr to train on."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder (config.json, model.safetensors, checkpoint.pt)."),
     method: str = typer.Option("simclr", help="simclr, byol, autoencoder, mae (ViT masked autoencoder; "
-                                "needs the hf extra), pca, or random (the untrained control)."),
+                                "needs the hf extra), weak (treatment labels: compound + concentration, never the "
+                                "MOA), pca, or random (the untrained control)."),
     config: Path = typer.Option(None, help="JSON or YAML file of training options (see cellkit.models.DEFAULTS)."),
+    preset: str = typer.Option(None, help="cpu-small (minutes on 2 cores) or gpu (larger ResNet, longer schedule, "
+                                "mixed precision on CUDA): starting options, overridden by the others."),
     epochs: int = typer.Option(None, help="Epochs (default 10)."),
     batch_size: int = typer.Option(None, help="Crops per batch (default 128)."),
     lr: float = typer.Option(None, help="Peak learning rate (cosine decay; default 1e-3)."),
@@ -41,7 +44,7 @@ def train(
         fail(f"cannot read {config}: {err}")
     options = models.training_options(method, options, depth=depth, epochs=epochs, batch_size=batch_size, lr=lr,
                                       width=width, max_cells=max_cells, seed=seed, num_workers=workers,
-                                      patch_size=patch_size, mask_ratio=mask_ratio)
+                                      patch_size=patch_size, mask_ratio=mask_ratio, preset=preset)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("training", total=None)

@@ -29,13 +29,15 @@ class CellChunks(torch.utils.data.Dataset):
         ``None``: raw values as float32.
     chunks : indices of the read units to serve (default: all).
     read_cells : cells per read unit, rounded up to whole store chunks (``chunk_size`` attribute).
+    masks : also serve the masks.
 
     Item ``i`` is ``(crops, rows)``: float32 tensor ``(n, C, S, S)`` and int64 tensor ``(n,)``
-    of their row numbers in the store.
+    of their row numbers in the store; with ``masks``, ``(crops, masks, rows)``, masks bool ``(n, 2, S, S)``
+    (nucleus, cell).
     """
 
     def __init__(self, path, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 chunks: Sequence[int] | None = None, read_cells: int = 64):
+                 chunks: Sequence[int] | None = None, read_cells: int = 64, masks: bool = False):
         root = open_cells(path)
         images = root["images"]
         self.path = str(path)
@@ -50,7 +52,8 @@ class CellChunks(torch.utils.data.Dataset):
             raise IndexError(f"chunk indices out of range 0..{self.n_chunks - 1}")
         self.mean = None if mean is None else np.asarray(mean, np.float32)[:, None, None]
         self.std = None if std is None else np.asarray(std, np.float32)[:, None, None]
-        self._images = None
+        self.masks = bool(masks)
+        self._images = self._masks = None
         self._pid = None
 
     def __len__(self) -> int:
@@ -66,7 +69,8 @@ class CellChunks(torch.utils.data.Dataset):
     def _array(self):
         # Opened once per process: a DataLoader worker never reuses its parent's handle.
         if self._images is None or self._pid != os.getpid():
-            self._images, self._pid = open_cells(self.path)["images"], os.getpid()
+            root = open_cells(self.path)
+            self._images, self._masks, self._pid = root["images"], root["masks"], os.getpid()
         return self._images
 
     def __getitem__(self, i: int):
@@ -74,6 +78,8 @@ class CellChunks(torch.utils.data.Dataset):
         x = self._array()[start:stop].astype(np.float32)
         if self.mean is not None:
             x = (x - self.mean) / self.std
+        if self.masks:
+            return torch.from_numpy(x), torch.from_numpy(self._masks[start:stop]), torch.arange(start, stop)
         return torch.from_numpy(x), torch.arange(start, stop)
 
 
@@ -99,9 +105,9 @@ def channel_stats(path, *, max_cells: int = 4096) -> tuple[list[float], list[flo
 
 
 def iter_batches(data: CellChunks, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                 num_workers: int = 0, buffer_cells: int = 1024, drop_last: bool = False
-                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(crops, rows)`` batches: float32 ``(B, C, S, S)`` and int64 ``(B,)``.
+                 num_workers: int = 0, buffer_cells: int = 1024, drop_last: bool = False) -> Iterator[tuple]:
+    """Yield ``(crops, rows)`` batches: float32 ``(B, C, S, S)`` and int64 ``(B,)`` (``(crops, masks, rows)``
+    when ``data.masks``).
 
     ``shuffle``: the order of the read units and the cells within a buffer of at least
     ``buffer_cells`` cells are permuted with ``generator`` (CPU); the result is the same for any ``num_workers``.
@@ -110,26 +116,52 @@ def iter_batches(data: CellChunks, batch_size: int, *, shuffle: bool = False, ge
     order = torch.randperm(len(data), generator=generator).tolist() if shuffle else list(range(len(data)))
     loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=order, num_workers=num_workers,
                                          persistent_workers=False, prefetch_factor=2 if num_workers else None)
-    pending_x, pending_r, n_pending = [], [], 0
+    pending, n_pending = [], 0
 
     def flush(final: bool):
-        nonlocal pending_x, pending_r, n_pending
-        x, r = torch.cat(pending_x), torch.cat(pending_r)
+        nonlocal pending, n_pending
+        parts = [torch.cat(p) for p in zip(*pending)]
         if shuffle:
-            perm = torch.randperm(len(x), generator=generator)
-            x, r = x[perm], r[perm]
-        n_out = len(x) if final else len(x) - len(x) % batch_size
+            perm = torch.randperm(len(parts[0]), generator=generator)
+            parts = [p[perm] for p in parts]
+        n = len(parts[0])
+        n_out = n if final else n - n % batch_size
         for start in range(0, n_out, batch_size):
             stop = min(start + batch_size, n_out)
             if stop - start == batch_size or not drop_last:
-                yield x[start:stop], r[start:stop]
-        pending_x, pending_r, n_pending = [x[n_out:]], [r[n_out:]], len(x) - n_out
+                yield tuple(p[start:stop] for p in parts)
+        pending, n_pending = [tuple(p[n_out:] for p in parts)], n - n_out
 
-    for x, rows in loader:
-        pending_x.append(x)
-        pending_r.append(rows)
-        n_pending += len(x)
+    for item in loader:
+        pending.append(tuple(item))
+        n_pending += len(item[0])
         if n_pending >= max(buffer_cells, batch_size):
             yield from flush(final=False)
     if n_pending:
         yield from flush(final=True)
+
+
+def cell_view_size(path, *, max_cells: int = 4096, center: str = "nucleus", quantile: float = 0.95,
+                   multiple: int = 8) -> int:
+    """Side (px) of a square centred on the nucleus (or the cell centroid) that holds the whole cell
+    for ``quantile`` of up to ``max_cells`` cells (whole chunks spread evenly over the store), from
+    the cell masks; rounded up to a multiple of ``multiple``, at most the stored crop size."""
+    data = CellChunks(path, masks=True)
+    n_take = max(1, min(data.n_chunks, -(-max_cells // data.chunk_size)))
+    picks = np.unique(np.linspace(0, data.n_chunks - 1, n_take).round().astype(int))
+    s = data.crop_size
+    coords = np.arange(s) + 0.5
+    extents = []
+    for c in picks:
+        cell = data[int(c)][1][:, 1].numpy()
+        for m in cell:
+            ys, xs = np.nonzero(m)
+            if not len(ys):
+                continue
+            cy, cx = (ys.mean() + 0.5, xs.mean() + 0.5) if center == "cell" else (s / 2, s / 2)
+            reach = max(np.abs(coords[ys] - cy).max(), np.abs(coords[xs] - cx).max()) + 0.5
+            extents.append(2 * reach)
+    if not extents:
+        return s
+    size = int(multiple * np.ceil(np.quantile(extents, quantile) / multiple))
+    return int(min(max(size, multiple), s))

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from .augment import center_crop
+from .augment import AugmentConfig, view
 from .checkpoint import check_channels, load_model
 from ..io.cells import obs_adata
 from .data import CellChunks, iter_batches
@@ -30,10 +30,13 @@ class ModelEmbedder:
         self.mean = torch.tensor(self.config["norm_mean"], dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(self.config["norm_std"], dtype=torch.float32).view(1, -1, 1, 1)
         self.name = self.config["method"]
+        self.view = AugmentConfig.from_dict(self.config.get("augment"))
+        self.needs_masks = self.view.needs_masks  # robustness passes masks when this is True
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        x = center_crop((x - self.mean) / self.std, self.config["input_size"])
+    def __call__(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> np.ndarray:
+        x = view((x - self.mean) / self.std, self.view, self.config["input_size"], masks=masks,
+                 offset=(self.mean / self.std).flatten())
         return self.model.embed(x.to(self.device)).float().cpu().numpy()
 
 
@@ -41,8 +44,8 @@ def embed_cells(cells, model_dir, *, batch_size: int = 256, num_workers: int = 0
                 progress=None) -> tuple[np.ndarray, dict]:
     """Embed every crop of a complete cells.zarr with the model in ``model_dir``.
 
-    Crops are normalized with the model's saved per-channel statistics and centre-cropped
-    to its input size. Raises `ChannelMismatchError` when the store's channels (names, order)
+    Crops are normalized with the model's saved per-channel statistics and cut to the model's view
+    (`cellkit.models.augment.view`: centred, optionally masked, ``view_size`` resampled to its input size). Raises `ChannelMismatchError` when the store's channels (names, order)
     differ from the model's.
 
     Returns
@@ -52,13 +55,17 @@ def embed_cells(cells, model_dir, *, batch_size: int = 256, num_workers: int = 0
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config = load_model(model_dir, device=device)
-    data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"])
+    aug = AugmentConfig.from_dict(config.get("augment"))
+    offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"])
+    data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"], masks=aug.needs_masks)
     check_channels(config["channels"], data.channels, where=f"the cells store {cells}")
     out = None
     amp = config.get("amp", False) and device.type == "cuda"
     with torch.inference_mode():
-        for x, rows in iter_batches(data, batch_size, num_workers=num_workers):
-            x = center_crop(x.to(device), config["input_size"])
+        for batch in iter_batches(data, batch_size, num_workers=num_workers):
+            rows = batch[-1]
+            masks = batch[1].to(device) if len(batch) == 3 else None
+            x = view(batch[0].to(device), aug, config["input_size"], masks=masks, offset=offset)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 z = model.embed(x).float().cpu().numpy()
             if out is None:

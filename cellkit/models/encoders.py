@@ -170,6 +170,27 @@ class ConvAutoencoder(nn.Module):
         return F.mse_loss(self.reconstruct(view1), view1)
 
 
+class WeaklySupervised(nn.Module):
+    """Encoder + classification head trained on treatment labels (compound and concentration, never the MOA):
+    weak labels, as in Caicedo et al. 2018. Loss: cross entropy of both augmented views. Embedding =
+    encoder output. ``config["weak_classes"]`` lists the classes (the head's outputs)."""
+
+    def __init__(self, in_channels: int, config: dict):
+        super().__init__()
+        n_classes = len(config.get("weak_classes") or [])
+        if n_classes < 2:
+            raise ValueError("weak supervision needs at least 2 treatment classes")
+        self.encoder = build_encoder(in_channels, config)
+        self.classifier = mlp_head(self.encoder.out_dim, config["proj_hidden"], n_classes)
+
+    def embed(self, x):
+        return self.encoder(x)
+
+    def loss(self, view1, view2, labels):
+        logits = self.classifier(self.encoder(torch.cat([view1, view2])))
+        return F.cross_entropy(logits.float(), torch.cat([labels, labels]))
+
+
 class RandomEncoder(nn.Module):
     """The control: the SimCLR encoder at its seeded random initialisation, never trained."""
 
@@ -187,11 +208,12 @@ def _mae(in_channels: int, config: dict) -> nn.Module:
     return MaskedAutoencoder(in_channels, config)
 
 
-MODELS = {"simclr": SimCLR, "byol": BYOL, "autoencoder": ConvAutoencoder, "random": RandomEncoder, "mae": _mae}
+MODELS = {"simclr": SimCLR, "byol": BYOL, "autoencoder": ConvAutoencoder, "random": RandomEncoder, "mae": _mae,
+          "weak": WeaklySupervised}
 
 
 def build_model(method: str, in_channels: int, config: dict) -> nn.Module:
-    """Build the model of ``method`` ('simclr', 'byol', 'autoencoder', 'mae' or 'random') for ``in_channels``."""
+    """Build the model of ``method`` ('simclr', 'byol', 'autoencoder', 'mae', 'weak' or 'random') for ``in_channels``."""
     if method not in MODELS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(MODELS)} or 'pca'")
     return MODELS[method](in_channels, config)

@@ -11,7 +11,7 @@ import torch
 from sklearn.decomposition import IncrementalPCA
 from torch import nn
 
-from .augment import center_crop
+from .augment import AugmentConfig, view
 from .data import CellChunks, iter_batches
 
 
@@ -45,15 +45,18 @@ def fit_pca(data: CellChunks, config: dict, *, batch_size: int | None = None, nu
     config["n_components"] = k
     pca = IncrementalPCA(n_components=k)
     held, done = None, 0
-    for x, _ in iter_batches(data, max(batch_size or 2 * k, k), num_workers=num_workers):
-        flat = center_crop(x, size).flatten(1).numpy()  # float32: half the work of float64 SVDs
+    aug = AugmentConfig.from_dict(config.get("augment"))
+    offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"]) if "norm_mean" in config else None
+    for batch in iter_batches(data, max(batch_size or 2 * k, k), num_workers=num_workers):
+        masks = batch[1] if len(batch) == 3 else None
+        flat = view(batch[0], aug, size, masks=masks, offset=offset).flatten(1).numpy()  # float32: half the work of float64 SVDs
         # partial_fit needs at least k rows: a short last batch joins the one before it.
         if held is not None and len(flat) >= k:
             pca.partial_fit(held)
             held = flat
         else:
             held = flat if held is None else np.concatenate([held, flat])
-        done += len(x)
+        done += len(flat)
         if progress:
             progress(done, n)
     pca.partial_fit(held)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .augment import blur
+
 # Default severities, mild to strong, per perturbation.
 SEVERITIES = {
     "noise": (0.1, 0.25, 0.5, 1.0),         # Gaussian noise std, x channel std
@@ -44,19 +46,9 @@ def gaussian_noise(x: torch.Tensor, severity: float, *, scale: Sequence[float] |
 
 
 def gaussian_blur(x: torch.Tensor, severity: float, **_) -> torch.Tensor:
-    """Separable Gaussian blur of sigma ``severity`` pixels (reflect padding); 0 = unchanged."""
-    if severity <= 0:
-        return x.clone()
-    radius = max(1, int(math.ceil(3 * severity)))
-    radius = min(radius, x.shape[-1] - 1)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-t ** 2 / (2 * severity ** 2))
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    out = F.pad(x, (radius, radius, 0, 0), mode="reflect")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    """Gaussian blur of sigma ``severity`` pixels (reflect padding; `cellkit.models.augment.blur`, the
+    one used in training too); 0 = unchanged."""
+    return blur(x, float(severity))
 
 
 def brightness(x: torch.Tensor, severity: float, *, scale: Sequence[float] | None = None, **_) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Training: SimCLR, BYOL, autoencoder, PCA and the random-init control, on a cells.zarr.
+"""Training: SimCLR, BYOL, autoencoder, MAE, weak supervision, PCA and the random-init control, on a cells.zarr.
 
 `train` writes a model folder (see `checkpoint`): ``config.json`` (every option, the channels,
 the per-channel normalization computed from the data, versions, per-epoch loss and speed),
@@ -21,12 +21,12 @@ from .. import __version__
 from .augment import AugmentConfig, augment
 from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_exist, read_config, remove_model_files,
                          save_checkpoint, save_weights, write_json)
-from .data import CellChunks, channel_stats, iter_batches
+from .data import CellChunks, cell_view_size, channel_stats, iter_batches
 from .encoders import build_model
 
-METHODS = ("simclr", "byol", "autoencoder", "mae", "pca", "random")
+METHODS = ("simclr", "byol", "autoencoder", "mae", "weak", "pca", "random")
 EMBEDDING_KEYS = {"simclr": "X_simclr", "byol": "X_byol", "autoencoder": "X_ae", "mae": "X_mae", "pca": "X_pca",
-                  "random": "X_random"}
+                  "random": "X_random", "weak": "X_weak"}
 
 DEFAULTS = {
     "epochs": 10, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5, "seed": 0,
@@ -39,36 +39,82 @@ DEFAULTS = {
     "n_components": 50,                              # PCA
     "patch_size": 8, "mae_dim": 64, "mae_depth": 4, "mae_heads": 4, "mae_decoder_depth": 1,  # MAE (ViT)
     "mask_ratio": 0.75,
+    "weak_label": ["compound", "concentration"],     # weak supervision: obs columns whose values make a class
+    "preset": None,                                  # the preset these options started from (see PRESETS)
     "max_cells": None,                               # train on (about) this many cells, whole chunks spread evenly
     "num_workers": 2, "shuffle_cells": 1024, "stats_cells": 4096, "amp": True,
     "augment": AugmentConfig().to_dict(),
 }
 # Keys `train` adds to a saved config.json (so a saved config can be passed back as options).
 RECORDED_KEYS = {"method", "channels", "crop_size", "norm_mean", "norm_std", "cells", "epochs_done", "history",
-                 "complete", "cellkit_version", "torch_version", "n_train_cells", "weights_sha256"}
+                 "complete", "cellkit_version", "torch_version", "n_train_cells", "weights_sha256", "weak_classes",
+                 "view_size_measured"}
 # The autoencoder and the MAE reconstruct their input: photometric jitter and noise only make the target noisier.
 _RECONSTRUCTION_AUGMENT = AugmentConfig(crop_scale=(0.8, 1.0), brightness=0.0, contrast=0.0, blur_prob=0.0,
                                         noise_std=0.0).to_dict()
 METHOD_DEFAULTS = {"autoencoder": {"augment": _RECONSTRUCTION_AUGMENT},
                    "mae": {"augment": _RECONSTRUCTION_AUGMENT, "lr": 5e-4, "weight_decay": 0.05}}
 
+# The microscopy recipe: remove nuisance (orientation: any rotation and flips; position: a small shift;
+# plate-level staining: one intensity factor for all channels; focus: blur; noise), keep biology (no scale
+# change, so cell size stays; no per-channel jitter, so the ratios between channels stay); views sized from
+# the measured cells so that a whole cell fits.
+MICROSCOPY_AUGMENT = {"crop_scale": None, "flips": True, "rot90": False, "rotation": True, "translate": 0.08,
+                      "brightness": 0.0, "contrast": 0.0, "intensity_scale": 0.3, "blur_prob": 0.5,
+                      "blur_sigma": [0.1, 1.5], "noise_std": 0.1, "view_size": "auto"}
+# Presets: a starting set of options (explicit options override them). Nothing in them needs a GPU:
+# on a CPU, ``gpu`` runs (slowly) in float32.
+PRESETS = {
+    "cpu-small": {"width": 16, "blocks": [1, 1, 1, 1], "input_size": 48, "batch_size": 128, "epochs": 10,
+                  "lr": 2e-3, "proj_hidden": 128, "proj_dim": 64, "num_workers": 1, "augment": MICROSCOPY_AUGMENT},
+    "gpu": {"width": 64, "blocks": [2, 2, 2, 2], "input_size": 96, "batch_size": 512, "epochs": 100, "lr": 2e-3,
+            "proj_hidden": 1024, "proj_dim": 128, "num_workers": 8, "amp": True, "shuffle_cells": 8192,
+            "augment": MICROSCOPY_AUGMENT},
+}
 
-def default_config(method: str, **overrides) -> dict:
-    """The training config of ``method`` with ``overrides`` applied (unknown keys are refused).
 
-    ``augment`` may be given partially: its keys override the method's augmentation defaults.
+def default_config(method: str, preset: str | None = None, **overrides) -> dict:
+    """The training config of ``method`` (from ``preset`` when given) with ``overrides`` applied
+    (unknown keys are refused).
+
+    ``augment`` may be given partially: its keys override the method's (or preset's) augmentation defaults.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    preset = preset or overrides.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    overrides.pop("preset", None)
     config = json.loads(json.dumps({**DEFAULTS, **METHOD_DEFAULTS.get(method, {})}))
     unknown = set(overrides) - set(config)
     if unknown:
         raise ValueError(f"unknown training option(s): {sorted(unknown)}; known: {sorted(config)}")
+    if preset is not None:
+        chosen = json.loads(json.dumps(PRESETS[preset]))
+        if method in ("autoencoder", "mae"):  # reconstruction targets keep their own augmentation, not their view
+            chosen["augment"] = {"view_size": chosen["augment"]["view_size"]}
+        config["augment"] = {**config["augment"], **chosen.pop("augment", {})}
+        config.update(chosen, preset=preset)
     aug = {**config["augment"], **(overrides.pop("augment", None) or {})}
     config.update(overrides)
     config["augment"] = AugmentConfig.from_dict(aug).to_dict()
     config["method"] = method
+    if method == "weak" and "moa" in [str(c).lower() for c in config["weak_label"]]:
+        raise ValueError("weak_label must not use the MOA: it is what the profiles are scored on")
     return config
+
+
+def weak_labels(cells, columns) -> tuple[np.ndarray, list[str]]:
+    """Class index per cell (int64, store order) and the class names: the distinct values of the obs ``columns``."""
+    from ..io.cells import open_cells, read_obs
+
+    obs = read_obs(open_cells(cells))
+    missing = [c for c in columns if c not in obs]
+    if missing:
+        raise KeyError(f"the cells store has no obs column(s) {missing} for weak labels; it has {list(obs)}")
+    names = obs[list(columns)].astype(str).agg("@".join, axis=1)
+    classes = sorted(names.unique())
+    return names.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64), classes
 
 
 def read_config_file(path) -> dict:
@@ -120,7 +166,8 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     ----------
     cells : path of the cells.zarr.
     out_dir : model folder, written as described in this module.
-    method : 'simclr', 'byol', 'autoencoder', 'mae' (needs transformers), 'pca' or 'random' (no training: the seeded init).
+    method : 'simclr', 'byol', 'autoencoder', 'mae' (needs transformers), 'weak' (treatment labels of the
+        obs columns ``weak_label``), 'pca' or 'random' (no training: the seeded init).
     config : overrides of `default_config` (or a full saved config).
     resume : continue the run in ``out_dir`` from its last completed epoch (its saved config
         is used; ``config`` may only change ``epochs`` (raising it changes the learning-rate schedule)
@@ -159,8 +206,14 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
         config.update(channels=data.channels, crop_size=data.crop_size, norm_mean=mean, norm_std=std,
                       cells=str(cells), epochs_done=0, history=[], complete=False, cellkit_version=__version__,
                       torch_version=str(torch.__version__))
+        if config["augment"]["view_size"] == "auto":
+            size = cell_view_size(cells, max_cells=config["stats_cells"], center=config["augment"]["center"])
+            config["augment"]["view_size"] = config["view_size_measured"] = size
+        if method == "weak":
+            config["weak_classes"] = weak_labels(cells, config["weak_label"])[1]
+    aug = AugmentConfig.from_dict(config["augment"])
     train_data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"],
-                            chunks=_training_chunks(data, config["max_cells"]))
+                            chunks=_training_chunks(data, config["max_cells"]), masks=aug.needs_masks)
     config["n_train_cells"] = train_data.n_rows()
     torch.manual_seed(config["seed"])
 
@@ -216,6 +269,13 @@ def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int
     """One pass over ``data`` (``steps`` full batches, each seen as two augmented views); returns the losses."""
     method, total = config["method"], steps * config["epochs"]
     aug = AugmentConfig.from_dict(config["augment"])
+    offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"])
+    labels = None
+    if method == "weak":
+        index, classes = weak_labels(data.path, config["weak_label"])
+        if classes != list(config["weak_classes"]):
+            raise ValueError("the store's treatment classes differ from the model's weak_classes")
+        labels = torch.from_numpy(index)
     amp = config["amp"] and device.type == "cuda"
     model.train()
     # Everything random in an epoch derives from (seed, epoch): resuming needs no RNG state.
@@ -224,15 +284,18 @@ def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int
     batches = iter_batches(data, config["batch_size"], shuffle=True, generator=shuffle, drop_last=True,
                            num_workers=config["num_workers"], buffer_cells=config["shuffle_cells"])
     losses = []
-    for step, (x, _) in enumerate(batches):
+    for step, batch in enumerate(batches):
+        x, rows = batch[0], batch[-1]
+        masks = batch[1].to(device) if len(batch) == 3 else None
         k = epoch * steps + step
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(config, k, total)
         x = x.to(device, non_blocking=True)
-        v1 = augment(x, aug, config["input_size"], views)
-        v2 = augment(x, aug, config["input_size"], views) if method not in ("autoencoder", "mae") else None
+        v1 = augment(x, aug, config["input_size"], views, masks=masks, offset=offset)
+        v2 = (augment(x, aug, config["input_size"], views, masks=masks, offset=offset)
+              if method not in ("autoencoder", "mae") else None)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = model.loss(v1, v2)
+            loss = model.loss(v1, v2) if labels is None else model.loss(v1, v2, labels[rows].to(device))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged at epoch {epoch + 1}, step {step + 1} (loss {loss.item()}); "
                                      "lower lr")

@@ -1,0 +1,139 @@
+"""The microscopy recipe (views from cell size, masking, rotation, intensity scale), kornia blur, presets, weak labels."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from scipy import ndimage as ndi
+
+from cellkit.io.cells import write_cells
+from cellkit.models import (AugmentConfig, augment, blur, cell_view_size, default_config, embed_cells, train, view,
+                            weak_labels)
+from cellkit.models.perturb import perturb
+
+torch.set_num_threads(1)
+TINY = {"epochs": 1, "batch_size": 16, "width": 4, "blocks": [1, 1], "proj_hidden": 16, "proj_dim": 8,
+        "input_size": 16, "num_workers": 0, "shuffle_cells": 64}
+
+
+def _store(path, n=64, size=32, radius=6):
+    """Round cells of radius ``radius`` (cell mask), a nucleus of half that, a bright neighbour outside the cell."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size] - size / 2 + 0.5
+    cell = np.hypot(yy, xx) <= radius
+    nucleus = np.hypot(yy, xx) <= radius / 2
+    kind = np.arange(n) % 4
+    images = rng.poisson(20, (n, 3, size, size)).astype(np.float64)
+    images[:, 0] += 1000 * nucleus * (1 + kind)[:, None, None]
+    images[:, 1] += 400 * cell
+    images[:, 2, :4, :4] += 3000  # a neighbour in the corner
+    masks = np.broadcast_to(np.stack([nucleus, cell]), (n, 2, size, size)).copy()
+    obs = pd.DataFrame({"cell_id": [f"P1/B0{k % 4 + 2}/1/{k + 1}" for k in range(n)], "plate": "P1",
+                        "well": [f"B0{k % 4 + 2}" for k in range(n)],
+                        "compound": np.where(kind % 2, "taxol", "DMSO"), "concentration": np.where(kind > 1, 1.0, 0.1),
+                        "moa": np.where(kind % 2, "MS", "DMSO")})
+    write_cells(path, images.astype(np.uint16), masks, obs, channels=["DNA", "Tubulin", "Actin"], chunk_cells=16)
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return _store(tmp_path_factory.mktemp("recipe") / "cells.zarr")
+
+
+def test_one_blur_matches_scipy_and_robustness():
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    out = blur(x, 1.5)
+    ref = ndi.gaussian_filter(x.numpy(), (0, 0, 1.5, 1.5), mode="mirror", truncate=3.0)
+    np.testing.assert_allclose(out.numpy()[..., 6:-6, 6:-6], ref[..., 6:-6, 6:-6], atol=2e-3)
+    assert torch.equal(perturb(x, "blur", 1.5), out)  # robustness perturbs with the training blur
+    assert torch.equal(blur(x, 0.0), x)
+    per_crop = blur(x, torch.tensor([0.0, 1.5]))  # per-crop sigma; 0 leaves that crop unchanged
+    assert torch.allclose(per_crop[0], x[0], atol=1e-6) and torch.allclose(per_crop[1], out[1], atol=1e-5)
+
+
+def test_recipe_keeps_channel_ratios_and_size():
+    x = torch.rand(6, 3, 32, 32) + 0.5
+    mean, std = torch.tensor([2.0, 1.0, 3.0]), torch.tensor([0.5, 2.0, 1.0])
+    offset = mean / std
+    norm = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    cfg = AugmentConfig(crop_scale=None, rot90=False, rotation=True, brightness=0.0, contrast=0.0,
+                        intensity_scale=0.5, blur_prob=0.0, noise_std=0.0)
+    out = augment(norm, cfg, 32, torch.Generator().manual_seed(0), offset=offset)
+    raw = out * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
+    ratio_in = x[:, 0].mean((1, 2)) / x[:, 1].mean((1, 2))
+    ratio_out = raw[:, 0, 8:-8, 8:-8].mean((1, 2)) / raw[:, 1, 8:-8, 8:-8].mean((1, 2))
+    factor = raw[:, 0, 8:-8, 8:-8].mean((1, 2)) / x[:, 0, 8:-8, 8:-8].mean((1, 2))
+    assert torch.allclose(ratio_in, ratio_out, rtol=0.05)  # one factor for all channels
+    assert factor.std() > 0.05  # ... that differs between crops
+
+
+def test_views_from_cell_size_and_masks(store):
+    from cellkit.models import CellChunks
+
+    assert cell_view_size(store, multiple=4) == 12 and cell_view_size(store) == 16  # 12 px across; multiples of 8
+    x, masks, _ = CellChunks(store, masks=True)[0]
+    cfg = AugmentConfig(view_size=16, mask_background=True)
+    v = view(x, cfg, 8, masks=masks)  # 16 px around the nucleus, resampled to 8
+    assert v.shape == (64, 3, 8, 8)
+    assert (view(x, cfg, 32, masks=masks)[:, 2] == 0).float().mean() > 0.4  # background and neighbour gone
+    assert view(x, AugmentConfig(view_size=32), 32)[:, 2, :4, :4].min() > 1000  # unmasked: the neighbour stays
+    with pytest.raises(ValueError, match="masks"):
+        view(x, cfg, 8)
+    with pytest.raises(ValueError, match="center"):
+        AugmentConfig.from_dict({"center": "middle"})
+
+
+def _weights(model_dir):
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_recipe_training_ignores_worker_count(store, tmp_path):
+    options = {**TINY, "preset": "cpu-small", "augment": {"mask_background": True, "center": "cell"}}
+    for w in (0, 2):
+        train(store, tmp_path / f"w{w}", method="simclr", config={**options, "num_workers": w})
+    a, b = _weights(tmp_path / "w0"), _weights(tmp_path / "w2")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    config = json.loads((tmp_path / "w0" / "config.json").read_text())
+    assert config["preset"] == "cpu-small" and config["augment"]["rotation"] and config["view_size_measured"] == 16
+    assert config["augment"]["view_size"] == 16 and config["width"] == 4  # explicit options beat the preset
+    z, _ = embed_cells(store, tmp_path / "w0")
+    assert z.shape == (64, 8) and np.isfinite(z).all()
+
+
+def test_weak_supervision(store, tmp_path):
+    index, classes = weak_labels(store, ["compound", "concentration"])
+    assert classes == ["DMSO@0.1", "DMSO@1.0", "taxol@0.1", "taxol@1.0"] and (np.bincount(index) == 16).all()
+    with pytest.raises(ValueError, match="MOA"):
+        default_config("weak", weak_label=["moa"])
+    train(store, tmp_path / "weak", method="weak", config={**TINY, "epochs": 3, "lr": 5e-3})
+    config = json.loads((tmp_path / "weak" / "config.json").read_text())
+    assert config["weak_classes"] == classes and config["complete"]
+    losses = [h["loss"] for h in config["history"]]
+    assert losses[-1] < losses[0]  # learns the treatment classes
+    z, _ = embed_cells(store, tmp_path / "weak")
+    assert z.shape == (64, 8)
+    with pytest.raises(ValueError, match="preset"):
+        default_config("simclr", preset="tpu")
+
+
+def test_combine_weights_blocks_by_variance():
+    import anndata as ad
+
+    from cellkit import pp
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(5, 3, (40, 100)).astype(np.float32)
+    X[:, 0] = 1.0  # constant: dropped
+    X[3, 1] = np.nan
+    adata = ad.AnnData(X, obsm={"X_simclr": rng.normal(0, 0.01, (40, 2))})
+    pp.combine(adata, {"X": 1.0, "X_simclr": 2.0})
+    Z = adata.obsm["X_combined"]
+    assert Z.shape == (40, 101) and np.isfinite(Z).all()
+    assert Z[:, :99].var(0).sum() == pytest.approx(1.0, rel=0.03) and Z[:, 99:].var(0).sum() == pytest.approx(4.0)
+    assert adata.uns["cellkit"]["combine"]["n_features"] == {"X": 99, "X_simclr": 2}
+    with pytest.raises(ValueError):
+        pp.combine(adata, {})
