@@ -31,6 +31,10 @@ class StaleOutputError(CellkitError, ValueError):
     """A file derived from another output no longer matches it (its upstream was replaced)."""
 
 
+class DuplicateIdError(CellkitError, ValueError):
+    """The same cell (obs name) appears more than once where each must count once."""
+
+
 class StoreLockedError(CellkitError, RuntimeError):
     """Another cellkit run is writing the same output."""
 

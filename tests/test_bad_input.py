@@ -146,6 +146,28 @@ def test_unexpected_errors_point_to_a_log_and_debug_shows_the_traceback(plate, t
     assert isinstance(run(*args).exception, ZeroDivisionError)
 
 
+# ----------------------------------------------------------------------------- duplicated cells
+
+def test_duplicated_cell_ids_are_an_error_or_dropped_on_request(tmp_path):
+    import anndata as ad
+
+    cells = _tiny_adata()
+    with pytest.warns(UserWarning, match="not unique"):
+        twice = ad.concat([cells, cells[:2]])  # the first two cells of W0 twice
+    path = tmp_path / "cells.h5ad"
+    twice.write_h5ad(path)
+    out = tmp_path / "wells.h5ad"
+    line = one_error(run("profile", path, "--out", out, "--preset", "none"), str(path), "2 cell id(s)",
+                     "P1/W0/1/1")
+    assert "twice" in line and not out.exists()
+    result = run("profile", path, "--out", out, "--preset", "none", "--drop-duplicates")
+    assert result.exit_code == 0, result.output
+    wells = ad.read_h5ad(out)
+    assert wells.obs["n_cells"].tolist() == [3, 3]
+    np.testing.assert_allclose(wells.X[0], cells.X[:3].mean(axis=0), rtol=1e-5)
+    assert wells.uns["cellkit"]["aggregate"]["duplicates_dropped"] == 2
+
+
 # ----------------------------------------------------------------------------- helpers
 
 def _tiny_adata(n_wells: int = 2, per_well: int = 3):

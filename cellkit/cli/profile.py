@@ -58,11 +58,15 @@ def profile(
     treatments: Path = typer.Option(None, help="Also write treatment profiles (.h5ad) here."),
     treatment: str = typer.Option("compound,concentration", help="Obs columns defining a treatment."),
     chunk_size: int = typer.Option(25_000, help="Cells read at a time."),
+    drop_duplicates: bool = typer.Option(False, "--drop-duplicates",
+                                         help="Keep the first row of a cell id seen more than once (default: "
+                                              "such a table is an error)."),
 ):
     """Aggregate cells to wells (out of core), then the profile recipe: normalize, select, spherize."""
     import warnings
 
     from .._atomic import atomic_path, check_output
+    from ..errors import CellkitError
     from ..workflows.profiles import profile_cells
 
     check_output(out, "file")
@@ -74,9 +78,12 @@ def profile(
             warnings.simplefilter("always", RuntimeWarning)
             wells, treated = profile_cells(cells, by=_split(by), func=func, use_rep=use_rep, chunk_size=chunk_size,
                                            control=control, plate=plate,
-                                           treatment=_split(treatment) if treatments is not None else None, **steps)
+                                           treatment=_split(treatment) if treatments is not None else None,
+                                           duplicates="drop" if drop_duplicates else "error", **steps)
         for w in caught:
             console.print(f"[yellow]warning:[/] {w.message}")
+    except CellkitError:
+        raise
     except (KeyError, ValueError, FileNotFoundError) as err:
         fail(str(err).strip('"'))
     console.print(f"aggregated {wells.obs['n_cells'].sum()} cells into {wells.n_obs} wells, {wells.n_vars} features")

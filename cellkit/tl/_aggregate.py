@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..errors import DuplicateIdError
 from ..get import _record, rep_key
 from ..io.lazy_anndata import dense_rows as _rows
 from ..io.lazy_anndata import open_rows as _open_source
 
 
 def aggregate(data: ad.AnnData | str | os.PathLike, *, by: Sequence[str] | str = ("plate", "well"),
-              func: str = "mean", use_rep: str | None = None, chunk_size: int = 25_000) -> ad.AnnData:
+              func: str = "mean", use_rep: str | None = None, chunk_size: int = 25_000,
+              duplicates: str = "error") -> ad.AnnData:
     """Aggregate rows (cells) into groups (wells, treatments).
 
     Parameters
@@ -33,6 +35,10 @@ def aggregate(data: ad.AnnData | str | os.PathLike, *, by: Sequence[str] | str =
         rows are contiguous, as extraction writes them).
     use_rep
         ``None`` (or ``"X"``) for ``X``, else an ``obsm`` key.
+    duplicates
+        Rows whose obs name (cell id) repeats an earlier row's: ``"error"`` (`DuplicateIdError`
+        naming them; never counted twice) or ``"drop"`` (keep the first; the number dropped is
+        recorded in ``uns["cellkit"]["aggregate"]["duplicates_dropped"]``).
 
     NaN values are skipped (a group's value is NaN only where all its rows are NaN).
 
@@ -46,6 +52,8 @@ def aggregate(data: ad.AnnData | str | os.PathLike, *, by: Sequence[str] | str =
     """
     if func not in ("mean", "median"):
         raise ValueError(f"func must be 'mean' or 'median', got {func!r}")
+    if duplicates not in ("error", "drop"):
+        raise ValueError(f"duplicates must be 'error' or 'drop', got {duplicates!r}")
     by = [by] if isinstance(by, str) else list(by)
     use_rep = rep_key(use_rep)
     source, obs, var_names, obsm, close = _open_source(data)
@@ -53,18 +61,31 @@ def aggregate(data: ad.AnnData | str | os.PathLike, *, by: Sequence[str] | str =
         missing = [c for c in by if c not in obs]
         if missing:
             raise KeyError(f"obs has no column(s) {missing}; obs columns: {list(obs.columns)}")
+        repeated = np.asarray(obs.index.duplicated(keep="first"))
+        if repeated.any() and duplicates == "error":
+            names = list(dict.fromkeys(obs.index[repeated].astype(str)))
+            raise DuplicateIdError(
+                f"{len(names)} cell id(s) appear more than once in {_name(data)}, e.g. {names[:5]}; "
+                "aggregating would count those cells twice",
+                "rebuild the cells table (cellkit extract) or pass duplicates='drop' (--drop-duplicates) to keep "
+                "the first row of each")
+        obs = obs[~repeated] if repeated.any() else obs
         keys = obs[by].astype(str)
         if keys.isna().any().any():
             raise ValueError(f"obs columns {by} have missing values")
         codes, uniques = pd.MultiIndex.from_frame(keys).factorize(sort=True)
         codes = np.asarray(codes)
         matrix = source.X if use_rep is None else obsm(use_rep)
-        n_groups, n_rows = len(uniques), len(obs)
+        n_groups, n_rows = len(uniques), len(repeated)
         n_features = matrix.shape[1]
+        # repeated rows are read (rows stay in file order) into one extra group, then discarded
+        all_codes = np.full(n_rows, n_groups, dtype=codes.dtype)
+        all_codes[~repeated] = codes
+        n_all = n_groups + int(repeated.any())
         if func == "mean":
-            values = _chunked_mean(matrix, codes, n_groups, n_rows, chunk_size)
+            values = _chunked_mean(matrix, all_codes, n_all, n_rows, chunk_size)[:n_groups]
         else:
-            values = _grouped_median(matrix, codes, n_groups, chunk_size)
+            values = _grouped_median(matrix, all_codes, n_all, chunk_size)[:n_groups]
     finally:
         close()
     # metadata: the by columns, then every column constant within at least half of the groups
@@ -91,6 +112,7 @@ def aggregate(data: ad.AnnData | str | os.PathLike, *, by: Sequence[str] | str =
                                       [f"{use_rep}_{i}" for i in range(n_features)]).astype(str))
     result = ad.AnnData(X=values.astype(np.float32), obs=out_obs, var=var)
     _record(result, "aggregate", dict(by=by, func=func, use_rep=use_rep, n_input=int(n_rows),
+                                      duplicates_dropped=int(repeated.sum()),
                                       source=str(data) if not isinstance(data, ad.AnnData) else "AnnData"))
     return result
 
@@ -140,3 +162,7 @@ def _grouped_median(matrix, codes, n_groups, chunk_size):
                 out[k] = median(block[by_group[edges[k - g]:edges[k - g + 1]]], axis=0)
         g = h
     return out
+
+
+def _name(data) -> str:
+    return "the AnnData" if isinstance(data, ad.AnnData) else str(data)

@@ -87,18 +87,21 @@ def prepare_profiles(wells: ad.AnnData, *, control: str = CONTROL, normalize: st
 
 def profile_cells(cells: ad.AnnData | str | os.PathLike, *, by: Sequence[str] = ("plate", "well"),
                   func: str = "mean", use_rep: str | None = None, chunk_size: int = 25_000,
-                  treatment: Sequence[str] | None = TREATMENT, **steps) -> tuple[ad.AnnData, ad.AnnData | None]:
+                  treatment: Sequence[str] | None = TREATMENT, duplicates: str = "error",
+                  **steps) -> tuple[ad.AnnData, ad.AnnData | None]:
     """Cells -> prepared well profiles and treatment profiles, the one recipe.
 
     ``cells``: an AnnData or the path of an ``.h5ad`` / AnnData ``.zarr`` (read ``chunk_size`` rows
-    at a time). Wells = `ck.tl.aggregate` of ``X`` or ``obsm[use_rep]`` by ``by`` (``func``), so the
+    at a time). Wells = `ck.tl.aggregate` of ``X`` or ``obsm[use_rep]`` by ``by`` (``func``; a cell id
+    seen twice is an error unless ``duplicates="drop"``), so the
     wells' ``X`` holds that representation; then the ``steps`` of `prepare_profiles` (default
     `DEFAULT`, see `recipe`) on the wells. Treatments (None when ``treatment`` is empty) =
     ``treatment_func`` of the prepared wells by ``treatment``. Returns ``(wells, treatments)``.
     """
     steps = {**DEFAULT, **steps}
     treatment_func = steps.pop("treatment_func")
-    wells = tl.aggregate(cells, by=list(by), func=func, use_rep=use_rep, chunk_size=chunk_size)
+    wells = tl.aggregate(cells, by=list(by), func=func, use_rep=use_rep, chunk_size=chunk_size,
+                         duplicates=duplicates)
     wells = prepare_profiles(wells, treatment=(), **steps)
     if not treatment:
         return wells, None
