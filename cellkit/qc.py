@@ -222,12 +222,13 @@ def write_qc(table: pd.DataFrame, out: str | os.PathLike, *, figure: bool = True
     with atomic_path(paths["fields"]) as tmp:
         field_table(table).to_csv(tmp, index=False)
     if figure:
-        from .qc_plot import plate_map
+        import matplotlib.pyplot as plt
+
+        from .pl import qc_plate_map
 
         paths["figure"] = out / "qc_plate_map.png"
-        fig = plate_map(table)
+        fig = qc_plate_map(table)
         fig.savefig(paths["figure"], dpi=110, bbox_inches="tight")
-        import matplotlib.pyplot as plt
 
         plt.close(fig)
     return paths

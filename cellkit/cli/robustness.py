@@ -16,7 +16,9 @@ def robustness(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for robustness.csv/.json and figures."),
     perturbation: list[str] = typer.Option(None, "--perturbation", "-p",
                                            help="noise, blur, brightness, contrast, shift (repeat; default all)."),
-    max_cells: int = typer.Option(1000, help="Cells evaluated (seeded random sample)."),
+    max_cells: int = typer.Option(1000, help="Cells evaluated (seeded random sample); groups with --groupby."),
+    groupby: str = typer.Option(None, help="obs column whose rows are averaged before measuring (field_id of a "
+                                "store written by cellkit tiles: image-level drift)."),
     k: int = typer.Option(10, help="Neighbours for the kNN overlap."),
     seed: int = typer.Option(0, help="Random seed (cell sample, noise, shift directions)."),
     batch_size: int = typer.Option(128, help="Crops per batch."),
@@ -34,7 +36,7 @@ def robustness(
     try:
         with progress_bar("robustness") as update:
             result = run(cells, [str(m) for m in model], perturbations=perturbation or None, max_cells=max_cells,
-                         k=k, seed=seed, batch_size=batch_size, control=control, device=device, progress=update)
+                         groupby=groupby, k=k, seed=seed, batch_size=batch_size, control=control, device=device, progress=update)
         write_report(result, out, figures=figures, umap=umap)
     except (FileNotFoundError, IncompleteStoreError, _models.IncompleteModelError, KeyError, ValueError,
             ImportError) as err:

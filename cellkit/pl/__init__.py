@@ -7,7 +7,9 @@
 - profiles (`umap`, `moa_distribution`, `compound_counts`, `concentration_histogram`,
   `confusion_matrix`, `channel_comparison`);
 - cells (`example_cells`, `cell_montage`, `montage_rgb`);
-- robustness (`robustness`, `embedding_similarity`, `robustness_umap`).
+- robustness (`robustness`, `embedding_similarity`, `robustness_umap`, `robustness_pairs` (t-SNE or UMAP,
+  clean-perturbed pairs joined)), `similarity_heatmap` (cosine similarity of any representation);
+- images (`qc_plate_map`, `illumination`).
 """
 
 import matplotlib
@@ -19,8 +21,11 @@ from ._cells import CHANNEL_COLORS, cell_montage, example_cells, montage_rgb  # 
 from ._profiles import (  # noqa: E402
     channel_comparison, compound_counts, concentration_histogram, confusion_matrix, moa_distribution, umap,
 )
-from ._robustness import embedding_similarity, robustness, robustness_umap  # noqa: E402
+from ._images import illumination, qc_plate_map  # noqa: E402
+from ._robustness import (  # noqa: E402
+    embedding_similarity, robustness, robustness_pairs, robustness_umap, similarity_heatmap,
+)
 
 __all__ = ["CHANNEL_COLORS", "cell_montage", "channel_comparison", "compound_counts", "concentration_histogram",
-           "confusion_matrix", "embedding_similarity", "example_cells", "moa_distribution", "montage_rgb",
-           "robustness", "robustness_umap", "umap"]
+           "confusion_matrix", "embedding_similarity", "example_cells", "illumination", "moa_distribution", "montage_rgb", "qc_plate_map",
+           "robustness", "robustness_pairs", "robustness_umap", "similarity_heatmap", "umap"]

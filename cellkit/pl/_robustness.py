@@ -108,3 +108,70 @@ def robustness_umap(result, model: str, perturbation: str, *, n_cells: int = 500
     ax.set_xticks([])
     ax.set_yticks([])
     return _finish(fig, show, save)
+
+
+def _joint_coords(z: np.ndarray, basis: str, seed: int) -> np.ndarray:
+    """2-D coordinates of the rows of ``z``: scanpy's t-SNE (``sc.tl.tsne``) or UMAP (umap-learn)."""
+    if basis == "tsne":
+        import anndata as ad
+        import scanpy as sc
+
+        tmp = ad.AnnData(obsm={"X_rep": z.astype(np.float32)}, obs=None, shape=(len(z), 0))
+        sc.tl.tsne(tmp, use_rep="X_rep", perplexity=min(30.0, max(2.0, (len(z) - 1) / 3.0)), random_state=seed,
+                   n_jobs=1)
+        return tmp.obsm["X_tsne"]
+    if basis == "umap":
+        import umap as umap_learn
+
+        return umap_learn.UMAP(n_neighbors=min(15, len(z) - 1), random_state=seed, n_jobs=1).fit_transform(z)
+    raise ValueError(f"basis must be 'tsne' or 'umap', got {basis!r}")
+
+
+def robustness_pairs(result, model: str, perturbation: str, *, severity: float | None = None,
+                     basis: str = "tsne", n_cells: int = 300, seed: int = 0, show: bool = False, save=None):
+    """Clean and perturbed embeddings of one model in one joint t-SNE (``sc.tl.tsne``) or UMAP, each
+    clean point joined to its perturbed version by a line (default: the strongest severity).
+    Long lines = rows the perturbation moved far."""
+    clean, pert, severity = _robust_pick(result, model, perturbation, severity)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(clean), min(n_cells, len(clean)), replace=False))
+    xy = _joint_coords(np.concatenate([clean[pick], pert[pick]]), basis, seed)
+    a, b = xy[:len(pick)], xy[len(pick):]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot(np.stack([a[:, 0], b[:, 0]]), np.stack([a[:, 1], b[:, 1]]), color="0.6", lw=0.6, zorder=1)
+    ax.scatter(a[:, 0], a[:, 1], s=14, color="tab:blue", label="clean", zorder=2, linewidths=0)
+    ax.scatter(b[:, 0], b[:, 1], s=14, color="tab:red", label=f"{perturbation} {severity:g}", zorder=2, linewidths=0)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(f"{model}: clean vs {perturbation} ({basis.upper() if basis == 'tsne' else 'UMAP'})", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return _finish(fig, show, save)
+
+
+def similarity_heatmap(adata, use_rep: str, *, groupby: str | None = None, labels: str | None = None,
+                       center: bool = False, show: bool = False, save=None):
+    """Cosine similarity (n, n) of the rows of ``adata.obsm[use_rep]`` (images or profiles), rows
+    sorted by ``groupby`` when given, tick labels from obs column ``labels`` (default obs names when
+    at most 60 rows). ``center``: subtract the mean row first."""
+    from ..get import get_rep
+
+    z = np.asarray(get_rep(adata, use_rep), np.float64)
+    order = np.arange(len(z))
+    if groupby is not None:
+        order = np.argsort(adata.obs[groupby].astype(str).to_numpy(), kind="stable")
+    z = z[order]
+    if center:
+        z = z - z.mean(axis=0)
+    u = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    fig, ax = plt.subplots(figsize=(6.2, 5.2))
+    im = ax.imshow(u @ u.T, cmap="RdBu_r", vmin=-1, vmax=1)
+    names = (adata.obs[labels].astype(str).to_numpy() if labels else np.asarray(adata.obs_names))[order]
+    if len(names) <= 60:
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(names)), names, fontsize=6)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_title(f"cosine similarity of {use_rep}" + (" (centred)" if center else ""), fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _finish(fig, show, save)

@@ -162,7 +162,7 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
                perturbations: Mapping[str, Sequence[float]] | Sequence[str] | None = None, max_cells: int = 1000,
                k: int = 10, seed: int = 0, batch_size: int = 128, control: str = "compound == 'DMSO'",
                label: str = "moa", device: str = "cpu", hf_options: dict | None = None,
-               progress=None) -> RobustnessResult:
+               groupby: str | None = None, progress=None) -> RobustnessResult:
     """Embedding drift of each model under perturbations of increasing severity.
 
     Parameters
@@ -176,6 +176,9 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
     max_cells : cells evaluated (a seeded random sample, kept in store order).
     k : neighbours for the kNN overlap.
     control, label : obs query of control cells and the label column for the well-level NSC.
+    groupby : obs column (e.g. ``field_id`` of a store of image tiles, `cellkit.models.images`): every
+        embedding, clean and perturbed, is averaged over the rows of each group before measuring, so
+        drift is image-level; ``max_cells`` then counts groups (all rows of the sampled groups are used).
 
     Returns a `RobustnessResult`. Results depend only on the seed, not on ``batch_size``.
     """
@@ -198,7 +201,15 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
     channels = list(attrs["channels"])
     n = images.shape[0]
     rng = np.random.default_rng(seed)
-    rows = np.arange(n) if n <= max_cells else np.sort(rng.choice(n, max_cells, replace=False))
+    if groupby is None:
+        rows = np.arange(n) if n <= max_cells else np.sort(rng.choice(n, max_cells, replace=False))
+    else:
+        if groupby not in obs:
+            raise KeyError(f"the store's obs has no {groupby!r} column to group rows by")
+        codes, uniques = pd.factorize(obs[groupby].astype(str))
+        chosen = (np.arange(len(uniques)) if len(uniques) <= max_cells
+                  else rng.choice(len(uniques), max_cells, replace=False))
+        rows = np.flatnonzero(np.isin(codes, chosen))
     if len(rows) <= k:
         raise ValueError(f"need more than k={k} cells, the store has {len(rows)}")
     mean, std = channel_stats(cells)
@@ -242,6 +253,20 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
             embeddings[m] = embedder.postprocess(embeddings[m])
 
     sub_obs = obs.iloc[rows]
+    if groupby is not None:
+        group_codes, group_ids = pd.factorize(sub_obs[groupby].astype(str))
+        if len(group_ids) <= k:
+            raise ValueError(f"need more than k={k} groups of {groupby!r}, have {len(group_ids)}")
+        counts = np.bincount(group_codes)[:, None]
+
+        def group_mean(z):
+            out = np.zeros((len(group_ids), z.shape[1]), np.float64)
+            np.add.at(out, group_codes, z)
+            return (out / counts).astype(np.float32)
+
+        embeddings = {m: {c: group_mean(z) for c, z in conds.items()} for m, conds in embeddings.items()}
+        first = pd.Series(np.arange(len(sub_obs))).groupby(group_codes).first().to_numpy()
+        sub_obs = sub_obs.iloc[first]
     records = []
     for m, conds in embeddings.items():
         clean = conds[("clean", 0.0)]
@@ -254,7 +279,7 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
                             "delta_nsc": nsc - nsc_clean})
     params = {"cells": str(cells), "n_cells": int(len(rows)), "max_cells": max_cells, "k": k, "seed": seed,
               "perturbations": perturbations, "channel_std": [float(v) for v in std], "control": control,
-              "label": label, "models": sources,
+              "label": label, "models": sources, "groupby": groupby,
               "masks_available": bool(attrs.get("masks_available", True))}
     return RobustnessResult(pd.DataFrame.from_records(records), sub_obs, embeddings, params)
 

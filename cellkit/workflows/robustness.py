@@ -11,7 +11,8 @@ from ..tl._robustness import RobustnessResult
 def write_report(result: RobustnessResult, out_dir: str | os.PathLike, *, figures: bool = True,
                  umap: bool = True, figure_perturbation: str | None = None) -> dict[str, Path]:
     """Write ``robustness.csv`` (the table), ``robustness.json`` (params + table) and, with ``figures``,
-    ``robustness.png`` (curves), ``similarity_<model>.png`` and ``umap_<model>.png`` (clean vs
+    ``robustness.png`` (curves), ``similarity_<model>.png``, ``tsne_pairs_<model>.png`` (t-SNE, each clean
+    row joined to its perturbed version) and ``umap_<model>.png`` (clean vs
     ``figure_perturbation``, default the first one run). Returns name -> path.
     """
     import json
@@ -38,6 +39,8 @@ def write_report(result: RobustnessResult, out_dir: str | os.PathLike, *, figure
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
             written[f"similarity_{model}"] = out / f"similarity_{safe}.png"
             plt.close(pl.embedding_similarity(result, model, chosen, save=written[f"similarity_{model}"]))
+            written[f"tsne_pairs_{model}"] = out / f"tsne_pairs_{safe}.png"
+            plt.close(pl.robustness_pairs(result, model, chosen, basis="tsne", save=written[f"tsne_pairs_{model}"]))
             if umap:
                 written[f"umap_{model}"] = out / f"umap_{safe}.png"
                 plt.close(pl.robustness_umap(result, model, chosen, save=written[f"umap_{model}"]))

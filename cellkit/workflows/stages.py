@@ -69,6 +69,61 @@ def input_stage(ctx: Context, kind: str, **options) -> None:
     ctx.log(f"input: {len(index)} fields, {index.plate.nunique()} plates")
 
 
+def current_index(ctx: Context) -> Path:
+    """The plate index the next stage works on: the last one written (input, qc with ``exclude``,
+    illumination), i.e. ``ctx.outputs["index"]``, else ``index.parquet``."""
+    return ctx.outputs.get("index", ctx.out / "index.parquet")
+
+
+@register_stage("qc", outputs=["qc", "qc/index.parquet"])
+def qc_stage(ctx: Context, exclude: bool = False, saturation: float | None = None, blur_z: float = 3.0,
+             saturated: float = 1e-3, empty: float = 1e-3) -> None:
+    """Image QC of every field (``qc/qc.csv``, ``qc/qc_fields.csv``, ``qc/qc_plate_map.png``, `cellkit.qc`);
+    ``qc/index.parquet`` holds the fields that go on: all, or with ``exclude`` those that pass."""
+    import json
+
+    import pandas as pd
+
+    from ..io import write_index
+    from ..qc import field_table, qc_plate, write_qc
+
+    index = pd.read_parquet(current_index(ctx))
+    table = qc_plate(index, saturation=saturation, workers=ctx.workers or 2, blur_z=blur_z, saturated=saturated,
+                     empty=empty)
+    write_qc(table, ctx.out / "qc")
+    fields = field_table(table)
+    failed = set(fields.loc[~fields.qc_pass, "field_id"])
+    kept = index[~index.field_id.isin(failed)] if exclude else index
+    counts = {"fields": len(index), "flagged": len(failed), "excluded": len(index) - len(kept),
+              **{f: int(fields[f].sum()) for f in ("blurry", "saturated", "empty")}}
+    (ctx.out / "qc" / "counts.json").write_text(json.dumps(counts, indent=2))
+    write_index(kept.reset_index(drop=True), ctx.out / "qc" / "index.parquet")
+    ctx.log(f"qc: {counts['flagged']} of {counts['fields']} fields flagged ({counts['blurry']} blurry, "
+            f"{counts['saturated']} saturated, {counts['empty']} empty), {counts['excluded']} excluded")
+
+
+@register_stage("illumination", outputs=["illumination", "illumination/index.parquet"])
+def illumination_stage(ctx: Context, aggregate: str = "median", smoothing: str = "median",
+                       size: float | None = None) -> None:
+    """Flat field per plate and channel (``illumination/<plate>.tif`` + ``illumination.png``,
+    `cellkit.illumination`), the corrected fields (``illumination/corrected/``) and their index
+    (``illumination/index.parquet``), which the later stages read."""
+    import pandas as pd
+
+    from ..illumination import correct_index, estimate_illumination, save_illumination
+    from ..io import channels_of, write_index
+
+    index = pd.read_parquet(current_index(ctx))
+    fields = estimate_illumination(index, aggregate=aggregate, smoothing=smoothing, size=size,
+                                   workers=ctx.workers or 2)
+    folder = ctx.out / "illumination"
+    save_illumination(fields, channels_of(index), folder,
+                      attrs={"aggregate": aggregate, "smoothing": smoothing, "size": size})
+    corrected = correct_index(index, fields, folder / "corrected", workers=ctx.workers or 2)
+    write_index(corrected, folder / "index.parquet")
+    ctx.log(f"illumination: {len(fields)} plates corrected, {len(corrected)} fields")
+
+
 @register_stage("segment", outputs=["labels.zarr", "labels.qc.csv"])
 def segment_stage(ctx: Context, backend: str = "classical", model: str | None = None, cell_model: str | None = "cyto3",
                   diameter: float | None = None) -> None:
@@ -79,7 +134,7 @@ def segment_stage(ctx: Context, backend: str = "classical", model: str | None = 
 
     labels = ctx.out / "labels.zarr"
     segmenter = get_segmenter(backend, model=model, cell_model=cell_model, diameter=diameter)
-    qc = segment_plate(pd.read_parquet(ctx.out / "index.parquet"), labels, segmenter,
+    qc = segment_plate(pd.read_parquet(current_index(ctx)), labels, segmenter,
                        workers=ctx.workers or 1, scheduler=ctx.scheduler)
     failed = qc[qc.status != "ok"]
     if len(failed):
@@ -94,7 +149,7 @@ def extract_stage(ctx: Context, size: int = 64, border: str = "drop", mask_neigh
     from ..extract import extract_cells
     from ..features import measure_field
 
-    extract_cells(ctx.out / "index.parquet", ctx.out / "labels.zarr", ctx.out / "cells.zarr", size=size,
+    extract_cells(current_index(ctx), ctx.out / "labels.zarr", ctx.out / "cells.zarr", size=size,
                   border=border, mask_neighbors=mask_neighbors, measure=measure_field if features else None,
                   adata=ctx.out / "cells.h5ad", workers=ctx.workers or 2, scheduler=ctx.scheduler, log=ctx.log)
 
