@@ -79,3 +79,32 @@ def test_bbbc021_pipeline_file_is_valid():
 
     spec = load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / "bbbc021.yaml")
     assert list(spec["input"]) == ["bbbc021"] and [name for name, _ in spec["stages"]][0] == "segment"
+
+
+@register_stage("read_index_test", outputs=["seen.json"])
+def _seen(ctx):
+    import pandas as pd
+
+    from cellkit.workflows.stages import current_index
+
+    index = pd.read_parquet(current_index(ctx))
+    (ctx.out / "seen.json").write_text(json.dumps({"n": len(index), "path": str(index.path_DNA.iloc[0])}))
+
+
+def test_qc_and_illumination_stages_feed_the_next_stage(tmp_path, spec):
+    import numpy as np
+    import pandas as pd
+    import tifffile
+
+    spec["stages"] = [{"qc": {"exclude": True}}, {"illumination": {}}, {"read_index_test": {}}]
+    run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    qc = pd.read_csv(tmp_path / "qc" / "qc.csv")
+    n_fields = len(plate_layout(SMALL))
+    assert qc.field_id.nunique() == n_fields and (tmp_path / "qc" / "qc_plate_map.png").exists()
+    counts = json.loads((tmp_path / "qc" / "counts.json").read_text())
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["n"] == n_fields - counts["excluded"]
+    assert "illumination/corrected" in seen["path"]  # later stages read the corrected fields
+    flat = tifffile.imread(next((tmp_path / "illumination").glob("*.tif")))
+    assert flat.shape[0] == 3 and np.isclose(flat[0].mean(), 1, atol=1e-3)
+    assert (tmp_path / "illumination" / "illumination.png").exists()
