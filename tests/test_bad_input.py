@@ -49,6 +49,16 @@ def plate(tmp_path_factory):
     return root, index
 
 
+@pytest.fixture(scope="module")
+def labels(plate):
+    """The tiny plate segmented (classical). Do not modify."""
+    _, index = plate
+    out = index.parent / "labels.zarr"
+    result = run("segment", index, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
 # ----------------------------------------------------------------------------- output paths
 
 @pytest.mark.parametrize("command", ["index", "export", "profile"])
@@ -166,6 +176,35 @@ def test_duplicated_cell_ids_are_an_error_or_dropped_on_request(tmp_path):
     assert wells.obs["n_cells"].tolist() == [3, 3]
     np.testing.assert_allclose(wells.X[0], cells.X[:3].mean(axis=0), rtol=1e-5)
     assert wells.uns["cellkit"]["aggregate"]["duplicates_dropped"] == 2
+
+
+# ----------------------------------------------------------------------------- stale derived files
+
+def test_replacing_a_store_invalidates_what_was_derived_from_it(plate, labels, tmp_path, monkeypatch):
+    import shutil
+
+    _, index = plate
+    store, cells, wells = tmp_path / "cells.zarr", tmp_path / "cells.h5ad", tmp_path / "wells.h5ad"
+    assert run("extract", index, labels, "--out", store).exit_code == 0
+    assert run("profile", cells, "--out", wells, "--preset", "none").exit_code == 0
+    shutil.copy(cells, tmp_path / "old.h5ad")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # a kill in the middle of writing the new store
+
+    monkeypatch.setattr("cellkit.extract.pipeline._write_block", killed)
+    result = run("extract", index, labels, "--out", store, "--size", 32, "--overwrite")
+    assert result.exit_code == 130  # interrupted
+    monkeypatch.undo()
+    assert not cells.exists()  # removed before the old store was
+    # the old table put back beside the new, incomplete store; and the wells made from it
+    shutil.copy(tmp_path / "old.h5ad", cells)
+    one_error(run("profile", cells, "--out", tmp_path / "w2.h5ad"), str(cells), "replaced")
+    one_error(run("evaluate", wells, "--out-dir", tmp_path / "ev"), str(wells), "replaced")
+    assert not (tmp_path / "w2.h5ad").exists() and not (tmp_path / "ev").exists()
+    # finishing the new extraction makes a consistent set again
+    assert run("extract", index, labels, "--out", store, "--size", "32", "--overwrite").exit_code == 0
+    assert run("profile", cells, "--out", tmp_path / "w2.h5ad", "--preset", "none").exit_code == 0
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -35,6 +35,8 @@ def cells_adata(root: zarr.Group):
     store = str(Path(root.store.root).resolve()) if hasattr(root.store, "root") else ""
     uns = {"version": __version__, "stage": "extract", "parameters": dict(extract.get("parameters", {})),
            "inputs": {**extract.get("inputs", {}), "cells_store": store},
+           "fingerprint": extract.get("fingerprint", ""),
+           "upstream": {"path": store, "kind": "cells_store", "fingerprint": extract.get("fingerprint", "")},
            "channels": list(root.attrs["channels"]), "crop_size": int(root.attrs["crop_size"])}
     return to_anndata(obs, features, uns)
 

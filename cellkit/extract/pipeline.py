@@ -147,8 +147,20 @@ def _fingerprint(obs: pd.DataFrame, index: pd.DataFrame, parameters: dict) -> st
     return digest.hexdigest()
 
 
-def _open_existing(out: Path, fingerprint: str, overwrite: bool) -> zarr.Group | None:
-    """The store at ``out`` to resume or reuse, or None when a new one must be made."""
+def _remove_derived(path: Path | None) -> None:
+    """Delete the cells AnnData at ``path`` when it is an extract output (its store is being replaced)."""
+    from ..io.provenance import read_cellkit_uns
+
+    if path is None or not path.exists():
+        return
+    info = read_cellkit_uns(path)
+    if info and info.get("stage") == "extract":
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _open_existing(out: Path, fingerprint: str, overwrite: bool, derived: Path | None = None) -> zarr.Group | None:
+    """The store at ``out`` to resume or reuse, or None when a new one must be made. A store that is
+    replaced loses its ``derived`` AnnData first, so that no reader ever pairs an old one with a new store."""
     if not out.exists():
         return None
     try:
@@ -161,6 +173,7 @@ def _open_existing(out: Path, fingerprint: str, overwrite: bool) -> zarr.Group |
     if not overwrite:
         raise ExtractInputError([f"{out} holds a cells store made from other inputs or parameters; "
                                  "pass overwrite=True (--overwrite) to replace it"], title="cannot write the store")
+    _remove_derived(derived)
     shutil.rmtree(out)
     return None
 
@@ -301,7 +314,7 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
                   "measure": _measure_name(measure)}
     inputs = {"index": index_source, "labels": labels, "n_fields": len(rows)}
     fingerprint = _fingerprint(obs, index, parameters)
-    root = _open_existing(out, fingerprint, overwrite)
+    root = _open_existing(out, fingerprint, overwrite, adata_path)
     bounds = cellstore.block_bounds(len(obs), block_cells)
     result = ExtractResult(out, adata_path, len(obs), len(rows), empty, 0, len(bounds), skipped=False)
     if root is not None and root.attrs.get("complete") is True:
@@ -311,6 +324,7 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
         result.skipped = True
         return result
     if root is None:
+        _remove_derived(adata_path)
         attrs = {"extract": {"parameters": parameters, "inputs": inputs, "fingerprint": fingerprint}}
         root = _create_skeleton(out, obs, channels, size, chunk_cells, block_cells, sharded, attrs)
     done = root["progress/done"][:] if bounds else np.zeros(0, bool)

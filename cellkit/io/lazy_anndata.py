@@ -15,6 +15,9 @@ def open_rows(data):
     path = Path(data)
     if not path.exists():
         raise FileNotFoundError(f"no AnnData at {path}")
+    from .provenance import check_upstream, read_cellkit_uns
+
+    check_upstream(read_cellkit_uns(path), path)
     if path.suffix == ".h5ad":
         backed = ad.read_h5ad(path, backed="r")
         return backed, backed.obs, backed.var_names, (lambda key: backed.obsm[key]), backed.file.close

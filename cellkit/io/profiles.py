@@ -96,7 +96,11 @@ def read_profiles(path: str | os.PathLike, **kwargs) -> ad.AnnData:
     if not path.exists():
         raise FileNotFoundError(f"no profile file at {path}")
     if path.suffix == ".h5ad":
-        return ad.read_h5ad(path)
+        from .provenance import check_upstream
+
+        adata = ad.read_h5ad(path)
+        check_upstream(dict(adata.uns.get("cellkit", {})), path)
+        return adata
     if path.suffix == ".zarr" or path.is_dir():
         return ad.read_zarr(path)
     return from_table(_read_table(path), **kwargs)

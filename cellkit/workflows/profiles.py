@@ -102,6 +102,7 @@ def profile_cells(cells: ad.AnnData | str | os.PathLike, *, by: Sequence[str] = 
     treatment_func = steps.pop("treatment_func")
     wells = tl.aggregate(cells, by=list(by), func=func, use_rep=use_rep, chunk_size=chunk_size,
                          duplicates=duplicates)
+    _record_upstream(wells, cells, dict(by=list(by), func=func, use_rep=use_rep, steps=steps))
     wells = prepare_profiles(wells, treatment=(), **steps)
     if not treatment:
         return wells, None
@@ -245,3 +246,19 @@ def compare_representations(cells: ad.AnnData | str | os.PathLike, *, control: s
         wells, treatments = profile_cells(cells, use_rep=None if rep == "X" else rep, control=control, **steps)
         rows[rep] = _scores_row(evaluate_profiles(treatments, control=control, figures=False), wells)
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _record_upstream(wells: ad.AnnData, cells, parameters: dict) -> None:
+    """Wells made from a cells file record its fingerprint (`cellkit.io.provenance`), so that readers
+    refuse them once that file is replaced."""
+    from ..io.provenance import derive_fingerprint, lineage, read_cellkit_uns
+
+    if isinstance(cells, ad.AnnData):
+        return
+    source = read_cellkit_uns(cells) or {}
+    if source.get("fingerprint"):
+        info = wells.uns.setdefault("cellkit", {})
+        info["upstream"] = {f"{k}": entry for k, entry in enumerate(
+            [{"path": str(Path(cells).resolve()), "kind": "anndata", "fingerprint": source["fingerprint"]},
+             *lineage(source)])}
+        info["fingerprint"] = derive_fingerprint(source["fingerprint"], parameters)
