@@ -207,6 +207,83 @@ def test_replacing_a_store_invalidates_what_was_derived_from_it(plate, labels, t
     assert run("profile", cells, "--out", tmp_path / "w2.h5ad", "--preset", "none").exit_code == 0
 
 
+# ----------------------------------------------------------------------------- distributed runs
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real ``dask scheduler`` and ``dask worker`` (separate processes, loopback) whose working
+    directory is not the client's; stopped by PID."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from distributed import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    where = tmp_path / "worker-cwd"
+    where.mkdir()
+    dask = str(Path(sys.executable).with_name("dask"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "cluster.log", "w")
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address",
+                               ":0"], cwd=where, env=env, stdout=log, stderr=log)]
+    procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1", "--dashboard-address",
+                                   ":0", "--local-directory", str(where)], cwd=where, env=env, stdout=log, stderr=log))
+    try:
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address, where
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_relative_outputs_land_where_the_client_expects_with_a_real_cluster(plate, dask_cluster, tmp_path,
+                                                                             monkeypatch):
+    from cellkit.io.cells import open_cells
+    from cellkit.io.labels import field_complete
+
+    _, index = plate
+    address, worker_cwd = dask_cluster
+    client_cwd = tmp_path / "client"
+    client_cwd.mkdir()
+    monkeypatch.chdir(client_cwd)
+    result = run("segment", index, "--out", "labels.zarr", "--scheduler", address)
+    assert result.exit_code == 0, result.output
+    fields = pd.read_parquet(index)["field_id"]
+    assert all(field_complete(client_cwd / "labels.zarr", f) for f in fields)
+    result = run("extract", index, "labels.zarr", "--out", "cells.zarr", "--scheduler", address, "--no-features")
+    assert result.exit_code == 0, result.output
+    assert open_cells(client_cwd / "cells.zarr").attrs["complete"] is True
+    assert not [p.name for p in worker_cwd.iterdir() if p.suffix == ".zarr"]
+
+
+def test_fields_reported_done_but_missing_fail_loudly(plate, tmp_path, monkeypatch):
+    """What a worker in another file system looks like to the client: success reported, nothing written."""
+    _, index = plate
+
+    def wrote_elsewhere(rows, channels, segmenter, out):
+        return [{"field_id": r["field_id"], "status": "ok", "n_nuclei": 1, "n_cells": 1, "n_border": 0,
+                 "empty": False, "notes": "", "error": ""} for r in rows]
+
+    monkeypatch.setattr("cellkit.segment.plate.segment_index_rows", wrote_elsewhere)
+    out = tmp_path / "labels.zarr"
+    one_error(run("segment", index, "--out", out), "3 of 3 fields", str(out), "somewhere else")
+
+
 # ----------------------------------------------------------------------------- helpers
 
 def _tiny_adata(n_wells: int = 2, per_well: int = 3):

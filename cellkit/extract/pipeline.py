@@ -283,9 +283,9 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
         raise ValueError(f"border must be one of {BORDER_POLICIES}, got {border!r}")
     if size < 2:
         raise ValueError(f"size must be at least 2, got {size}")
-    out = Path(out)
+    out = Path(out).resolve()  # on the client: workers may run in another directory
     _check_writable(out)
-    adata_path = Path(adata) if adata is not None else (out.with_suffix(".h5ad") if measure is not None else None)
+    adata_path = Path(adata).resolve() if adata is not None else (out.with_suffix(".h5ad") if measure is not None else None)
     if adata_path is not None:
         check_output(adata_path, "dir" if adata_path.suffix == ".zarr" else "file")
     index_source = str(index) if not isinstance(index, pd.DataFrame) else "DataFrame"
@@ -344,6 +344,7 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
         f"{len(todo)} blocks to write")
     run.compute(block_tasks, progress=progress)
     result.blocks_written = len(todo)
+    _verify_blocks(out, len(bounds))
 
     if measure is not None:
         _join_features(root, len(bounds))
@@ -352,6 +353,18 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
     cellstore.mark_complete(root)
     log(f"extract: {out} complete")
     return result
+
+
+def _verify_blocks(out: Path, n_blocks: int) -> None:
+    """All write blocks must be flagged done in the store at ``out`` as this process sees it."""
+    from ..errors import DistributedOutputError
+
+    done = zarr.open_group(str(out), mode="r")["progress/done"][:] if n_blocks else np.zeros(0, bool)
+    if not done.all():
+        raise DistributedOutputError(
+            f"{int((~done).sum())} of {n_blocks} write blocks reported written are missing from {out} as this "
+            "machine sees it; the workers wrote somewhere else",
+            "give workers the same file system and absolute paths (cellkit resolves them), then rerun")
 
 
 def _write_adata(root: zarr.Group, path: Path) -> None:

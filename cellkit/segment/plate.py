@@ -116,8 +116,12 @@ def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmen
     -------
     QC DataFrame, one row per field (columns `QC_COLUMNS`), also written to `qc_path(out)`.
     Store attributes record the backend, its parameters and versions.
+
+    ``out`` is made absolute here, on the client, before any task is sent: workers may run in
+    another directory. After a parallel run, every field reported done is checked to be complete
+    in the store the client sees (`DistributedOutputError` otherwise).
     """
-    out = str(out)
+    out = str(Path(out).resolve())
     channels = channels_of(index)
     root = open_labels(out, mode="a")
     root.attrs.update({"segmentation": segmenter.describe(), "channels": channels,
@@ -140,12 +144,25 @@ def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmen
         for task in tasks:
             results += segment_index_rows(task, channels, segmenter, out)
             report(len(results), total)
+    _verify_fields(out, [r for r in results if r["status"] == "ok"])
     order = {r["field_id"]: i for i, r in enumerate(rows)}
     qc = pd.DataFrame(results, columns=QC_COLUMNS).sort_values("field_id", key=lambda s: s.map(order))
     qc = qc.reset_index(drop=True)
     with atomic_path(qc_path(out)) as tmp:
         qc.to_csv(tmp, index=False)
     return qc
+
+
+def _verify_fields(out: str, ok: list[dict]) -> None:
+    """Every field reported written must be complete in the store at ``out`` as this process sees it."""
+    from ..errors import DistributedOutputError
+
+    missing = [r["field_id"] for r in ok if not field_complete(out, r["field_id"])]
+    if missing:
+        raise DistributedOutputError(
+            f"{len(missing)} of {len(ok)} fields reported segmented are not in {out} as this machine sees it "
+            f"(e.g. {missing[0]}); the workers wrote somewhere else",
+            "give workers the same file system and absolute paths (cellkit resolves them), then rerun")
 
 
 def _run_distributed(tasks, channels, segmenter, out, workers, scheduler, report) -> list[dict]:
