@@ -16,7 +16,8 @@ app = typer.Typer(help="cellkit: image-based drug profiling.", no_args_is_help=T
                   pretty_exceptions_enable=False, cls=HandledGroup)
 
 # Modules whose commands are registered on `app`, in help order.
-COMMAND_MODULES = ["data", "fetch", "qc", "images", "segment", "extract", "export", "models", "robustness", "search", "profile", "run", "demo"]
+COMMAND_MODULES = ["data", "fetch", "qc", "images", "convert", "segment", "extract", "export", "models", "robustness",
+                   "search", "profile", "run", "demo"]
 
 
 def _version(value: bool):

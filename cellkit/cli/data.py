@@ -38,7 +38,8 @@ def synth(
 
 
 def index(
-    source: Path = typer.Argument(..., help="BBBC021 image CSV, a generic CSV/parquet, or (with --pattern) the image root."),
+    source: Path = typer.Argument(..., help="BBBC021 image CSV, a generic CSV/parquet, an OME-Zarr HCS plate "
+                                            "(or a folder of them), or (with --pattern) the image root."),
     out: Path = typer.Option(..., "--out", "-o", help="Output parquet file."),
     root: Path = typer.Option(None, help="Image root (default: the folder holding SOURCE)."),
     moa: Path = typer.Option(None, help="BBBC021 MOA CSV (compound, concentration, moa)."),
@@ -47,7 +48,11 @@ def index(
     column: list[str] = typer.Option([], help="Metadata column for a generic CSV: NAME=COLUMN. Repeat."),
     check_shapes: bool = typer.Option(False, help="Also read every TIFF header and check shapes."),
 ):
-    """Build and validate a plate index (one row per field) and save it as parquet."""
+    """Build and validate a plate index (one row per field) and save it as parquet.
+
+    An OME-Zarr HCS plate is indexed in place: channel names come from its omero metadata and every
+    stage reads the fields from the plate.
+    """
     import pandas as pd
 
     from .. import io
@@ -57,6 +62,8 @@ def index(
     try:
         if pattern:
             index = io.from_pattern(source, pattern, channels=parse_pairs(channel, "--channel"))
+        elif source.is_dir():  # OME-Zarr HCS: fields are read from the plate itself, lazily
+            index = io.from_omezarr(source)
         else:
             head = pd.read_csv(source, nrows=0).columns if source.suffix != ".parquet" else []
             root = root or source.parent

@@ -1,4 +1,5 @@
-"""``cellkit export``: a cells (or wells) AnnData as a flat table for pycytominer users."""
+"""``cellkit export``: a cells (or wells) AnnData as a flat table for pycytominer / copairs users,
+or a run's images and segmentation as OME-Zarr HCS plates for napari and other NGFF tools."""
 
 from __future__ import annotations
 
@@ -6,35 +7,50 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, fail
+from ._common import console, fail, progress_bar
 
-FORMATS = ("parquet", "csv")
+FORMATS = ("parquet", "csv", "ome-zarr")
 
 
 def export(
-    source: Path = typer.Argument(..., help="AnnData to export: .h5ad file or .zarr AnnData folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output table."),
-    format: str = typer.Option("parquet", "--format", "-f", help=f"Table format: {', '.join(FORMATS)}."),
+    source: Path = typer.Argument(..., help="parquet/csv: AnnData (.h5ad or .zarr AnnData folder). ome-zarr: "
+                                            "a label store (labels.zarr) or a run folder holding one."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output table, or (ome-zarr) folder for <plate>.ome.zarr."),
+    format: str = typer.Option("parquet", "--format", "-f", help=f"One of {', '.join(FORMATS)}."),
+    embeddings: str = typer.Option("all", help="parquet/csv: obsm embeddings to add as <rep>_0..n columns: "
+                                               "'all', 'none', or keys separated by commas (X_simclr,...)."),
+    features: bool = typer.Option(True, "--features/--no-features", help="parquet/csv: include the X features."),
+    index: Path = typer.Option(None, help="ome-zarr: plate index (default: index.parquet beside the labels)."),
+    levels: int = typer.Option(None, min=0, max=8, help="ome-zarr: downsampled pyramid levels (default: auto)."),
 ):
-    """Write obs columns as ``Metadata_<column>`` and the features (X) as named columns."""
+    """Export a run: ``Metadata_<column>`` + features + embeddings table, or OME-Zarr images with NGFF labels."""
     if format not in FORMATS:
         fail(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if not source.exists():
         fail(f"{source} does not exist")
-    from .._atomic import check_output
+    if format == "ome-zarr":
+        _export_omezarr(source, out, index, levels)
+    else:
+        _export_table(source, out, format, embeddings, features)
+
+
+def _export_table(source: Path, out: Path, format: str, embeddings: str, features: bool) -> None:
+    from .._atomic import atomic_path, check_output
 
     check_output(out, "file")
     import anndata as ad
 
-    from .._atomic import atomic_path
     from ..features import to_pycytominer
 
     try:
         adata = ad.read_zarr(source) if source.is_dir() else ad.read_h5ad(source)
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad input here
         fail(f"cannot read {source} as AnnData: {err}")
+    keys = {"all": list(adata.obsm.keys()), "none": []}.get(embeddings)
+    if keys is None:
+        keys = [k.strip() for k in embeddings.split(",") if k.strip()]
     try:
-        table = to_pycytominer(adata)
+        table = to_pycytominer(adata, obsm=keys, features=features)
     except ValueError as err:
         fail(str(err))
     with atomic_path(out) as tmp:
@@ -43,7 +59,32 @@ def export(
         else:
             table.to_csv(tmp, index=False)
     n_meta = sum(c.startswith("Metadata_") for c in table.columns)
-    console.print(f"{len(table)} rows, {n_meta} metadata and {table.shape[1] - n_meta} feature columns -> {out}")
+    n_emb = sum(adata.obsm[k].shape[1] for k in keys)
+    console.print(f"{len(table)} rows, {n_meta} metadata, {table.shape[1] - n_meta - n_emb} feature and {n_emb} "
+                  f"embedding columns ({', '.join(keys) or 'no embeddings'}) -> {out}")
+
+
+def _export_omezarr(source: Path, out: Path, index: Path | None, levels: int | None) -> None:
+    from ..io import PlateIndexError, read_index
+    from ..io.labels import open_labels
+    from ..io.omezarr_write import write_plate
+
+    labels = source / "labels.zarr" if (source / "labels.zarr").is_dir() else source
+    index = index or labels.parent / "index.parquet"
+    if not index.is_file():
+        fail(f"no plate index at {index}; give it with --index")
+    try:
+        open_labels(labels)
+        plate_index = read_index(index, check_files=True)
+    except (ValueError, FileNotFoundError, PlateIndexError) as err:
+        fail(str(err))
+    with progress_bar("writing OME-Zarr fields", total=len(plate_index)) as update:
+        summary = write_plate(plate_index, out, labels=labels, levels=levels, progress=update)
+    console.print(f"{summary['fields']} fields in {len(summary['plates'])} plate(s): {summary['written']} fields "
+                  f"written, {summary['labels_written']} with labels now -> {out}")
+    if summary["no_labels"]:
+        console.print(f"[yellow]warning:[/] {len(summary['no_labels'])} field(s) have no complete labels in "
+                      f"{labels} (failed segmentation?), e.g. {summary['no_labels'][0]}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

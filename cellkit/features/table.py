@@ -40,18 +40,48 @@ def to_anndata(obs: pd.DataFrame, features: pd.DataFrame, uns: Mapping | None = 
     return adata
 
 
-def to_pycytominer(adata) -> pd.DataFrame:
-    """Flat table for pycytominer: ``Metadata_<column>`` for every obs column (and the cell id),
-    then the feature columns unchanged (float32)."""
+def embedding_prefix(key: str) -> str:
+    """Column prefix of an ``obsm`` entry: ``X_simclr`` -> ``simclr`` (columns ``simclr_0..n``)."""
+    return key[2:] if key.startswith("X_") else key
+
+
+def to_pycytominer(adata, obsm: list[str] | None = None, features: bool = True) -> pd.DataFrame:
+    """Flat table for pycytominer / copairs: ``Metadata_<column>`` for every obs column (and the cell id),
+    then the feature columns unchanged (float32), then each ``obsm`` embedding as ``<rep>_0..<rep>_{D-1}``.
+
+    Parameters
+    ----------
+    adata
+        Cells (or wells) x features AnnData.
+    obsm
+        Keys of ``adata.obsm`` to add as columns (``X_simclr`` -> ``simclr_0``, ...); default none.
+        Each must be 2-D numeric with one row per observation.
+    features
+        Include the features of ``X`` (False: metadata and embeddings only).
+
+    Raises ValueError for a missing or non-numeric embedding, and for column names that clash.
+    """
     meta = adata.obs.copy()
     meta.insert(0, "cell_id", adata.obs_names.astype(str))
     meta = meta.rename(columns=lambda c: c if str(c).startswith("Metadata_") else f"Metadata_{c}")
     for column in meta.columns:  # categoricals -> plain values (parquet and pycytominer friendly)
         if isinstance(meta[column].dtype, pd.CategoricalDtype):
             meta[column] = meta[column].astype(meta[column].cat.categories.dtype)
-    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-    feats = pd.DataFrame(X.astype(np.float32), columns=list(adata.var_names), index=meta.index)
-    clash = set(feats.columns) & set(meta.columns)
-    if clash:
-        raise ValueError(f"feature names clash with metadata: {sorted(clash)}")
-    return pd.concat([meta, feats], axis=1).reset_index(drop=True)
+    blocks = [meta]
+    if features:
+        X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        blocks.append(pd.DataFrame(X.astype(np.float32), columns=list(adata.var_names), index=meta.index))
+    for key in obsm or []:
+        if key not in adata.obsm:
+            raise ValueError(f"no embedding {key!r} in obsm; present: {sorted(adata.obsm.keys()) or 'none'}")
+        z = np.asarray(adata.obsm[key])
+        if z.ndim != 2 or not np.issubdtype(z.dtype, np.number):
+            raise ValueError(f"obsm[{key!r}] is {z.dtype} with shape {z.shape}; expected a 2-D numeric embedding")
+        prefix = embedding_prefix(key)
+        blocks.append(pd.DataFrame(z.astype(np.float32), columns=[f"{prefix}_{i}" for i in range(z.shape[1])],
+                                   index=meta.index))
+    columns = pd.Index([c for b in blocks for c in b.columns])
+    clash = columns[columns.duplicated()]
+    if len(clash):
+        raise ValueError(f"column names clash (metadata, features, embeddings): {sorted(set(clash))[:10]}")
+    return pd.concat(blocks, axis=1).reset_index(drop=True)

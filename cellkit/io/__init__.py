@@ -3,7 +3,8 @@
 from .bbbc021_crops import BBBC021_CROP_CHANNELS, import_bbbc021_crops
 from .cells import IncompleteStoreError, obs_adata, open_cells, read_cells
 from .dataset import CellDataset
-from .images import ImageReadError, image_shape, read_crops, read_field, read_image
+from .images import ImageReadError, image_exists, image_shape, read_crops, read_field, read_image
+from .omezarr import from_omezarr
 from .plate_index import (
     BBBC021_CHANNELS,
     METADATA_COLUMNS,
@@ -21,9 +22,9 @@ from .profiles import ProfileTableError, from_table, join_bbbc021, read_profiles
 
 __all__ = [
     "BBBC021_CHANNELS", "BBBC021_CROP_CHANNELS", "METADATA_COLUMNS", "CellDataset", "ImageReadError",
-    "IncompleteStoreError", "PlateIndexError", "channels_of", "from_bbbc021", "from_csv", "from_folder", "from_pattern",
-    "image_shape", "import_bbbc021_crops", "obs_adata", "open_cells", "read_cells", "read_crops", "read_field",
-    "read_image",
+    "IncompleteStoreError", "PlateIndexError", "channels_of", "from_bbbc021", "from_csv", "from_folder",
+    "from_omezarr", "from_pattern", "image_exists", "image_shape", "import_bbbc021_crops", "obs_adata", "open_cells",
+    "read_cells", "read_crops", "read_field", "read_image",
     "read_index", "validate_index", "write_index",
     "ProfileTableError", "from_table", "join_bbbc021", "read_profiles", "to_table",
 ]

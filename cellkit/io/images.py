@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import tifffile
 
 from ._columns import PATH_PREFIX, channels_of
+from .omezarr import is_plane_ref, plane_exists, plane_shape, read_plane
 
 
 class ImageReadError(OSError):
@@ -14,14 +17,21 @@ class ImageReadError(OSError):
 
 
 def image_shape(path: str) -> tuple[int, ...]:
-    """Shape of the first page of a TIFF, read from its header only."""
+    """Shape of the first page of a TIFF, read from its header only (or of an OME-Zarr plane)."""
+    if is_plane_ref(path):
+        return _zarr_plane(plane_shape, path)
     with tifffile.TiffFile(path) as tif:
         return tuple(tif.pages[0].shape)
 
 
 def read_image(path: str) -> np.ndarray:
     """Read one 2-D image (TIFF; PNG and other formats through imageio), shape (H, W), dtype as stored.
-    Raises `ImageReadError` with the path."""
+    Raises `ImageReadError` with the path.
+
+    ``path`` may also be a plane reference into an OME-Zarr field (`cellkit.io.omezarr`).
+    """
+    if is_plane_ref(path):
+        return _zarr_plane(read_plane, path)
     try:
         if str(path).lower().endswith((".tif", ".tiff")):
             image = tifffile.imread(path)
@@ -35,6 +45,18 @@ def read_image(path: str) -> np.ndarray:
     if image.ndim != 2:
         raise ImageReadError(f"image {path} has shape {image.shape}; expected one 2-D plane")
     return image
+
+
+def image_exists(path: str) -> bool:
+    """True when the image file (or the OME-Zarr field group of a plane reference) exists."""
+    return plane_exists(path) if is_plane_ref(path) else os.path.isfile(path)
+
+
+def _zarr_plane(read, path: str):
+    try:
+        return read(path)
+    except Exception as err:  # missing group, damaged chunk, not 2-D
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
 
 
 def read_field(row: pd.Series | dict, channels: list[str] | None = None) -> np.ndarray:
@@ -81,4 +103,4 @@ def read_crops(path: str, n_channels: int) -> np.ndarray:
     return crops.astype(np.float32)
 
 
-__all__ = ["ImageReadError", "image_shape", "read_image", "read_field", "read_crops", "channels_of"]
+__all__ = ["ImageReadError", "image_exists", "image_shape", "read_image", "read_field", "read_crops", "channels_of"]

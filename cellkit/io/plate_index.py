@@ -17,7 +17,7 @@ import pandas as pd
 
 from .._atomic import atomic_path
 from ._columns import PATH_PREFIX, channels_of
-from .images import image_shape
+from .images import image_exists, image_shape
 
 METADATA_COLUMNS = ["field_id", "plate", "well", "site", "batch", "compound", "concentration", "moa"]
 
@@ -307,7 +307,7 @@ def validate_index(index: pd.DataFrame, *, root=None, check_files: bool = True,
                     problems.append(f"{col} path escapes the image root {root}: {p}")
     if check_files:
         for col in path_cols:
-            problems += [f"missing image file: {p}" for p in index[col] if not os.path.isfile(p)]
+            problems += [f"missing image file: {p}" for p in index[col] if not image_exists(p)]
     if check_shapes and not problems:
         problems += _shape_problems(index, path_cols)
     if problems:

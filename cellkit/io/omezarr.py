@@ -1,0 +1,253 @@
+"""Read OME-Zarr (OME-NGFF) HCS plates: build a plate index from one, read its fields lazily.
+
+Metadata (plate, wells, fields, ``multiscales`` axes and datasets, ``omero`` channel labels) is read
+with ngio (`ngio.open_ome_zarr_plate`, `ngio.open_ome_zarr_container`), which validates NGFF 0.4
+(Zarr v2) and 0.5 (Zarr v3); pixels are read with zarr from the full-resolution dataset.
+A plate index row points into the plate: ``path_<channel>`` is a *plane reference*
+``<plate>/<row>/<column>/<field>#c=<channel index>`` (the field's image group, then the channel's
+position on its ``c`` axis). `read_plane` reads that plane, shape (H, W), from the full-resolution
+dataset only when a stage asks for it: no conversion step, nothing loaded at indexing time.
+
+Plate index values: ``plate`` = the plate metadata's ``name`` (else the folder name without
+``.ome.zarr``); ``well`` = row name + column name (``B`` + ``03`` -> ``B03``); ``site`` = the field's
+path when it is a number, else its 1-based position in the well; ``batch``, ``compound``,
+``concentration`` and ``moa`` from the field's ``cellkit`` attributes (written by ``cellkit convert``)
+when present, else missing (join a metadata table to add them).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._columns import PATH_PREFIX
+
+REF = re.compile(r"^(?P<group>.+)#c=(?P<c>\d+)\Z")
+FORMAT = "cellkit.ome-zarr"  # root ``format`` attribute of plates written by cellkit
+FIELD_METADATA = ("batch", "compound", "concentration", "moa")
+
+
+def plane_ref(group: str | os.PathLike, channel: int) -> str:
+    """The plate index path of channel ``channel`` of the field image group ``group``."""
+    return f"{os.fspath(group)}#c={int(channel)}"
+
+
+def parse_ref(path: str) -> tuple[str, int] | None:
+    """``(field group, channel index)`` for a plane reference, None for an ordinary file path."""
+    m = REF.match(str(path))
+    return (m["group"], int(m["c"])) if m else None
+
+
+def is_plane_ref(path) -> bool:
+    """True when ``path`` is a plane reference into an OME-Zarr field (see the module docstring)."""
+    return parse_ref(str(path)) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _image_meta(group: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """``(full-resolution array path, axis names, channel labels)`` of a field image group."""
+    import ngio
+
+    if not os.path.isdir(group):
+        raise FileNotFoundError(f"no OME-Zarr image group at {group}")
+    try:
+        container = ngio.open_ome_zarr_container(group, mode="r")
+        image = container.get_image()
+        labels = tuple(str(c) for c in container.channel_labels)
+    except Exception as err:  # noqa: BLE001 - ngio's validation errors name what is wrong
+        raise ValueError(f"{group} is not a readable OME-Zarr image: {_one_line(err)}") from err
+    return os.path.join(group, container.level_paths[0]), tuple(image.axes), labels
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())[:200]
+
+
+def _open_array(group: str):
+    import zarr
+
+    array_path, axes, _ = _image_meta(group)
+    array = zarr.open_array(array_path, mode="r")
+    if len(axes) != array.ndim:
+        raise ValueError(f"{array_path}: {array.ndim} dimensions but axes {list(axes)}")
+    return array, axes
+
+
+def _plane_index(array, axes, c: int, where: str) -> tuple:
+    index = []
+    for name, size in zip(axes, array.shape):
+        if name == "c":
+            if c >= size:
+                raise ValueError(f"{where}: channel index {c} but the image has {size} channel(s)")
+            index.append(c)
+        elif name in ("y", "x"):
+            index.append(slice(None))
+        elif size == 1:
+            index.append(0)
+        else:
+            raise ValueError(f"{where}: axis {name!r} has {size} planes; cellkit reads 2-D fields "
+                             f"(project or select one {name} plane first)")
+    if "c" not in axes and c != 0:
+        raise ValueError(f"{where}: channel index {c} but the image has no channel axis")
+    return tuple(index)
+
+
+def read_plane(path: str) -> np.ndarray:
+    """Read one channel plane of an OME-Zarr field, shape (H, W), dtype as stored (full resolution)."""
+    group, c = parse_ref(path)
+    array, axes = _open_array(group)
+    return np.asarray(array[_plane_index(array, axes, c, path)])
+
+
+def plane_shape(path: str) -> tuple[int, int]:
+    """(H, W) of a plane reference, from the array metadata only."""
+    group, c = parse_ref(path)
+    array, axes = _open_array(group)
+    _plane_index(array, axes, c, path)
+    return tuple(s for n, s in zip(axes, array.shape) if n in ("y", "x"))
+
+
+def plane_exists(path: str) -> bool:
+    """True when the field image group of a plane reference exists (metadata not read)."""
+    group, _ = parse_ref(path)
+    return os.path.isdir(group)
+
+
+# ----------------------------------------------------------------------------------------------- index
+
+def _ome_attrs(path: str | os.PathLike) -> dict:
+    """NGFF attributes of a Zarr group (under ``ome`` in Zarr v3), {} when there is no group."""
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:  # not a group
+        return {}
+    return attrs.get("ome", attrs)
+
+
+def is_omezarr_plate(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a Zarr group holding OME-NGFF HCS ``plate`` metadata."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file() and not (path / ".zattrs").is_file():
+        return False
+    return "plate" in _ome_attrs(path)
+
+
+def _plate_root_attrs(path: Path) -> dict:
+    import zarr
+
+    return dict(zarr.open_group(str(path), mode="r").attrs)
+
+
+def from_omezarr(path: str | os.PathLike) -> pd.DataFrame:
+    """Plate index of one OME-Zarr HCS plate, or of every plate (``*.zarr`` with plate metadata)
+    directly inside a folder. Fields are not read (see the module docstring for the values).
+
+    Raises `PlateIndexError` listing every problem (no plate metadata, a missing well or field,
+    channel labels that differ between fields, a cellkit conversion left incomplete).
+    """
+    from .plate_index import PlateIndexError, finalize_index
+
+    path = Path(os.path.abspath(path))
+    _image_meta.cache_clear()  # metadata may have been rewritten since it was cached
+    if not path.exists():
+        raise PlateIndexError([f"{path} does not exist"], title="cannot index OME-Zarr")
+    if is_omezarr_plate(path):
+        plates = [path]
+    else:
+        plates = sorted(p for p in path.iterdir() if p.is_dir() and p.suffix == ".zarr" and is_omezarr_plate(p))
+        if not plates:
+            raise PlateIndexError([f"{path} has no OME-NGFF 'plate' metadata and holds no plate (*.zarr)"],
+                                  title="not an OME-Zarr HCS plate")
+    rows, problems = [], []
+    for plate in plates:
+        plate_rows, plate_problems = _plate_rows(plate)
+        rows += plate_rows
+        problems += plate_problems
+    channels = {tuple(k for k in r if k.startswith(PATH_PREFIX)) for r in rows}
+    if len(channels) > 1:
+        problems.append(f"fields have different channels: {sorted(channels)}")
+    if problems:
+        raise PlateIndexError(problems, title="cannot index OME-Zarr plate")
+    return finalize_index(pd.DataFrame(rows), check_files=True)
+
+
+def plate_name(path: Path, name: str | None) -> str:
+    """The plate's ``name`` metadata, else its folder name without ``.ome.zarr`` / ``.zarr``."""
+    name = name or path.name
+    for suffix in (".ome.zarr", ".zarr"):
+        name = name.removesuffix(suffix)
+    return str(name)
+
+
+def _plate_rows(path: Path) -> tuple[list[dict], list[str]]:
+    root = _plate_root_attrs(path)
+    cellkit = root.get("cellkit", {})
+    if root.get("format") == FORMAT and not cellkit.get("complete"):
+        return [], [f"{path}: the conversion did not finish; run `cellkit convert` again to complete it"]
+    import ngio
+
+    try:
+        plate = ngio.open_ome_zarr_plate(str(path), mode="r")
+        name = plate_name(path, plate.meta.plate.name)
+        images = plate.images_paths(max_workers=1)
+    except Exception as err:  # noqa: BLE001 - invalid plate metadata, reported
+        return [], [f"{path}: not a readable OME-Zarr HCS plate: {_one_line(err)}"]
+    rows, problems, positions = [], [], {}
+    first: tuple[str, ...] | None = None
+    for image_path in images:
+        row, col, field = image_path.split("/")
+        group = str(path / image_path)
+        positions[(row, col)] = pos = positions.get((row, col), 0) + 1
+        try:
+            _, axes, labels = _image_meta(group)
+        except (FileNotFoundError, ValueError) as err:
+            problems.append(f"{name}: field {image_path}: {err}")
+            continue
+        if first is None:
+            first = _first_channels(group, axes, labels, problems)
+            if first is None:
+                continue
+        names = labels if labels and all(labels) else tuple(f"c{i}" for i in range(len(first)))
+        if names != first:
+            problems.append(f"{name}: field {image_path} has channels {list(names)}, the first field {list(first)}")
+            continue
+        meta = _field_attrs(group)
+        record = {"plate": name, "well": f"{row}{col}", "site": int(field) if field.isdigit() else pos,
+                  "batch": meta.get("batch") or name}
+        record.update({k: meta.get(k) for k in FIELD_METADATA[1:]})
+        record.update({PATH_PREFIX + ch: plane_ref(group, i) for i, ch in enumerate(first)})
+        rows.append(record)
+    if not rows and not problems:
+        problems.append(f"{name}: the plate lists no fields")
+    return rows, problems
+
+
+def _first_channels(group: str, axes, labels, problems) -> tuple[str, ...] | None:
+    """Channel names of the first field: its omero labels, else ``c0, c1, ...``."""
+    try:
+        array, _ = _open_array(group)
+    except Exception as err:  # noqa: BLE001 - reported
+        problems.append(f"{group}: {err}")
+        return None
+    n = array.shape[axes.index("c")] if "c" in axes else 1
+    if labels and all(labels) and len(labels) != n:
+        problems.append(f"{group}: {len(labels)} omero channel labels for {n} channel(s)")
+        return None
+    names = tuple(labels) if labels and all(labels) else tuple(f"c{i}" for i in range(n))
+    if len(set(names)) != len(names):
+        problems.append(f"{group}: channel labels are not unique: {list(names)}")
+        return None
+    return names
+
+
+def _field_attrs(group: str) -> dict:
+    import zarr
+
+    return dict(zarr.open_group(group, mode="r").attrs.get("cellkit", {}))
