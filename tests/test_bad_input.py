@@ -284,6 +284,40 @@ def test_fields_reported_done_but_missing_fail_loudly(plate, tmp_path, monkeypat
     one_error(run("segment", index, "--out", out), "3 of 3 fields", str(out), "somewhere else")
 
 
+# ----------------------------------------------------------------------------- concurrent runs
+
+def test_a_second_run_into_the_same_store_refuses_or_waits(plate, labels, tmp_path, monkeypatch):
+    import os
+    import threading
+
+    from cellkit._lock import output_lock
+
+    _, index = plate
+    store = tmp_path / "cells.zarr"
+    with output_lock(store), output_lock(tmp_path / "l.zarr"):  # other runs hold both stores
+        one_error(run("extract", index, labels, "--out", store, "--no-features"), str(store),
+                  "being written by another cellkit run", f"process {os.getpid()}")
+        assert not store.exists()
+        one_error(run("segment", index, "--out", tmp_path / "l.zarr"), "l.zarr", "another cellkit run")
+        assert not (tmp_path / "l.zarr").exists()
+    # with CELLKIT_LOCK_WAIT the second run waits for the first, then finds the store complete
+    assert run("extract", index, labels, "--out", store, "--no-features").exit_code == 0
+    monkeypatch.setenv("CELLKIT_LOCK_WAIT", "30")
+    held = threading.Event()
+
+    def first_run():
+        with output_lock(store):
+            held.set()
+            threading.Event().wait(1.0)
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    held.wait()
+    result = run("extract", index, labels, "--out", store, "--no-features")
+    thread.join()
+    assert result.exit_code == 0 and "already complete" in result.output, result.output
+
+
 # ----------------------------------------------------------------------------- helpers
 
 def _tiny_adata(n_wells: int = 2, per_well: int = 3):

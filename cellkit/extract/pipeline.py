@@ -43,6 +43,7 @@ import pandas as pd
 import zarr
 
 from .._atomic import atomic_path, check_output
+from .._lock import output_lock
 from ..io import cells as cellstore
 from ..io.images import read_field
 from ..io.labels import read_field_labels
@@ -277,7 +278,18 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
     ExtractInputError
         Missing labels, images and labels of different shapes, unreadable images, an output
         path that cannot be written; raised before anything is written.
+    StoreLockedError
+        Another run is writing ``out`` (`cellkit._lock`).
     """
+    with output_lock(Path(out)):
+        return _extract(index, labels, out, size=size, border=border, mask_neighbors=mask_neighbors, measure=measure,
+                        adata=adata, workers=workers, processes=processes, scheduler=scheduler,
+                        chunk_cells=chunk_cells, block_cells=block_cells, sharded=sharded, overwrite=overwrite,
+                        log=log, progress=progress)
+
+
+def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata, workers, processes, scheduler,
+             chunk_cells, block_cells, sharded, overwrite, log, progress) -> ExtractResult:
     log = log or (lambda message: None)
     if border not in BORDER_POLICIES:
         raise ValueError(f"border must be one of {BORDER_POLICIES}, got {border!r}")

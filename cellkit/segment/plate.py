@@ -16,6 +16,7 @@ import pandas as pd
 
 from .. import __version__
 from .._atomic import atomic_path
+from .._lock import output_lock
 from ..io.images import read_field
 from ..io.labels import field_complete, open_labels, write_field_labels
 from ..io.plate_index import channels_of
@@ -122,6 +123,11 @@ def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmen
     in the store the client sees (`DistributedOutputError` otherwise).
     """
     out = str(Path(out).resolve())
+    with output_lock(out):
+        return _segment_plate(index, out, segmenter, workers, scheduler, fields_per_task, progress)
+
+
+def _segment_plate(index, out, segmenter, workers, scheduler, fields_per_task, progress) -> pd.DataFrame:
     channels = channels_of(index)
     root = open_labels(out, mode="a")
     root.attrs.update({"segmentation": segmenter.describe(), "channels": channels,
