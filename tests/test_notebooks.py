@@ -84,7 +84,7 @@ def images(nb) -> int:
 
 def test_notebooks_are_stripped():
     names = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
-    assert len(names) == 11, names
+    assert len(names) == 12, names
     for path in NOTEBOOKS.glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
@@ -206,3 +206,23 @@ def test_11_robustness_search(kernel_env):
     top = hits[hits["rank"] == 1]
     assert len(top) == 3 and (top["query"].str.removeprefix("noisy ") == top["neighbor"]).all()
     assert images(nb) >= 2
+
+
+def test_12_image_embeddings(kernel_env):
+    """The MAE-embeddings workflow on the 20 real BBBC006 fields (skipped without the real data)."""
+    from .conftest import real_path
+
+    real_path("bbbc006", "w2_z16_seed002")
+    nb = execute("12_image_embeddings")
+    out = kernel_env / "12_image_embeddings"
+    drift = pd.read_csv(out / "drift.csv")
+    assert set(drift.perturbation) == {"clean", "noise", "blur", "brightness", "shift"}
+    strongest = drift[drift.perturbation != "clean"].sort_values("severity").groupby("perturbation").last()
+    assert (strongest.l2_drift_rel > 0).all()  # each perturbed embedding comes from perturbed pixels
+    hits = pd.read_csv(out / "search.csv")
+    assert hits["query"].nunique() == 20 and not (hits["query"] == hits["neighbor"]).any()
+    defocus = pd.read_csv(out / "defocus.csv", index_col=0).iloc[:, 0]
+    assert 0 <= defocus["percentile of the A01 s1 pair among those"] <= 100
+    text = outputs_text(nb)
+    assert "model:" in text and "A01 s1 moves" in text
+    assert images(nb) >= 5
