@@ -131,3 +131,25 @@ def test_real_bbbc006_defocus_ranks_planes():
     assert a0.focus_score < a10.focus_score
     # the two planes separate completely on the slope
     assert z00.power_log_log_slope.max() < z10.power_log_log_slope.min()
+
+
+def test_cli_profile_leaves_out_flagged_fields(tmp_path):
+    from typer.testing import CliRunner
+
+    from cellkit.cli import app
+
+    rng = np.random.default_rng(0)
+    fields = [f"P1/{w}/1" for w in ("B02", "B03", "B04", "B05")]
+    obs = pd.DataFrame({"plate": "P1", "well": [f.split("/")[1] for f in fields for _ in range(5)],
+                        "field_id": [f for f in fields for _ in range(5)], "compound": "DMSO",
+                        "concentration": 0.0, "moa": "DMSO"}, index=[f"c{i}" for i in range(20)])
+    ad.AnnData(rng.normal(size=(20, 4)).astype(np.float32), obs=obs).write_h5ad(tmp_path / "cells.h5ad")
+    pd.DataFrame({"field_id": fields, "qc_pass": [True, False, True, True], "blurry": [False, True, False, False],
+                  "saturated": False, "empty": False}).to_csv(tmp_path / "qc_fields.csv", index=False)
+    result = CliRunner().invoke(app, ["profile", str(tmp_path / "cells.h5ad"), "--out", str(tmp_path / "wells.h5ad"),
+                                      "--preset", "none", "--qc", str(tmp_path / "qc_fields.csv")])
+    assert result.exit_code == 0, result.output
+    assert "5 cells left out" in result.output
+    wells = ad.read_h5ad(tmp_path / "wells.h5ad")
+    assert sorted(wells.obs.well) == ["B02", "B04", "B05"] and wells.obs.n_cells.sum() == 15
+    assert wells.uns["cellkit"]["qc"]["rows_removed"] == 5

@@ -58,6 +58,8 @@ def profile(
     treatments: Path = typer.Option(None, help="Also write treatment profiles (.h5ad) here."),
     treatment: str = typer.Option("compound,concentration", help="Obs columns defining a treatment."),
     chunk_size: int = typer.Option(25_000, help="Cells read at a time."),
+    qc: Path = typer.Option(None, help="qc_fields.csv (or qc.csv) of cellkit qc: leave out the cells of fields "
+                            "that failed QC (counts printed and kept in uns['cellkit']['qc'])."),
     drop_duplicates: bool = typer.Option(False, "--drop-duplicates",
                                          help="Keep the first row of a cell id seen more than once (default: "
                                               "such a table is an error)."),
@@ -74,9 +76,20 @@ def profile(
         check_output(treatments, "file")
     steps = _steps(preset, normalize=normalize, select=select, spherize=spherize, epsilon=epsilon)
     try:
+        source, qc_counts = cells, None
+        if qc is not None:
+            import anndata as ad
+            import pandas as pd
+
+            from ..qc import exclude_flagged
+
+            source = exclude_flagged(ad.read_h5ad(cells), pd.read_csv(qc))
+            qc_counts = source.uns["cellkit"]["qc"]
+            console.print(f"QC: {qc_counts['fields_flagged']} of {qc_counts['fields_checked']} fields flagged, "
+                          f"{qc_counts['rows_removed']} cells left out, {qc_counts['rows_kept']} kept")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
-            wells, treated = profile_cells(cells, by=_split(by), func=func, use_rep=use_rep, chunk_size=chunk_size,
+            wells, treated = profile_cells(source, by=_split(by), func=func, use_rep=use_rep, chunk_size=chunk_size,
                                            control=control, plate=plate,
                                            treatment=_split(treatment) if treatments is not None else None,
                                            duplicates="drop" if drop_duplicates else "error", **steps)
@@ -87,6 +100,10 @@ def profile(
     except (KeyError, ValueError, FileNotFoundError) as err:
         fail(str(err).strip('"'))
     console.print(f"aggregated {wells.obs['n_cells'].sum()} cells into {wells.n_obs} wells, {wells.n_vars} features")
+    if qc_counts is not None:
+        for table in (wells, treated):
+            if table is not None:
+                table.uns.setdefault("cellkit", {})["qc"] = qc_counts
     with atomic_path(out) as tmp:
         wells.write_h5ad(tmp)
     console.print(f"wells -> {out}")
