@@ -82,3 +82,52 @@ def test_export_bad_input(tmp_path):
     assert result.exit_code == 1 and "cannot read" in _words(result) and not (tmp_path / "x.parquet").exists()
     result = runner.invoke(app, ["export", str(bad), "--format", "xlsx", "--out", str(tmp_path / "x.xlsx")])
     assert result.exit_code == 1 and "unknown format" in _words(result)
+
+
+def test_export_embeddings_for_pycytominer_and_copairs(adata, tmp_path):
+    """obsm embeddings travel as <rep>_0..n columns; pycytominer aggregates / normalizes them and
+    copairs retrieves same-compound cells from them."""
+    from copairs.map import average_precision
+    from pycytominer import aggregate, normalize
+
+    adata = adata.copy()
+    rng = np.random.default_rng(0)
+    compounds = adata.obs["compound"].astype(str).to_numpy()
+    centres = {c: rng.normal(0, 3, 8) for c in np.unique(compounds)}
+    adata.obsm["X_simclr"] = (rng.normal(0, 1, (adata.n_obs, 8)) + np.stack([centres[c] for c in compounds])
+                              ).astype(np.float32)
+    adata.obsm["X_pca"] = rng.normal(0, 1, (adata.n_obs, 3)).astype(np.float32)
+    h5ad = tmp_path / "cells.h5ad"
+    adata.write_h5ad(h5ad)
+    out = tmp_path / "cells.parquet"
+    result = runner.invoke(app, ["export", str(h5ad), "-o", str(out), "--embeddings", "X_simclr"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out)
+    emb = [f"simclr_{i}" for i in range(8)]
+    assert list(table.columns[-8:]) == emb and "pca_0" not in table.columns
+    assert list(table.columns[:len(table.columns) - 8 - adata.n_vars]) == [c for c in table if c.startswith("Metadata_")]
+    np.testing.assert_array_equal(table[emb].to_numpy(), adata.obsm["X_simclr"])
+    assert table["Metadata_cell_id"].tolist() == list(adata.obs_names)
+
+    wells = aggregate(table, strata=["Metadata_plate", "Metadata_well"], features=emb, operation="median")
+    expected = table.groupby(["Metadata_plate", "Metadata_well"])[emb].median().reset_index()
+    np.testing.assert_allclose(wells.sort_values("Metadata_well")[emb].to_numpy(),
+                               expected.sort_values("Metadata_well")[emb].to_numpy(), rtol=1e-5)
+    normalized = normalize(profiles=table, features=emb, meta_features="infer",
+                           samples="Metadata_compound == 'DMSO'", method="standardize")
+    ctrl = normalized.loc[table.Metadata_compound == "DMSO", emb]
+    np.testing.assert_allclose(ctrl.mean(), 0, atol=1e-5)
+
+    meta = table[["Metadata_compound", "Metadata_well"]].copy()
+    ap = average_precision(meta, table[emb].to_numpy(), pos_sameby=["Metadata_compound"], pos_diffby=[],
+                           neg_sameby=[], neg_diffby=["Metadata_compound"], progress_bar=False)
+    assert len(ap) == len(table) and ap["average_precision"].mean() > 0.8  # compounds are well separated
+    # all embeddings by default, none on request
+    result = runner.invoke(app, ["export", str(h5ad), "-o", str(tmp_path / "all.parquet")])
+    assert result.exit_code == 0 and {"simclr_7", "pca_2"} <= set(pd.read_parquet(tmp_path / "all.parquet").columns)
+    result = runner.invoke(app, ["export", str(h5ad), "-o", str(tmp_path / "none.parquet"), "--embeddings", "none",
+                                 "--no-features"])
+    assert result.exit_code == 0
+    assert all(c.startswith("Metadata_") for c in pd.read_parquet(tmp_path / "none.parquet").columns)
+    result = runner.invoke(app, ["export", str(h5ad), "-o", str(tmp_path / "x.parquet"), "--embeddings", "X_nope"])
+    assert result.exit_code == 1 and "no embedding 'X_nope'" in _words(result)

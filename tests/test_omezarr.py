@@ -21,6 +21,13 @@ TINY = SyntheticConfig(n_batches=1, plates_per_batch=2, compounds_per_moa=1, n_m
 runner = CliRunner()
 
 
+def _measure(images, nuclei, cells, channels):
+    """Shape and intensity features only: enough to compare two runs, quick to compute."""
+    from cellkit.features import measure_field
+
+    return measure_field(images, nuclei, cells, channels, groups=("AreaShape", "Intensity"))
+
+
 def _meta(index: pd.DataFrame) -> pd.DataFrame:
     return index.drop(columns=[c for c in index.columns if c.startswith("path_")])
 
@@ -95,6 +102,24 @@ def test_converted_plate_segments_to_the_same_labels(tiff_run, converted, tmp_pa
         for a, b in zip(read_field_labels(root / "labels.zarr", field_id),
                         read_field_labels(tmp_path / "labels.zarr", field_id)):
             np.testing.assert_array_equal(a, b)
+    # ... and extracts to the same cells (crops) and features
+    import anndata as ad
+
+    from cellkit.extract.pipeline import extract_cells
+    from cellkit.io import read_cells
+
+    runs = [(root / "index.parquet", root / "labels.zarr", tmp_path / "tiff"),
+            (tmp_path / "index.parquet", tmp_path / "labels.zarr", tmp_path / "zarr")]
+    for idx, labels, folder in runs:
+        extract_cells(read_index(idx), labels, folder / "cells.zarr", size=16, border="pad", measure=_measure)
+    a, b = (ad.read_h5ad(folder / "cells.h5ad") for _, _, folder in runs)
+    assert a.n_obs > 5 and list(a.obs_names) == list(b.obs_names) and list(a.var_names) == list(b.var_names)
+    np.testing.assert_array_equal(a.X, b.X)
+    pd.testing.assert_frame_equal(a.obs, b.obs)
+    (images_a, masks_a, obs_a), (images_b, masks_b, obs_b) = (read_cells(f / "cells.zarr") for _, _, f in runs)
+    np.testing.assert_array_equal(images_a.compute(), images_b.compute())
+    np.testing.assert_array_equal(masks_a.compute(), masks_b.compute())
+    pd.testing.assert_frame_equal(obs_a, obs_b)
 
 
 def test_convert_resumes_and_incomplete_plate_is_refused(tiff_run, tmp_path):
