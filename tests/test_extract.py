@@ -67,7 +67,7 @@ def test_counts_crops_masks_obs(plate, tmp_path):
     assert images.shape[1:] == (3, 32, 32) and images.dtype == np.uint16 and masks.shape[1:] == (2, 32, 32)
     np.testing.assert_array_equal(obs.field_id, expected.field_id)
     np.testing.assert_array_equal(obs.label, expected.label)
-    assert not obs.border.any() and not obs.cell_id.duplicated().any()
+    assert not obs.crop_padded.any() and not obs.cell_id.duplicated().any()
     assert list(obs.index) == [f"{f}/{lab}" for f, lab in zip(expected.field_id, expected.label)]
     np.testing.assert_array_equal(obs.crop_index, np.arange(len(obs)))
     meta = index.set_index("field_id").loc[obs.field_id]
@@ -93,7 +93,7 @@ def test_pad_border_and_mask_neighbors(plate, tmp_path):
     images, masks, obs = read_cells(tmp_path / "a.zarr")
     expected = expected_cells(index, labels, 48, "pad")
     assert len(obs) == len(expected) and 0 < expected.border.sum() < len(expected)
-    np.testing.assert_array_equal(obs.border, expected.border)
+    np.testing.assert_array_equal(obs.crop_padded, expected.border)
     images, masks = images.compute(), masks.compute()
     paths = index.set_index("field_id")
     with_neighbours = 0
@@ -126,7 +126,7 @@ def test_features_and_adata(plate, reference, tmp_path):
                                                                   for c in ("DNA", "Tubulin", "Actin")]
     assert list(adata.obs_names) == list(features.index) and adata.obs_names[0].count("/") == 3
     for col in ["plate", "well", "site", "batch", "compound", "concentration", "moa", "field_id", "label",
-                "centroid_y", "centroid_x", "crop_index", "border"]:
+                "centroid_y", "centroid_x", "crop_index", "crop_padded"]:
         assert col in adata.obs
     # rows are the measure function's rows of the same cells, in store order
     for field_id in index.field_id[:5]:
@@ -275,7 +275,7 @@ def test_bad_inputs(plate, tmp_path):
     assert not (tmp_path / "a.zarr").exists()
     # a field without cells: a complete store without it, and the field reported
     write_field_labels(partial, index.field_id[0], np.zeros((256, 320), np.uint32), np.zeros((256, 320), np.uint32))
-    result = extract_cells(index, partial, tmp_path / "a.zarr", size=32)
+    result = extract_cells(index, partial, tmp_path / "a.zarr", size=32, border="drop")
     assert result.empty_fields == [index.field_id[0]]
     obs = read_cells(tmp_path / "a.zarr")[2]
     assert index.field_id[0] not in set(obs.field_id)
@@ -296,10 +296,16 @@ def test_cli(plate, tmp_path):
     index.to_parquet(tmp_path / "index.parquet")
     result = runner.invoke(app, ["extract", str(tmp_path / "index.parquet"), str(labels), "--out",
                                  str(tmp_path / "cells.zarr"), "--size", "32", "--workers", "2"])
-    # default: CellProfiler-style features measured in the same pass, written to cells.h5ad
+    # default: CellProfiler-style features measured in the same pass, written to cells.h5ad; border
+    # "inside": every cell whose mask does not touch the field edge
     assert result.exit_code == 0, result.output
     adata = ad.read_h5ad(tmp_path / "cells.h5ad")
-    assert adata.n_obs == len(expected_cells(index, labels, 32, "drop"))
+    inside = 0
+    for field_id in index.field_id:
+        _, cells = read_field_labels(labels, field_id)
+        edge = np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]])
+        inside += len(np.setdiff1d(np.unique(cells), np.append(edge, 0)))
+    assert adata.n_obs == inside > 50
     assert "Nuclei_AreaShape_Area" in adata.var_names and adata.X.dtype == np.float32
     result = runner.invoke(app, ["extract", str(tmp_path / "index.parquet"), str(labels), "--out",
                                  str(tmp_path / "crops.zarr"), "--size", "32", "--workers", "2", "--no-features"])

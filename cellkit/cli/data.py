@@ -46,6 +46,10 @@ def index(
     pattern: str = typer.Option(None, help="File pattern under SOURCE, e.g. '{plate}/{well}_s{site}_w{channel}*.tif'."),
     channel: list[str] = typer.Option([], help="Channel: NAME=COLUMN (CSV) or TOKEN=NAME (pattern). Repeat."),
     column: list[str] = typer.Option([], help="Metadata column for a generic CSV: NAME=COLUMN. Repeat."),
+    metadata: Path = typer.Option(None, help="CSV/parquet of batch/compound/concentration/moa to join on the "
+                                             "index's plate, well (and site / field_id when the table has them)."),
+    metadata_on: str = typer.Option(None, help="Comma-separated key columns of --metadata (default: those of "
+                                               "plate, well, site, field_id it has)."),
     check_shapes: bool = typer.Option(False, help="Also read every TIFF header and check shapes."),
 ):
     """Build and validate a plate index (one row per field) and save it as parquet.
@@ -74,6 +78,12 @@ def index(
                     fail("a generic table needs --channel NAME=COLUMN for each channel")
                 index = io.from_csv(source, root=root, channels=parse_pairs(channel, "--channel"),
                                     columns=parse_pairs(column, "--column"))
+        if metadata is not None:
+            index = io.join_metadata(index, metadata, on=metadata_on.split(",") if metadata_on else None)
+            index = io.plate_index.finalize_index(index, check_files=False)
+            missing = int(index["compound"].isna().sum())
+            if missing:
+                console.print(f"[yellow]note:[/] {missing} of {len(index)} fields have no compound in {metadata}")
         if check_shapes:
             io.validate_index(index, check_shapes=True)
     except (io.PlateIndexError, FileNotFoundError) as err:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..extract.plan import BORDER_HELP
 from ._common import console, fail, progress_bar
 
 
@@ -23,8 +24,8 @@ def extract(
     labels: Path = typer.Argument(..., help="Label store (labels.zarr)."),
     out: Path = typer.Option(..., "--out", "-o", help="Single-cell store to write (cells.zarr)."),
     size: int = typer.Option(64, help="Crop side in pixels, centred on the nucleus centroid."),
-    border: str = typer.Option("drop", help="Cells whose crop leaves the field: 'drop', or 'pad' with zeros "
-                                            "(flagged in obs 'border')."),
+    border: str = typer.Option("inside", help="Border cells. " + BORDER_HELP + " (padded crops: obs "
+                                              "'crop_padded')."),
     mask_neighbors: bool = typer.Option(False, "--mask-neighbors/--keep-neighbors",
                                         help="Zero the pixels of neighbouring cells in each crop."),
     features: bool = typer.Option(True, "--features/--no-features",

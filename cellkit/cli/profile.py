@@ -104,6 +104,11 @@ def profile(
         for table in (wells, treated):
             if table is not None:
                 table.uns.setdefault("cellkit", {})["qc"] = qc_counts
+    from ..features.table import categorical_obs
+
+    wells.obs = categorical_obs(wells.obs)  # missing compound / MOA write as missing values
+    if treated is not None:
+        treated.obs = categorical_obs(treated.obs)
     with atomic_path(out) as tmp:
         wells.write_h5ad(tmp)
     console.print(f"wells -> {out}")

@@ -13,8 +13,23 @@ from ._common import console, fail, progress_bar
 BACKEND_HELP = "classical, cellpose, or auto (Cellpose when its weights are available, else classical)."
 
 
+def channel_roles(nuclei_channel: str | None, cell_channels: str | None, cell_expand: int | None) -> dict:
+    """Segmenter channel-role keywords from the CLI options (``--cell-channels none``: no cell channels)."""
+    roles = {}
+    if nuclei_channel:
+        roles["nuclear_channel"] = nuclei_channel
+    if cell_channels is not None:
+        names = [] if cell_channels.strip().lower() in ("", "none") else [c.strip() for c in cell_channels.split(",")]
+        roles["cytoplasm_channels"] = tuple(c for c in names if c)
+    if cell_expand is not None:
+        if cell_expand < 0:
+            fail(f"--cell-expand must be >= 0 px, got {cell_expand}")
+        roles["cell_expand"] = int(cell_expand)
+    return roles
+
+
 def _segmenter(backend: str, model: str | None, cell_model: str, diameter: str | None, gpu: bool | None,
-               classical: dict | None = None):
+               classical: dict | None = None, roles: dict | None = None):
     from ..segment import ClassicalParams, WeightsNotFoundError, get_segmenter
     from ..segment.classical import THRESHOLD_METHODS
 
@@ -31,7 +46,8 @@ def _segmenter(backend: str, model: str | None, cell_model: str, diameter: str |
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             segmenter = get_segmenter(backend, model=model, diameter=diameter, gpu=gpu,
-                                      params=ClassicalParams(**classical), cell_model=None if cell_model.lower() in ("none", "classical") else cell_model)
+                                      params=ClassicalParams(**classical), **(roles or {}),
+                                      cell_model=None if cell_model.lower() in ("none", "classical") else cell_model)
         for w in caught:
             console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
     except (WeightsNotFoundError, ValueError) as err:
@@ -47,6 +63,13 @@ def segment(
     cell_model: str = typer.Option("cyto3", help="Cellpose cell model (name or path), or 'classical' to grow "
                                                  "cells from the nuclei by propagation."),
     diameter: str = typer.Option(None, help="Cellpose nucleus diameter in px, or 'auto' (measured per field)."),
+    nuclei_channel: str = typer.Option(None, help="Channel holding the nuclear stain (default: the only channel, "
+                                                  "or the only one named DNA/DAPI/Hoechst/...)."),
+    cell_channels: str = typer.Option(None, help="Comma-separated cell-stain channels, boundary stain first, or "
+                                                 "'none' (default: channels named Actin/Tubulin/CellMask/..., "
+                                                 "else none)."),
+    cell_expand: int = typer.Option(None, help="Without cell channels: cells = nuclei grown by this many px "
+                                               "(CellProfiler 'Distance - N'); default 0: cells are the nuclei."),
     workers: int = typer.Option(1, help="Local dask worker processes."),
     scheduler: str = typer.Option(None, help="Address of a running dask scheduler (overrides --workers)."),
     gpu: bool = typer.Option(None, "--gpu/--cpu", help="Cellpose device (default: GPU when torch sees one)."),
@@ -57,6 +80,7 @@ def segment(
     min_cell_area: int = typer.Option(None, help="Drop cells (and their nucleus) under this many px (default 50)."),
 ):
     """Segment nuclei and cells in every field of a plate index into a label store."""
+    from .. import io
     from .._atomic import check_output
     from ..io import PlateIndexError, read_index
     from ..io.labels import FORMAT
@@ -70,8 +94,15 @@ def segment(
         fail(f"cannot read plate index {index}: {err}")
     segmenter = _segmenter(backend, model, cell_model, diameter, gpu, dict(
         threshold_method=threshold_method, nucleus_diameter=nucleus_diameter, min_nucleus_area=min_nucleus_area,
-        max_nucleus_area=max_nucleus_area, min_cell_area=min_cell_area))
-    console.print(f"segmenting {len(plate_index)} fields with the {segmenter.name} backend -> {out}")
+        max_nucleus_area=max_nucleus_area, min_cell_area=min_cell_area),
+        channel_roles(nuclei_channel, cell_channels, cell_expand))
+    try:
+        segmenter = segmenter.with_roles(io.channels_of(plate_index))
+    except ValueError as err:
+        fail(str(err))
+    cells_from = segmenter.describe()["cells_from"]
+    console.print(f"segmenting {len(plate_index)} fields with the {segmenter.name} backend -> {out}: nuclei from "
+                  f"{segmenter.nuclear_channel}, cells from {cells_from}", highlight=False)
     with progress_bar("segmenting fields", total=len(plate_index)) as update:
         qc = segment_plate(plate_index, out, segmenter, workers=workers, scheduler=scheduler, progress=update)
     failed = qc[qc.status != "ok"]
@@ -82,7 +113,8 @@ def segment(
     for row in failed.itertuples():
         console.print(f"[red]failed[/] {row.field_id}: {row.error}", highlight=False)
     if len(failed):
-        fail(f"{len(failed)} of {len(qc)} fields failed (see {qc_path(out)}); rerun to retry them")
+        fail(f"{len(failed)} of {len(qc)} fields failed (see {qc_path(out)}); fix the cause shown above and rerun "
+             "the same command: fields already segmented are kept")
 
 
 def train_segmenter(

@@ -17,17 +17,20 @@ def cells_adata(root: zarr.Group):
     """AnnData of a cells store (complete or being finished).
 
     ``obs`` = the store's obs (index = cell_id, columns plate, well, site, batch, compound,
-    concentration, moa, field_id, label, centroid_y, centroid_x, crop_index, border);
+    concentration, moa, field_id, label, centroid_y, centroid_x, crop_index, crop_padded; text
+    columns categorical, missing metadata as missing values);
     ``X`` = ``features`` (N, F) float32 (F = 0 when the store has none), ``var_names`` = feature
     names; ``uns["cellkit"]`` = version, parameters and inputs of the extraction.
     """
     import pandas as pd
 
     from ..features import to_anndata
+    from ..features.table import categorical_obs
 
     obs = cellstore.read_obs(root)
     obs = obs.drop(columns=["cell_id"])
     obs.index.name = "cell_id"
+    obs = categorical_obs(obs)  # text metadata -> categorical; missing values (no MOA, no compound) stay NaN
     features = cellstore.read_features(root)
     if features is None:
         features = pd.DataFrame(np.zeros((len(obs), 0), np.float32), index=obs.index)
@@ -37,7 +40,8 @@ def cells_adata(root: zarr.Group):
            "inputs": {**extract.get("inputs", {}), "cells_store": store},
            "fingerprint": extract.get("fingerprint", ""),
            "upstream": {"path": store, "kind": "cells_store", "fingerprint": extract.get("fingerprint", "")},
-           "channels": list(root.attrs["channels"]), "crop_size": int(root.attrs["crop_size"])}
+           "channels": list(root.attrs["channels"]), "crop_size": int(root.attrs["crop_size"]),
+           **{k: extract[k] for k in ("objects", "dropped", "pad_value", "intensity", "segmentation") if k in extract}}
     return to_anndata(obs, features, uns)
 
 

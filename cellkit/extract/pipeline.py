@@ -45,7 +45,7 @@ import zarr
 from .._atomic import atomic_path, check_output
 from .._lock import output_lock
 from ..io import cells as cellstore
-from ..io.images import read_field
+from ..io.images import INTENSITY_RULE, read_field, to_uint16
 from ..io.labels import read_field_labels
 from ..io.plate_index import PATH_PREFIX, channels_of, read_index
 from .crops import cut_crops
@@ -73,7 +73,7 @@ class ExtractResult:
 
 @dataclass
 class FieldCut:
-    """The output of a field task: crops (n, C, S, S) uint16, masks (n, 2, S, S) bool and,
+    """The output of a field task: crops (n, C, S, S) uint16 (`cellkit.io.images.to_uint16`), masks (n, 2, S, S) bool and,
     with a measure function, features (n, F) float32 with their column names."""
 
     field_id: str
@@ -90,8 +90,10 @@ def _cut_field(row: dict, labels_path: str, plan: FieldPlan, size: int, mask_nei
     nuclei, cells = read_field_labels(labels_path, plan.field_id)
     if images.shape[1:] != nuclei.shape:
         raise ExtractInputError([f"{plan.field_id}: image {images.shape[1:]} and labels {nuclei.shape} differ"])
-    if images.dtype != np.uint16:
-        raise ExtractInputError([f"{plan.field_id}: images are {images.dtype}; cellkit expects uint16"])
+    try:
+        images, _ = to_uint16(images, f"{plan.field_id} ({images.dtype} images)")
+    except ValueError as err:
+        raise ExtractInputError([str(err)]) from None
     crops, masks = cut_crops(images, nuclei, cells, plan.labels, plan.origins, size, mask_neighbors=mask_neighbors)
     part = FieldCut(plan.field_id, crops, masks)
     if measure is not None:
@@ -224,7 +226,7 @@ def _measure_name(measure: Measure | None) -> str:
 # --------------------------------------------------------------------------- entry point
 
 def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.PathLike, out: str | os.PathLike, *,
-                  size: int = 64, border: str = "drop", mask_neighbors: bool = False,
+                  size: int = 64, border: str = "inside", mask_neighbors: bool = False,
                   measure: Measure | None = None, adata: str | os.PathLike | None = None,
                   workers: int = 1, processes: bool = False, scheduler: str | None = None,
                   chunk_cells: int = cellstore.DEFAULT_CHUNK_CELLS, block_cells: int = cellstore.DEFAULT_BLOCK_CELLS,
@@ -244,12 +246,15 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
     size
         Crop side S in pixels; crops are centred on the nucleus centroid.
     border
-        ``"drop"`` cells whose crop reaches outside the field, or ``"pad"`` them with zeros
-        (obs ``border`` = True).
+        ``"inside"`` (default): keep every cell whose mask does not touch the field edge; its crop
+        is padded with zeros where the window leaves the field (obs ``crop_padded`` = True).
+        ``"drop"``: keep only cells whose whole window lies inside. ``"pad"``: keep every cell.
+        The counts dropped are logged and recorded in the store attributes (``extract/dropped``).
     mask_neighbors
         Zero the pixels of other cells inside each crop.
     measure
-        Optional ``measure(images (C,H,W) uint16, nuclei (H,W) uint32, cells (H,W) uint32,
+        Optional ``measure(images (C,H,W) uint16 counts (any source dtype converted by
+        `cellkit.io.images.to_uint16`, so intensities / 65535 are CellProfiler's 0-1 scale), nuclei (H,W) uint32, cells (H,W) uint32,
         channels) -> DataFrame`` (index = label, one float column per feature), called once per
         field on the field in memory. Its rows for kept cells are stored as ``features`` (N, F)
         float32, and written with obs to an AnnData at ``adata``.
@@ -320,6 +325,11 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
     obs = plan_obs(index, plans)
     counts = np.array([p.n_cells for p in plans], dtype=np.int64)
     empty = [p.field_id for p in plans if p.n_cells == 0]
+    dropped = {k: int(sum(p.dropped[k] for p in plans)) for k in ("touching_edge", "crop_outside_field")}
+    n_objects = int(sum(p.n_objects for p in plans))
+    log(f"extract: {len(obs)} of {n_objects} objects kept (border={border!r}); dropped: "
+        f"{dropped['touching_edge']} touching the image edge, {dropped['crop_outside_field']} whose "
+        f"{size}-px crop window leaves the field; {int(obs['crop_padded'].sum())} crops padded with zeros")
 
     parameters = {"size": int(size), "border": border, "mask_neighbors": bool(mask_neighbors),
                   "chunk_cells": int(chunk_cells), "block_cells": int(block_cells), "sharded": bool(sharded),
@@ -337,7 +347,10 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
         return result
     if root is None:
         _remove_derived(adata_path)
-        attrs = {"extract": {"parameters": parameters, "inputs": inputs, "fingerprint": fingerprint}}
+        segmentation = dict(zarr.open_group(labels, mode="r").attrs.get("segmentation", {}))
+        attrs = {"extract": {"parameters": parameters, "inputs": inputs, "fingerprint": fingerprint,
+                             "objects": n_objects, "dropped": dropped, "pad_value": 0,
+                             "intensity": INTENSITY_RULE, "segmentation": segmentation}}
         root = _create_skeleton(out, obs, channels, size, chunk_cells, block_cells, sharded, attrs)
     done = root["progress/done"][:] if bounds else np.zeros(0, bool)
     todo = [j for j in range(len(bounds)) if not done[j]]

@@ -19,7 +19,10 @@ from ..io.plate_index import PATH_PREFIX
 from .crops import crop_origins, nucleus_centroids, touches_border
 
 OBS_METADATA = ["plate", "well", "site", "batch", "compound", "concentration", "moa", "field_id"]
-BORDER_POLICIES = ("drop", "pad")
+BORDER_POLICIES = ("inside", "drop", "pad")
+BORDER_HELP = ("inside: keep every cell whose mask does not touch the image edge, padding its crop with zeros "
+               "where the window leaves the field; drop: keep only cells whose whole crop window lies inside "
+               "the field; pad: keep every cell, edge-touching ones too")
 
 
 class ExtractInputError(ValueError):
@@ -44,7 +47,8 @@ def _rebuild_error(problems, title):
 @dataclass
 class FieldPlan:
     """The kept cells of one field: ``labels`` (n,) int64, ``centroids`` (n, 2), ``origins`` (n, 2)
-    crop corners, ``border`` (n,) bool (window reaches outside the field; only with ``pad``)."""
+    crop corners, ``border`` (n,) bool (window reaches outside the field: the crop is padded);
+    ``dropped`` counts the objects left out, by reason."""
 
     field_id: str
     shape: tuple[int, int]
@@ -53,6 +57,7 @@ class FieldPlan:
     origins: np.ndarray
     border: np.ndarray
     n_objects: int
+    dropped: dict | None = None
 
     @property
     def n_cells(self) -> int:
@@ -79,16 +84,26 @@ def plan_field(row: dict, labels_path: str, size: int, border: str) -> FieldPlan
     labels, centroids = nucleus_centroids(nuclei)
     origins = crop_origins(centroids, size)
     at_border = touches_border(origins, size, nuclei.shape)
-    keep = ~at_border if border == "drop" else np.ones(len(labels), bool)
+    dropped = {"touching_edge": 0, "crop_outside_field": 0}
+    if border == "drop":
+        keep = ~at_border
+        dropped["crop_outside_field"] = int(at_border.sum())
+    elif border == "inside":
+        cells = group["cells"]
+        edge = np.unique(np.concatenate([cells[0, :], cells[-1, :], cells[:, 0], cells[:, -1]]))
+        keep = ~np.isin(labels, edge[edge > 0])
+        dropped["touching_edge"] = int((~keep).sum())
+    else:
+        keep = np.ones(len(labels), bool)
     return FieldPlan(field_id, nuclei.shape, labels[keep], centroids[keep], origins[keep], at_border[keep],
-                     n_objects=len(labels))
+                     n_objects=len(labels), dropped=dropped)
 
 
 def plan_obs(index: pd.DataFrame, plans: list[FieldPlan]) -> pd.DataFrame:
     """The obs table of a plan: one row per kept cell, fields in index order, cells in label order.
 
     Columns: cell_id, plate, well, site, batch, compound, concentration, moa, field_id, label,
-    centroid_y, centroid_x, crop_index, border.
+    centroid_y, centroid_x, crop_index, crop_padded (the crop window leaves the field: zeros there).
     """
     counts = np.array([p.n_cells for p in plans], dtype=np.int64)
     rows = np.repeat(np.arange(len(plans)), counts)
@@ -103,7 +118,7 @@ def plan_obs(index: pd.DataFrame, plans: list[FieldPlan]) -> pd.DataFrame:
         "centroid_y": centroids[:, 0],
         "centroid_x": centroids[:, 1],
         "crop_index": np.arange(len(label), dtype=np.int64),
-        "border": cat("border").astype(bool),
+        "crop_padded": cat("border").astype(bool),
     })
     if obs["cell_id"].duplicated().any():
         dup = obs["cell_id"][obs["cell_id"].duplicated()].iloc[0]

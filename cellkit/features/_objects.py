@@ -239,5 +239,15 @@ class Objects:
 
 
 def cellprofiler_scale(image: np.ndarray) -> np.ndarray:
-    """Intensities on CellProfiler's scale: uint16 counts / 65535 as float64 (NaN kept)."""
-    return np.asarray(image, dtype=np.float64) / 65535.0
+    """Intensities on CellProfiler's 0-1 scale as float64 (NaN kept), by dtype: uint8 / 255; float
+    images whose finite values all lie in [0, 1] as they are; anything else (uint16 counts, 12-bit
+    data in uint16, float counts) / 65535. Matches `cellkit.io.images.to_uint16` + counts / 65535."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image.astype(np.float64) / 255.0
+    out = image.astype(np.float64)
+    if np.issubdtype(image.dtype, np.floating):
+        finite = out[np.isfinite(out)]
+        if finite.size and finite.min() >= 0 and finite.max() <= 1:
+            return out
+    return out / 65535.0

@@ -54,8 +54,9 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
     Parameters
     ----------
     images
-        (C, H, W) uint16 counts (float accepted; NaN pixels are left out of intensity features).
-        Intensities are reported on CellProfiler's scale: counts / 65535.
+        (C, H, W) uint16 counts, uint8, or float (NaN pixels are left out of intensity features).
+        Intensities are reported on CellProfiler's 0-1 scale per dtype: uint16 / 65535, uint8 / 255,
+        float in [0, 1] as is, other float / 65535 (`cellkit.features._objects.cellprofiler_scale`).
     nuclei, cells
         (H, W) integer label images; nucleus k lies inside cell k (same label).
     channels

@@ -40,6 +40,18 @@ def to_anndata(obs: pd.DataFrame, features: pd.DataFrame, uns: Mapping | None = 
     return adata
 
 
+def categorical_obs(obs: pd.DataFrame) -> pd.DataFrame:
+    """Text (object) columns as categoricals, missing values (no MOA, no compound) kept missing, so that
+    the table writes to h5ad (h5py cannot write object columns holding None). Returns a copy."""
+    obs = obs.copy()
+    for column in obs.columns:
+        if obs[column].dtype == object:
+            values = [None if pd.isna(v) else str(v) for v in obs[column]]
+            categories = pd.Index(sorted({v for v in values if v is not None}), dtype=object)
+            obs[column] = pd.Categorical(values, categories=categories)
+    return obs
+
+
 def embedding_prefix(key: str) -> str:
     """Column prefix of an ``obsm`` entry: ``X_simclr`` -> ``simclr`` (columns ``simclr_0..n``)."""
     return key[2:] if key.startswith("X_") else key

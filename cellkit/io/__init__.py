@@ -14,6 +14,7 @@ from .plate_index import (
     from_csv,
     from_folder,
     from_pattern,
+    join_metadata,
     read_index,
     validate_index,
     write_index,
@@ -23,7 +24,7 @@ from .profiles import ProfileTableError, from_table, join_bbbc021, read_profiles
 __all__ = [
     "BBBC021_CHANNELS", "BBBC021_CROP_CHANNELS", "METADATA_COLUMNS", "CellDataset", "ImageReadError",
     "IncompleteStoreError", "PlateIndexError", "channels_of", "from_bbbc021", "from_csv", "from_folder",
-    "from_omezarr", "from_pattern", "image_exists", "image_shape", "import_bbbc021_crops", "obs_adata", "open_cells",
+    "from_omezarr", "from_pattern", "join_metadata", "image_exists", "image_shape", "import_bbbc021_crops", "obs_adata", "open_cells",
     "read_cells", "read_crops", "read_field", "read_image",
     "read_index", "validate_index", "write_index",
     "ProfileTableError", "from_table", "join_bbbc021", "read_profiles", "to_table",

@@ -1,4 +1,4 @@
-"""Read field images from disk."""
+"""Read field images from disk: TIFF with tifffile, other formats (PNG, 16-bit PNG included) with imageio."""
 
 from __future__ import annotations
 
@@ -16,10 +16,18 @@ class ImageReadError(OSError):
     """An image file is missing, corrupt or not a 2-D single-channel image."""
 
 
+def _is_tiff(path) -> bool:
+    return str(path).lower().endswith((".tif", ".tiff"))
+
+
 def image_shape(path: str) -> tuple[int, ...]:
     """Shape of the first page of a TIFF, read from its header only (or of an OME-Zarr plane)."""
     if is_plane_ref(path):
         return _zarr_plane(plane_shape, path)
+    if not _is_tiff(path):
+        import imageio.v3 as iio
+
+        return tuple(s for s in iio.improps(path).shape if s != 1) or (1,)
     with tifffile.TiffFile(path) as tif:
         return tuple(tif.pages[0].shape)
 
@@ -33,7 +41,7 @@ def read_image(path: str) -> np.ndarray:
     if is_plane_ref(path):
         return _zarr_plane(read_plane, path)
     try:
-        if str(path).lower().endswith((".tif", ".tiff")):
+        if _is_tiff(path):
             image = tifffile.imread(path)
         else:
             import imageio.v3 as iio
@@ -77,6 +85,39 @@ def read_field(row: pd.Series | dict, channels: list[str] | None = None) -> np.n
     return np.stack(planes)
 
 
+INTENSITY_RULE = ("stored as uint16 counts: uint16 as is (12-bit data too); uint8 x 257 (255 -> 65535); "
+                  "other integers as is when within [0, 65535]; float in [0, 1] x 65535 (rounded), float with "
+                  "larger values as counts (rounded, within [0, 65535]). CellProfiler's 0-1 intensity scale is "
+                  "then counts / 65535, i.e. value / 255 for uint8 and value for float in [0, 1].")
+
+
+def to_uint16(image: np.ndarray, name: str = "image") -> tuple[np.ndarray, float]:
+    """Convert pixels of any supported dtype to uint16 counts (see `INTENSITY_RULE`).
+
+    Returns ``(counts, scale)`` with ``counts = round(image * scale)``, uint16, same shape.
+    Raises ValueError for NaN/inf pixels, negative values, values over 65535, or non-numeric
+    dtypes (bool included), naming ``name``.
+    """
+    image = np.asarray(image)
+    if image.dtype == np.uint16:
+        return image, 1.0
+    if image.dtype == np.uint8:
+        return image.astype(np.uint16) * np.uint16(257), 257.0
+    if image.dtype == np.bool_ or not (np.issubdtype(image.dtype, np.integer)
+                                       or np.issubdtype(image.dtype, np.floating)):
+        raise ValueError(f"{name}: unsupported pixel type {image.dtype}; expected uint8, uint16, other "
+                         "integers or float")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        n = int((~np.isfinite(image)).sum())
+        raise ValueError(f"{name}: {n} NaN or infinite pixel(s); fix or mask them before running cellkit")
+    low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+    if low < 0 or high > 65535:
+        raise ValueError(f"{name}: {image.dtype} values span [{low:g}, {high:g}]; cellkit needs values in "
+                         "[0, 65535] (or [0, 1] for float images): rescale the images")
+    scale = 65535.0 if np.issubdtype(image.dtype, np.floating) and high <= 1.0 else 1.0
+    return np.rint(image.astype(np.float64) * scale).astype(np.uint16), scale
+
+
 def read_crops(path: str, n_channels: int) -> np.ndarray:
     """Single-cell crops from a ``.npy`` or TIFF file, as (N, C, S, S) float32 (``C = n_channels``).
 
@@ -103,4 +144,5 @@ def read_crops(path: str, n_channels: int) -> np.ndarray:
     return crops.astype(np.float32)
 
 
-__all__ = ["ImageReadError", "image_exists", "image_shape", "read_image", "read_field", "read_crops", "channels_of"]
+__all__ = ["ImageReadError", "INTENSITY_RULE", "image_exists", "image_shape", "read_image", "read_field",
+           "read_crops", "channels_of", "to_uint16"]

@@ -2,7 +2,10 @@
 
 Columns (see DESIGN.md): ``field_id, plate, well, site, batch, compound,
 concentration, moa`` and ``path_<channel>`` for each channel, in channel order.
-``field_id`` is ``<plate>/<well>/<site>``. Paths are absolute strings.
+``field_id`` is ``<plate>/<well>/<site>``. In memory, paths are absolute strings. On disk
+(`write_index`), a path under the index file's folder is stored relative to that folder and
+every other path absolute; `read_index` resolves relative paths from the index file's folder, so
+an output folder can be moved and its index read from any working directory.
 """
 
 from __future__ import annotations
@@ -57,7 +60,43 @@ def _concentration_key(values) -> pd.Series:
 
 
 def _resolve(root: Path, rel: str) -> str:
-    return os.path.normpath(os.path.join(root, rel))
+    return os.path.normpath(os.path.join(os.path.abspath(root), rel))
+
+
+OPTIONAL_METADATA = ["batch", "compound", "concentration", "moa"]
+
+
+def join_metadata(index: pd.DataFrame, metadata: pd.DataFrame | str | os.PathLike,
+                  on: list[str] | None = None) -> pd.DataFrame:
+    """Join a metadata table (CSV/parquet path or DataFrame) onto a plate index.
+
+    ``on``: key columns (default: every index column among ``plate, well, site, field_id`` that
+    the table also has; at least one is needed). The table's ``batch, compound, concentration,
+    moa`` columns (any it has) replace the index's; other columns are ignored. Every key row of
+    the table must be unique; index rows without a match keep missing values.
+    Raises `PlateIndexError`.
+    """
+    table = metadata if isinstance(metadata, pd.DataFrame) else _read_table(metadata, dtype=str)
+    keys = list(on) if on else [k for k in ("plate", "well", "site", "field_id") if k in table.columns]
+    if not keys:
+        raise PlateIndexError([f"the metadata table has none of the key columns plate, well, site, field_id; "
+                               f"its columns: {list(table.columns)}"], title="cannot join metadata")
+    _require_columns(table, keys, "metadata table")
+    values = [c for c in OPTIONAL_METADATA if c in table.columns]
+    if not values:
+        raise PlateIndexError([f"the metadata table has none of the columns {OPTIONAL_METADATA}; "
+                               f"its columns: {list(table.columns)}"], title="cannot join metadata")
+    table = table[keys + values].copy()
+    for k in keys:
+        table[k] = table[k].astype("int64") if k == "site" else table[k].astype(str)
+    dup = table[table.duplicated(keys, keep=False)]
+    if len(dup):
+        raise PlateIndexError([f"metadata table lists {tuple(r)} more than once" for r in
+                               dup[keys].drop_duplicates().itertuples(index=False)], title="ambiguous metadata")
+    out = index.drop(columns=[c for c in values if c in index.columns]).merge(table, on=keys, how="left")
+    if "batch" in values:
+        out["batch"] = out["batch"].where(out["batch"].notna(), out["plate"])
+    return out
 
 
 def from_bbbc021(
@@ -138,7 +177,7 @@ def from_csv(
         when there is one; ``plate`` and ``well`` are required, ``site`` defaults to 1,
         ``batch`` to the plate name, ``compound``/``concentration``/``moa`` to missing.
     """
-    table = csv if isinstance(csv, pd.DataFrame) else _read_table(csv)
+    table = csv if isinstance(csv, pd.DataFrame) else _read_table(csv, dtype=str)  # keep plate "0042" as is
     columns = dict(columns or {})
     for name in METADATA_COLUMNS[1:]:
         if name not in columns and name in table.columns:
@@ -154,19 +193,16 @@ def from_csv(
     index["site"] = index["site"].astype(int) if "site" in index else 1
     if "batch" not in index:
         index["batch"] = index["plate"]
-    for name in ("compound", "concentration", "moa"):
-        if name not in index:
-            index[name] = pd.NA
     for ch, col in channels.items():
         index[PATH_PREFIX + ch] = [_resolve(root, str(p)) for p in table[col]]
     return finalize_index(index, root=root, check_files=check_files)
 
 
-def _read_table(path) -> pd.DataFrame:
+def _read_table(path, dtype=None) -> pd.DataFrame:
     path = Path(path)
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    return pd.read_csv(path)
+    return pd.read_csv(path, dtype=dtype)
 
 
 def _pattern_regex(pattern: str) -> re.Pattern:
@@ -185,21 +221,22 @@ def from_pattern(
     pattern: str,
     *,
     channels: Mapping[str, str],
-    metadata: pd.DataFrame | None = None,
+    metadata: pd.DataFrame | str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Build the plate index from file names under ``root``.
 
-    ``pattern`` is a path relative to root with fields ``{plate}``, ``{well}``, ``{site}``,
-    ``{channel}`` (required) and optionally ``{batch}``; ``*`` matches any characters
+    ``pattern`` is a path relative to root with fields ``{well}`` and ``{channel}`` (required),
+    ``{plate}`` (default: the name of ``root``), ``{site}`` (default 1) and ``{batch}`` (default:
+    the plate); ``*`` matches any characters
     within one path component. ``channels`` maps the ``{channel}`` token to a channel
     name, in channel order, e.g. ``{"1": "DNA", "2": "Tubulin", "4": "Actin"}``.
-    ``metadata`` (optional) is joined on ``plate`` + ``well`` and may carry
+    ``metadata`` (optional, table or CSV path) is joined with `join_metadata` and may carry
     ``compound, concentration, moa, batch``.
     """
     regex = _pattern_regex(pattern)
-    if "channel" not in regex.groupindex or "plate" not in regex.groupindex or "well" not in regex.groupindex:
-        raise PlateIndexError(["pattern needs {plate}, {well} and {channel} fields"], title=f"bad pattern {pattern!r}")
-    root = Path(root)
+    if "channel" not in regex.groupindex or "well" not in regex.groupindex:
+        raise PlateIndexError(["pattern needs {well} and {channel} fields"], title=f"bad pattern {pattern!r}")
+    root = Path(os.path.abspath(root))
     rows = []
     for path in sorted(root.rglob("*")):
         if not path.is_file():
@@ -210,6 +247,8 @@ def from_pattern(
     if not rows:
         raise PlateIndexError([f"no file under {root} matches {pattern!r}"], title="empty plate index")
     files = pd.DataFrame(rows)
+    if "plate" not in files:  # one plate: named after the image folder
+        files["plate"] = root.name
     files["channel"] = files["channel"].map(channels)
     keys = [k for k in ("plate", "well", "site", "batch") if k in files]
     dup = files[files.duplicated(keys + ["channel"], keep=False)]
@@ -222,16 +261,11 @@ def from_pattern(
     if missing:
         raise PlateIndexError(missing, title="incomplete fields")
     wide = wide[list(channels.values())].add_prefix(PATH_PREFIX).reset_index()
-    if metadata is not None:
-        _require_columns(metadata, ["plate", "well"], "metadata table")
-        meta = metadata.drop_duplicates(["plate", "well"]).astype({"plate": str, "well": str})
-        wide = wide.merge(meta, on=["plate", "well"], how="left", suffixes=("", "_meta"))
     wide["site"] = wide["site"].astype(int) if "site" in wide else 1
     if "batch" not in wide:
         wide["batch"] = wide["plate"]
-    for name in ("compound", "concentration", "moa"):
-        if name not in wide:
-            wide[name] = pd.NA
+    if metadata is not None:
+        wide = join_metadata(wide, metadata)
     return finalize_index(wide, root=root, check_files=True)
 
 
@@ -273,6 +307,17 @@ def finalize_index(index: pd.DataFrame, *, root=None, check_files: bool = True,
                    check_shapes: bool = False) -> pd.DataFrame:
     """Order columns, set dtypes and ``field_id``, and validate (see `validate_index`)."""
     index = index.copy()
+    for name in ("compound", "concentration", "moa"):  # optional metadata: missing when absent
+        if name not in index:
+            index[name] = np.nan if name == "concentration" else None
+    if "batch" not in index:
+        index["batch"] = index["plate"]
+    bad = pd.to_numeric(index["concentration"], errors="coerce").isna() & index["concentration"].notna()
+    if bad.any():
+        raise PlateIndexError([f"concentration {v!r} is not a number" for v in index.loc[bad, "concentration"].unique()])
+    index["concentration"] = pd.to_numeric(index["concentration"], errors="coerce").astype("float64")
+    for name in ("compound", "moa"):
+        index[name] = index[name].astype("object").where(index[name].notna(), None)
     index["field_id"] = index["plate"].astype(str) + "/" + index["well"].astype(str) + "/" + index["site"].astype(str)
     paths = [c for c in index.columns if c.startswith(PATH_PREFIX)]
     index = index[METADATA_COLUMNS + paths].reset_index(drop=True)
@@ -333,16 +378,53 @@ def _shape_problems(index: pd.DataFrame, path_cols: list[str]) -> list[str]:
     return problems
 
 
+PATHS_KEY = b"cellkit.paths"
+PATHS_RELATIVE = b"relative-to-index-folder"
+
+
+def _stored_path(path: str, folder: str) -> str:
+    """``path`` relative to ``folder`` when it lies under it, else absolute (POSIX separators)."""
+    full = os.path.abspath(path)
+    if os.path.commonpath([folder, full]) == folder:
+        return Path(os.path.relpath(full, folder)).as_posix()
+    return full
+
+
 def write_index(index: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Save a plate index as parquet, atomically."""
+    """Save a plate index as parquet, atomically.
+
+    Image paths under the index file's folder are stored relative to it, others absolute
+    (relative paths in ``index`` are taken from the current directory); the parquet metadata
+    records the convention so that `read_index` resolves them from the index file's folder.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(path)
+    folder = os.path.abspath(path.parent)
+    stored = index.copy()
+    for col in [c for c in stored.columns if c.startswith(PATH_PREFIX)]:
+        stored[col] = [_stored_path(str(p), folder) for p in stored[col]]
+    table = pa.Table.from_pandas(stored, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PATHS_KEY: PATHS_RELATIVE})
     with atomic_path(path) as tmp:
-        index.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
     return path
 
 
 def read_index(path: str | os.PathLike, *, check_files: bool = False) -> pd.DataFrame:
-    """Read a plate index written by `write_index` and validate its columns."""
-    index = pd.read_parquet(path)
+    """Read a plate index written by `write_index`, with absolute image paths, and validate its columns.
+
+    Relative paths are resolved from the index file's folder (an index written before cellkit
+    recorded this convention resolves them from the current directory, as it was written).
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    index = table.to_pandas()
+    relative_to_file = (table.schema.metadata or {}).get(PATHS_KEY) == PATHS_RELATIVE
+    base = os.path.abspath(Path(path).parent) if relative_to_file else os.getcwd()
+    for col in [c for c in index.columns if c.startswith(PATH_PREFIX)]:
+        index[col] = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in index[col].astype(str)]
     validate_index(index, check_files=check_files)
     return index

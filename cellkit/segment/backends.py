@@ -7,10 +7,12 @@ labels (nucleus k inside cell k), and single-channel images into nucleus labels.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from skimage import segmentation
 
 from . import cellpose_backend as cpb
 from .classical import ClassicalParams, segment_cells, segment_nuclei
@@ -18,6 +20,48 @@ from .empty import drop_faint, field_is_empty, foreground_evidence, has_foregrou
 from .objects import border_labels, pair_nuclei_cells
 
 BACKENDS = ("classical", "cellpose", "auto")
+
+# Channel names (case-insensitive) taken as the nuclear stain / cell stains when roles are not given.
+NUCLEAR_NAMES = ("dna", "dapi", "hoechst", "h33342", "nuclei", "nucleus", "nuclear")
+CELL_NAMES = ("actin", "phalloidin", "tubulin", "cellmask", "membrane", "wga", "cytoplasm", "cellbody", "cells",
+              "cell")
+
+
+def resolve_roles(channels: list[str], nuclear_channel: str | None = None,
+                  cytoplasm_channels: tuple[str, ...] | list[str] | None = None) -> tuple[str, tuple[str, ...]]:
+    """The nuclear channel and the cell (cytoplasm) channels of a field with ``channels``.
+
+    Given roles are checked against ``channels``. Missing ones are inferred where unambiguous:
+    the nuclear channel is the only channel, or the only one named like a DNA stain
+    (`NUCLEAR_NAMES`); the cell channels are those named like a cell stain (`CELL_NAMES`, in
+    that order: cortical stains first, as the first is the boundary stain), none otherwise
+    (a nuclei-only plate). ``cytoplasm_channels=()`` means explicitly none.
+    Raises ValueError naming the options to pass.
+    """
+    channels = list(channels)
+    if nuclear_channel is None:
+        named = [c for c in channels if c.lower() in NUCLEAR_NAMES]
+        if len(channels) == 1:
+            nuclear_channel = channels[0]
+        elif len(named) == 1:
+            nuclear_channel = named[0]
+        else:
+            raise ValueError(f"cannot tell which of the channels {channels} holds the nuclei; pass it "
+                             "(--nuclei-channel NAME, or nuclear_channel=)")
+    elif nuclear_channel not in channels:
+        raise ValueError(f"nuclei channel {nuclear_channel!r} is not among the field's channels {channels}")
+    if cytoplasm_channels is None:
+        rank = {name: i for i, name in enumerate(CELL_NAMES)}
+        cytoplasm_channels = sorted((c for c in channels if c.lower() in rank and c != nuclear_channel),
+                                    key=lambda c: rank[c.lower()])
+    else:
+        cytoplasm_channels = [cytoplasm_channels] if isinstance(cytoplasm_channels, str) else list(cytoplasm_channels)
+        unknown = [c for c in cytoplasm_channels if c not in channels]
+        if unknown:
+            raise ValueError(f"cell channel(s) {unknown} not among the field's channels {channels}")
+        if nuclear_channel in cytoplasm_channels:
+            raise ValueError(f"channel {nuclear_channel!r} cannot be both the nuclei and a cell channel")
+    return nuclear_channel, tuple(cytoplasm_channels)
 
 
 @dataclass
@@ -56,26 +100,48 @@ def check_field(image: np.ndarray, channels: list[str]) -> np.ndarray:
 
 @dataclass
 class Segmenter:
-    """Base class. ``nuclear_channel`` and ``cytoplasm_channels`` map field channels to roles
-    (the first cytoplasm channel present is the boundary stain)."""
+    """Base class. Channel roles: ``nuclear_channel`` (None: inferred) and ``cytoplasm_channels``
+    (None: inferred; ``()``: none; the first is the boundary stain), see `resolve_roles`.
+    Without cell channels, cells are the nuclei grown by ``cell_expand`` px (CellProfiler's
+    IdentifySecondaryObjects "Distance - N"; 0: the cells are the nuclei)."""
 
-    nuclear_channel: str = "DNA"
-    cytoplasm_channels: tuple[str, ...] = ("Actin", "Tubulin")
+    nuclear_channel: str | None = None
+    cytoplasm_channels: tuple[str, ...] | None = None
+    cell_expand: int = 0
     params: ClassicalParams = field(default_factory=ClassicalParams)
     name = "base"
 
     def describe(self) -> dict:
         """Backend name and parameters, JSON-serialisable (for store attributes)."""
-        return {"backend": self.name, **{k: (list(v) if isinstance(v, tuple) else v)
-                                          for k, v in asdict(self).items()}}
+        d = {"backend": self.name, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}}
+        if self.cytoplasm_channels is not None:
+            d["cells_from"] = ("propagation over " + ", ".join(self.cytoplasm_channels) if self.cytoplasm_channels
+                               else f"nuclei expanded by {self.cell_expand} px" if self.cell_expand else "nuclei")
+        return d
+
+    def with_roles(self, channels: list[str]) -> "Segmenter":
+        """A copy with the channel roles resolved for ``channels`` (see `resolve_roles`)."""
+        nuclear, cyto = resolve_roles(channels, self.nuclear_channel, self.cytoplasm_channels)
+        if self.cell_expand < 0:
+            raise ValueError(f"cell_expand must be >= 0 px, got {self.cell_expand}")
+        if cyto and self.cell_expand:
+            raise ValueError(f"cell_expand ({self.cell_expand} px) applies to plates without cell channels, "
+                             f"but cell channels {list(cyto)} are used; pass no cell channels (--cell-channels none) "
+                             "to expand the nuclei instead")
+        return dataclasses.replace(self, nuclear_channel=nuclear, cytoplasm_channels=cyto)
 
     def _roles(self, channels: list[str]) -> tuple[int, list[int]]:
-        if self.nuclear_channel not in channels:
-            raise ValueError(f"nuclear channel {self.nuclear_channel!r} not among the field's channels {channels}")
-        cyto = [channels.index(c) for c in self.cytoplasm_channels if c in channels]
-        if not cyto:
-            raise ValueError(f"none of the cytoplasm channels {list(self.cytoplasm_channels)} among {channels}")
-        return channels.index(self.nuclear_channel), cyto
+        resolved = self.with_roles(channels)
+        nuclear, cyto = resolved.nuclear_channel, resolved.cytoplasm_channels
+        return channels.index(nuclear), [channels.index(c) for c in cyto]
+
+    def _grow(self, nuclei: np.ndarray, planes: list[np.ndarray], params: ClassicalParams) -> np.ndarray:
+        """Cells from nuclei: propagation over ``planes``, or the nuclei grown by ``cell_expand`` px."""
+        if planes:
+            return segment_cells(nuclei, planes, params)
+        if self.cell_expand:
+            return segmentation.expand_labels(nuclei, self.cell_expand).astype(np.uint32)
+        return np.asarray(nuclei, np.uint32).copy()
 
     def segment_nuclei(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Nucleus labels (H, W) uint32 for each single-channel (H, W) image."""
@@ -91,6 +157,7 @@ class Segmenter:
         out = []
         for f, (nuclei, cells) in zip(fields, self._raw_fields(fields, nuc, cyto)):
             notes = [f"channel {channels[c]} is empty (constant)" for c in [nuc, *cyto] if f[c].min() == f[c].max()]
+            n_found = len(np.unique(nuclei[nuclei > 0]))
             nuclei, cells = pair_nuclei_cells(nuclei, cells)
             empty = False
             if cells.max(initial=0) == 0:
@@ -98,6 +165,9 @@ class Segmenter:
                 empty, peak = field_is_empty(f[nuc], self.params.min_nucleus_area, snr) if snr else (False, 0.0)
                 notes.append(f"empty field: no foreground above noise in {channels[nuc]} (peak evidence "
                              f"{peak:.1f} sd, needs {self.params.min_snr:g})" if empty else "no nuclei found")
+            lost = n_found - int(cells.max(initial=0))
+            if lost > 0:
+                notes.append(f"{lost} nuclei dropped: no cell of their own (cell under min_cell_area or shared)")
             out.append(FieldSegmentation(nuclei, cells, border_labels(cells), notes, empty))
         return out
 
@@ -119,7 +189,7 @@ class ClassicalSegmenter(Segmenter):
         out = []
         for f in fields:
             nuclei = segment_nuclei(f[nuc], self.params)
-            out.append((nuclei, segment_cells(nuclei, [f[c] for c in cyto], self.params)))
+            out.append((nuclei, self._grow(nuclei, [f[c] for c in cyto], self.params)))
         return out
 
 
@@ -191,8 +261,8 @@ class CellposeSegmenter(Segmenter):
 
     def _raw_fields(self, fields, nuc, cyto):
         nuclei = self.segment_nuclei([f[nuc] for f in fields])
-        if self.cell_model_path is None:
-            return [(n, segment_cells(n, [f[c] for c in cyto], self.params)) for f, n in zip(fields, nuclei)]
+        if self.cell_model_path is None or not cyto:
+            return [(n, self._grow(n, [f[c] for c in cyto], self.params)) for f, n in zip(fields, nuclei)]
         stacks = [np.stack([_cytoplasm_plane(f, cyto), f[nuc].astype(np.float32)]) for f in fields]
         cells = self._run(self.cell_model_path, stacks, self.cell_diameter, (1, 2))
         return list(zip(nuclei, cells))
@@ -223,7 +293,7 @@ def get_segmenter(backend: str = "classical", *, model: str | None = None, cell_
         Cellpose cell model: name or path (default ``cyto3``), or None to grow cells from the nuclei
         with the classical propagation.
     channel_roles
-        ``nuclear_channel=``, ``cytoplasm_channels=``.
+        ``nuclear_channel=``, ``cytoplasm_channels=``, ``cell_expand=`` (see `Segmenter`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

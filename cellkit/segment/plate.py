@@ -102,7 +102,8 @@ def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmen
     out
         Label store; created if missing. Complete fields are skipped.
     segmenter
-        From `get_segmenter`.
+        From `get_segmenter`. Its channel roles are resolved for the index's channels
+        (`Segmenter.with_roles`) and recorded in the store attributes (``segmentation``).
     workers
         Local dask worker processes (1: run in this process). Ignored with ``scheduler``.
     scheduler
@@ -129,6 +130,7 @@ def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmen
 
 def _segment_plate(index, out, segmenter, workers, scheduler, fields_per_task, progress) -> pd.DataFrame:
     channels = channels_of(index)
+    segmenter = segmenter.with_roles(channels)  # explicit roles, recorded below; fails early on bad roles
     root = open_labels(out, mode="a")
     root.attrs.update({"segmentation": segmenter.describe(), "channels": channels,
                        "versions": _versions(), "cellkit_version": __version__})

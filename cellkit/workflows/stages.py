@@ -82,12 +82,10 @@ def qc_stage(ctx: Context, exclude: bool = False, saturation: float | None = Non
     ``qc/index.parquet`` holds the fields that go on: all, or with ``exclude`` those that pass."""
     import json
 
-    import pandas as pd
-
-    from ..io import write_index
+    from ..io import read_index, write_index
     from ..qc import field_table, qc_plate, write_qc
 
-    index = pd.read_parquet(current_index(ctx))
+    index = read_index(current_index(ctx))
     table = qc_plate(index, saturation=saturation, workers=ctx.workers or 2, blur_z=blur_z, saturated=saturated,
                      empty=empty)
     write_qc(table, ctx.out / "qc")
@@ -108,12 +106,10 @@ def illumination_stage(ctx: Context, aggregate: str = "median", smoothing: str =
     """Flat field per plate and channel (``illumination/<plate>.tif`` + ``illumination.png``,
     `cellkit.illumination`), the corrected fields (``illumination/corrected/``) and their index
     (``illumination/index.parquet``), which the later stages read."""
-    import pandas as pd
-
     from ..illumination import correct_index, estimate_illumination, save_illumination
-    from ..io import channels_of, write_index
+    from ..io import channels_of, read_index, write_index
 
-    index = pd.read_parquet(current_index(ctx))
+    index = read_index(current_index(ctx))
     fields = estimate_illumination(index, aggregate=aggregate, smoothing=smoothing, size=size,
                                    workers=ctx.workers or 2)
     folder = ctx.out / "illumination"
@@ -128,13 +124,12 @@ def illumination_stage(ctx: Context, aggregate: str = "median", smoothing: str =
 def segment_stage(ctx: Context, backend: str = "classical", model: str | None = None, cell_model: str | None = "cyto3",
                   diameter: float | None = None) -> None:
     """``index.parquet`` -> ``labels.zarr`` (+ QC table). Fails when any field failed."""
-    import pandas as pd
-
+    from ..io import read_index
     from ..segment import get_segmenter, qc_path, segment_plate
 
     labels = ctx.out / "labels.zarr"
     segmenter = get_segmenter(backend, model=model, cell_model=cell_model, diameter=diameter)
-    qc = segment_plate(pd.read_parquet(current_index(ctx)), labels, segmenter,
+    qc = segment_plate(read_index(current_index(ctx)), labels, segmenter,
                        workers=ctx.workers or 1, scheduler=ctx.scheduler)
     failed = qc[qc.status != "ok"]
     if len(failed):
@@ -143,7 +138,7 @@ def segment_stage(ctx: Context, backend: str = "classical", model: str | None = 
 
 
 @register_stage("extract", outputs=["cells.zarr", "cells.h5ad"])
-def extract_stage(ctx: Context, size: int = 64, border: str = "drop", mask_neighbors: bool = False,
+def extract_stage(ctx: Context, size: int = 64, border: str = "inside", mask_neighbors: bool = False,
                   features: bool = True) -> None:
     """``index.parquet`` + ``labels.zarr`` -> ``cells.zarr`` and ``cells.h5ad`` (morphology in X)."""
     from ..extract import extract_cells
