@@ -78,7 +78,7 @@ def test_bad_inputs(field):
         seg.segment_field(images.astype(np.complex64), CHANNELS)
     with pytest.raises(ValueError, match="shape"):
         seg.segment_field(images[0], CHANNELS)
-    with pytest.raises(ValueError, match="nuclear channel"):
+    with pytest.raises(ValueError, match="holds the nuclei"):  # no role given, none inferable
         seg.segment_field(images, ["A", "B", "C"])
     nan = images.astype(np.float32)
     nan[0, 0, 0] = np.nan

@@ -378,8 +378,8 @@ def _shape_problems(index: pd.DataFrame, path_cols: list[str]) -> list[str]:
     return problems
 
 
-PATHS_KEY = b"cellkit.paths"
-PATHS_RELATIVE = b"relative-to-index-folder"
+PATHS_KEY = "cellkit.paths"
+PATHS_RELATIVE = "relative-to-index-folder"
 
 
 def _stored_path(path: str, folder: str) -> str:
@@ -394,21 +394,18 @@ def write_index(index: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Save a plate index as parquet, atomically.
 
     Image paths under the index file's folder are stored relative to it, others absolute
-    (relative paths in ``index`` are taken from the current directory); the parquet metadata
-    records the convention so that `read_index` resolves them from the index file's folder.
+    (relative paths in ``index`` are taken from the current directory); the table's attrs
+    (kept in the parquet metadata) record the convention so that `read_index` resolves them
+    from the index file's folder.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     folder = os.path.abspath(path.parent)
     stored = index.copy()
     for col in [c for c in stored.columns if c.startswith(PATH_PREFIX)]:
         stored[col] = [_stored_path(str(p), folder) for p in stored[col]]
-    table = pa.Table.from_pandas(stored, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PATHS_KEY: PATHS_RELATIVE})
+    stored.attrs = {**index.attrs, PATHS_KEY: PATHS_RELATIVE}
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        stored.to_parquet(tmp, index=False)
     return path
 
 
@@ -418,11 +415,8 @@ def read_index(path: str | os.PathLike, *, check_files: bool = False) -> pd.Data
     Relative paths are resolved from the index file's folder (an index written before cellkit
     recorded this convention resolves them from the current directory, as it was written).
     """
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    index = table.to_pandas()
-    relative_to_file = (table.schema.metadata or {}).get(PATHS_KEY) == PATHS_RELATIVE
+    index = pd.read_parquet(path)
+    relative_to_file = index.attrs.get(PATHS_KEY) == PATHS_RELATIVE
     base = os.path.abspath(Path(path).parent) if relative_to_file else os.getcwd()
     for col in [c for c in index.columns if c.startswith(PATH_PREFIX)]:
         index[col] = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in index[col].astype(str)]
