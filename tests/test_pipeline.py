@@ -83,11 +83,10 @@ def test_bbbc021_pipeline_file_is_valid():
 
 @register_stage("read_index_test", outputs=["seen.json"])
 def _seen(ctx):
-    import pandas as pd
-
+    from cellkit.io import read_index
     from cellkit.workflows.stages import current_index
 
-    index = pd.read_parquet(current_index(ctx))
+    index = read_index(current_index(ctx))  # image paths resolved from the index file's folder
     (ctx.out / "seen.json").write_text(json.dumps({"n": len(index), "path": str(index.path_DNA.iloc[0])}))
 
 
