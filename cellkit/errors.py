@@ -101,8 +101,8 @@ def _corrupt_file(err: BaseException) -> tuple[str, str] | None:
 
 def describe(err: BaseException) -> tuple[str, str] | None:
     """``(message, hint)`` for an expected failure, None for an unexpected one (a bug)."""
-    if isinstance(err, CellkitError):
-        return _one_line(err), err.hint
+    if isinstance(err, CellkitError):  # our own messages: never file contents, may list many problems
+        return _one_line(err, 4000), err.hint
     if isinstance(err, MemoryError):
         return "out of memory", "process fewer fields at a time (fewer workers) or use a larger machine"
     if isinstance(err, OSError) and err.errno in _OS_HINTS:

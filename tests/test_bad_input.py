@@ -318,6 +318,45 @@ def test_a_second_run_into_the_same_store_refuses_or_waits(plate, labels, tmp_pa
     assert result.exit_code == 0 and "already complete" in result.output, result.output
 
 
+# ----------------------------------------------------------------------------- pipeline YAML
+
+def test_pipeline_yaml_lists_every_problem_before_any_stage_runs(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"""
+name: x
+outptu: {tmp_path / 'o'}
+input:
+  synthetic: {{n_batches: two, colour: red}}
+stages:
+  - segment: {{backend: magic, threshold: 3}}
+  - extract: {{size: 1, border: wrap}}
+  - embed: {{methods: [simclr], config: {{lr_typo: 3}}}}
+  - profil: {{}}
+""")
+    line = one_error(run("run", bad, "--out", tmp_path / "o"), str(bad), "10 problem(s)")
+    for where in ["outptu: unknown top-level key", "output: required", "input.synthetic.n_batches: must be an integer",
+                  "input.synthetic.colour: unknown option", "stages[0].segment.backend: must be one of",
+                  "stages[0].segment.threshold: unknown option", "stages[1].extract.size: must be an integer >= 2",
+                  "stages[1].extract.border", "lr_typo", "unknown stage 'profil'"]:
+        assert where in line, where
+    assert not (tmp_path / "o").exists()  # nothing ran
+
+
+def test_pipeline_yaml_tags_and_syntax(tmp_path):
+    tagged = tmp_path / "tag.yaml"
+    marker = tmp_path / "ran"
+    tagged.write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\noutput: o\n')
+    line = one_error(run("run", tagged), str(tagged), "YAML tag")
+    assert "touch" not in line and not marker.exists()
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: secret\n  stages: [\n")
+    line = one_error(run("run", broken), str(broken), "line 2", "not valid YAML")
+    assert "secret" not in line
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"name: \xe9t\xe9\n")
+    one_error(run("run", latin), str(latin), "UTF-8")
+
+
 # ----------------------------------------------------------------------------- helpers
 
 def _tiny_adata(n_wells: int = 2, per_well: int = 3):

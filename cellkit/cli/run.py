@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, fail
+from ._common import console
 
 
 def run(pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
@@ -16,10 +16,7 @@ def run(pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
     """Run a pipeline; stages whose outputs are complete and up to date are skipped."""
     from ..workflows.pipeline import load_pipeline, run_pipeline
 
-    try:
-        spec = load_pipeline(pipeline)
-    except (OSError, ValueError) as err:
-        fail(str(err))
+    spec = load_pipeline(pipeline)  # every problem of the YAML, before any stage runs
     outputs = run_pipeline(spec, out=out, scheduler=scheduler, workers=workers, log=console.print)
     console.print("[bold]outputs[/]")
     for name, path in outputs.items():

@@ -30,40 +30,54 @@ from typing import Callable
 import yaml
 
 from .. import __version__
+from ..errors import CellkitError
+from .schema import validate_spec
 from .stages import STAGES, Context
 
 STATE_FILE = "pipeline_state.json"
 
 
+class PipelineSpecError(CellkitError, ValueError):
+    """A pipeline YAML that cannot be run: every problem is listed in the message."""
+
+
 def load_pipeline(path) -> dict:
-    """Read and check a pipeline YAML file. Returns the spec as a dict (``stages`` as (name, options) pairs)."""
-    spec = yaml.safe_load(Path(path).read_text())
+    """Read (``yaml.safe_load`` only: no tags run code) and check a pipeline YAML file, before any
+    stage runs. Returns the spec as a dict (``stages`` as (name, options) pairs)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise PipelineSpecError(f"{path} is not UTF-8 text (byte {err.start})", "save it as UTF-8 YAML") from None
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        if isinstance(err, yaml.constructor.ConstructorError):
+            raise PipelineSpecError(f"{where}: uses a YAML tag that cellkit does not load (plain YAML only)",
+                                    "remove the tag (e.g. !!python/...)") from None
+        raise PipelineSpecError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or 'cannot parse'})",
+                                "check the indentation and quoting there") from None
     return check_pipeline(spec, source=str(path))
 
 
 def check_pipeline(spec: dict, source: str = "pipeline") -> dict:
-    if not isinstance(spec, dict):
-        raise ValueError(f"{source}: a pipeline is a mapping with input, stages, output")
-    problems = [f"missing {k!r}" for k in ("input", "output") if k not in spec]
-    inputs = spec.get("input") or {}
-    if not isinstance(inputs, dict) or len(inputs) != 1 or next(iter(inputs)) not in ("synthetic", "bbbc021", "index"):
-        problems.append("input must be exactly one of: synthetic, bbbc021, index")
+    """Validate ``spec`` against the schema (`cellkit.workflows.schema`); raise `PipelineSpecError`
+    listing every problem at once. Returns the spec with ``stages`` as (name, options) pairs."""
+    problems = validate_spec(spec, STAGES)
+    if problems:
+        raise PipelineSpecError(f"{source}: {len(problems)} problem(s): " + "; ".join(problems),
+                                "fix them all, then run again (no stage has run)")
     pairs = []
     for item in spec.get("stages") or []:
         if isinstance(item, str):
             name, options = item, {}
-        elif isinstance(item, dict) and len(item) == 1:
+        elif isinstance(item, dict):
             name, options = next(iter(item.items()))
-        elif isinstance(item, (tuple, list)) and len(item) == 2:  # an already checked spec
-            name, options = item
         else:
-            problems.append(f"a stage is a name or a one-key mapping name: options, got {item!r}")
-            continue
-        if name not in STAGES:
-            problems.append(f"unknown stage {name!r}; known: {sorted(STAGES)}")
+            name, options = item
         pairs.append((name, dict(options or {})))
-    if problems:
-        raise ValueError(f"{source}: " + "; ".join(problems))
     return {**spec, "stages": pairs}
 
 
