@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 
 class CellkitError(Exception):
@@ -121,6 +122,16 @@ def describe(err: BaseException) -> tuple[str, str] | None:
     if isinstance(err, OSError):
         return _one_line(err), ""
     return None
+
+
+_BYTES = re.compile(r"""b(['"]).*?(?<!\\)\1""")
+
+
+def reason(err: BaseException, limit: int = 160) -> str:
+    """Why a file could not be read, without any of its bytes: the exception's message with byte
+    strings (``b'...'``, as TIFF and image readers quote a file's first bytes) removed, one line."""
+    text = _BYTES.sub("(file bytes not shown)", str(err)) or type(err).__name__
+    return _one_line(text, limit)
 
 
 def debug_requested() -> bool:

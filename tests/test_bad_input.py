@@ -117,6 +117,38 @@ def test_index_of_garbage_tables(tmp_path):
     assert not (tmp_path / "ix.parquet").exists()
 
 
+# ----------------------------------------------------------------------------- names and file contents
+
+def test_plate_and_well_names_that_are_not_safe_store_paths_are_refused_at_index_time(plate, tmp_path):
+    root, _ = plate
+    table = pd.read_csv(root / "BBBC021_v1_image.csv")
+    table["Image_PathName_DAPI"] = str(root) + "/" + table["Image_PathName_DAPI"]  # absolute: the table moves
+    for c in ("Tubulin", "Actin"):
+        table[f"Image_PathName_{c}"] = str(root) + "/" + table[f"Image_PathName_{c}"]
+    table.loc[0, "Image_Metadata_Plate_DAPI"] = "../escape"
+    table.loc[1, "Image_Metadata_Well_DAPI"] = "B/03"
+    bad = tmp_path / "image.csv"
+    table.to_csv(bad, index=False)
+    out = tmp_path / "ix.parquet"
+    result = run("index", bad, "--moa", root / "BBBC021_v1_moa.csv", "--out", out)
+    one_error(result, "invalid plate index")
+    assert "plate '../escape' contains '/'" in result.output and "well 'B/03' contains '/'" in result.output
+    assert not out.exists()
+
+
+def test_a_non_image_file_is_named_but_its_bytes_are_never_shown(plate, tmp_path):
+    root, index = plate
+    table = pd.read_parquet(index)
+    fake = tmp_path / "fake.tif"
+    fake.write_bytes(b"SECRET-CONTENTS of a text file\n" * 4)
+    table.loc[0, "path_DNA"] = str(fake)
+    bad_index = tmp_path / "index.parquet"
+    table.to_parquet(bad_index)
+    result = run("segment", bad_index, "--out", tmp_path / "labels.zarr")
+    assert result.exit_code == 1 and str(fake) in result.output.replace("\n", "")
+    assert "SECRET" not in result.output and "SECRET" not in (tmp_path / "labels.qc.csv").read_text()
+
+
 # ----------------------------------------------------------------------------- environment failures
 
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "No space left"), (errno.EACCES, "Permission denied"),

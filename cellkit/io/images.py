@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from ..errors import reason
 from ._columns import PATH_PREFIX, channels_of
 from .omezarr import is_plane_ref, plane_exists, plane_shape, read_plane
 
@@ -48,7 +49,7 @@ def read_image(path: str) -> np.ndarray:
 
             image = iio.imread(path)
     except Exception as err:  # corrupt, truncated, not a TIFF, missing
-        raise ImageReadError(f"cannot read image {path}: {err}") from err
+        raise ImageReadError(f"cannot read image {path}: {reason(err)}") from err
     image = np.squeeze(image)
     if image.ndim != 2:
         raise ImageReadError(f"image {path} has shape {image.shape}; expected one 2-D plane")
@@ -64,7 +65,7 @@ def _zarr_plane(read, path: str):
     try:
         return read(path)
     except Exception as err:  # missing group, damaged chunk, not 2-D
-        raise ImageReadError(f"cannot read image {path}: {err}") from err
+        raise ImageReadError(f"cannot read image {path}: {reason(err)}") from err
 
 
 def read_field(row: pd.Series | dict, channels: list[str] | None = None) -> np.ndarray:
@@ -128,7 +129,7 @@ def read_crops(path: str, n_channels: int) -> np.ndarray:
     try:
         crops = np.load(path, allow_pickle=False) if str(path).endswith(".npy") else tifffile.imread(path)
     except Exception as err:
-        raise ImageReadError(f"cannot read crops {path}: {err}") from err
+        raise ImageReadError(f"cannot read crops {path}: {reason(err)}") from err
     crops = np.asarray(crops)
     if not (np.issubdtype(crops.dtype, np.integer) or np.issubdtype(crops.dtype, np.floating)):
         raise ImageReadError(f"crops {path} have dtype {crops.dtype}; expected integer or float pixels")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import atomic_path
+from ..errors import reason
 from ._columns import PATH_PREFIX, channels_of
 from .images import image_exists, image_shape
 
@@ -331,7 +332,8 @@ def validate_index(index: pd.DataFrame, *, root=None, check_files: bool = True,
                    check_shapes: bool = False) -> None:
     """Raise `PlateIndexError` listing every problem found.
 
-    Checks: required columns, at least one channel, duplicate fields, paths that escape
+    Checks: required columns, at least one channel, plate and well names that cannot name a
+    folder of a store (the field_id ``<plate>/<well>/<site>`` is a store path), duplicate fields, paths that escape
     ``root`` (when given), missing image files (``check_files``), channels of one field with
     different shapes and fields of different shapes (``check_shapes``; reads TIFF headers only).
     """
@@ -341,6 +343,7 @@ def validate_index(index: pd.DataFrame, *, root=None, check_files: bool = True,
         problems.append("no channel path columns (path_<channel>)")
     if problems:
         raise PlateIndexError(problems)
+    problems += _store_name_problems(index)
     problems += [f"duplicate field {f}" for f in index.loc[index["field_id"].duplicated(), "field_id"]]
     path_cols = [PATH_PREFIX + c for c in channels]
     if root is not None:
@@ -359,6 +362,21 @@ def validate_index(index: pd.DataFrame, *, root=None, check_files: bool = True,
         raise PlateIndexError(problems)
 
 
+def _store_name_problems(index: pd.DataFrame) -> list[str]:
+    """Plate / well values that are not safe as one path component of a store (field_id)."""
+    problems = []
+    for column in ("plate", "well"):
+        for value in pd.unique(index[column].astype(str)):
+            why = ("is empty" if not value.strip() else "is '.' or '..'" if value in (".", "..")
+                   else "contains '/' or '\\'" if "/" in value or "\\" in value
+                   else "contains control characters" if any(ord(ch) < 32 for ch in value)
+                   else "starts with '__' (reserved by Zarr)" if value.startswith("__") else None)
+            if why:
+                problems.append(f"{column} {value!r} {why}: it cannot name a folder of the label and cells stores; "
+                                f"rename it in the table")
+    return problems
+
+
 def _shape_problems(index: pd.DataFrame, path_cols: list[str]) -> list[str]:
     problems, shapes = [], {}
     for row in index.itertuples(index=False):
@@ -367,7 +385,7 @@ def _shape_problems(index: pd.DataFrame, path_cols: list[str]) -> list[str]:
             try:
                 field_shapes[col] = image_shape(getattr(row, col))
             except Exception as err:  # noqa: BLE001 - reported, not swallowed
-                problems.append(f"{row.field_id}: cannot read {getattr(row, col)}: {err}")
+                problems.append(f"{row.field_id}: cannot read {getattr(row, col)}: {reason(err)}")
         if len(set(field_shapes.values())) > 1:
             problems.append(f"{row.field_id}: channels of different shapes {field_shapes}")
         elif field_shapes:
