@@ -2,7 +2,7 @@
 
 Synthetic: the fields of a plate set (`SyntheticConfig` below, rendered in memory), with known
 defects added to a seeded random subset of fields per plate before measuring:
-blur (Gaussian, sigma 1, 2 or 4 px, all channels, then fresh shot + read noise at the blurred
+blur (cellkit's Gaussian blur, sigma 1, 2 or 4 px, all channels, then fresh shot + read noise at the blurred
 level, as a defocused camera would record), saturation (one random channel scaled so that 0.2 %,
 1 % or 5 % of its pixels reach 65535 and clipped there) and empty fields (background, vignetting
 and noise, no cells). Flags use `cellkit.qc`'s fixed thresholds (nothing here is tuned).
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
+import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,6 +32,7 @@ from _common import save  # noqa: E402
 from cellkit.datasets import SyntheticConfig  # noqa: E402
 from cellkit.datasets.render import BACKGROUND, READ_NOISE  # noqa: E402
 from cellkit.datasets.synthetic import _plate_effects, plate_layout, render_layout_field  # noqa: E402
+from cellkit.models.perturb import gaussian_blur  # noqa: E402
 from cellkit.qc import FLAGS, flag_fields, measure_field  # noqa: E402
 
 PLATES = SyntheticConfig(n_batches=2, plates_per_batch=1, compounds_per_moa=3, n_moas=12, n_concentrations=2,
@@ -42,12 +43,10 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "bbbc0
 
 
 def blur(images, sigma, rng):
-    out = np.empty_like(images)
-    for c, plane in enumerate(images.astype(np.float32)):
-        b = ndi.gaussian_filter(plane, sigma)
-        b += np.sqrt(np.maximum(b, 0) + READ_NOISE**2) * rng.standard_normal(b.shape, dtype=np.float32)
-        out[c] = np.clip(b, 0, 65535)
-    return out
+    """cellkit's one blur (`cellkit.models.perturb.gaussian_blur`), then fresh shot + read noise."""
+    b = gaussian_blur(torch.from_numpy(images.astype(np.float32))[None], sigma)[0].numpy()
+    b += np.sqrt(np.maximum(b, 0) + READ_NOISE**2) * rng.standard_normal(b.shape, dtype=np.float32)
+    return np.clip(b, 0, 65535).astype(images.dtype)
 
 
 def saturate(images, fraction, channel):
@@ -145,8 +144,9 @@ def real() -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="qc", help="Result name (benchmarks/results/<name>.json).")
     args = parser.parse_args()
-    save("qc", {"seed": args.seed, "synthetic": synthetic(args.seed), "real_bbbc006": real()})
+    save(args.name, {"seed": args.seed, "synthetic": synthetic(args.seed), "real_bbbc006": real()})
 
 
 if __name__ == "__main__":

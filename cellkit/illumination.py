@@ -21,8 +21,7 @@ synthetic plates of seed 7 (benchmarks/illumination.py); the reported figures ar
 CellProfiler's own Regular method is ``aggregate="mean"``.
 
 Shapes: a flat field is (H, W) float32 with mean 1; `estimate_plate` returns (C, H, W).
-BaSiCPy (Peng et al. 2017) is not used: it needs JAX, which is not one of cellkit's dependencies
-(see docs/images.md).
+BaSiCPy (Peng et al. 2017) is not used: it would add JAX and an optimiser stack (docs/images.md).
 """
 
 from __future__ import annotations

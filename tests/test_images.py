@@ -131,6 +131,20 @@ def test_cli_tiles_embed_images_and_robustness(setup, small_plate, tmp_path):
                               str(tmp_path / "images.h5ad"), "--scale", "0.25"])
     assert res.exit_code == 0, res.output
     assert ad.read_h5ad(tmp_path / "images.h5ad").obsm["X_pca"].shape == (6, 8)
+    res = runner.invoke(app, ["image-report", str(tmp_path / "images.h5ad"), "--use-rep", "X_pca", "--out",
+                              str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+    sim = pd.read_csv(tmp_path / "report" / "cosine_similarity.csv", index_col=0)
+    assert sim.shape == (6, 6) and np.allclose(np.diag(sim), 1)
+    normed = ad.read_h5ad(tmp_path / "report" / "images_iqm.h5ad")
+    z = normed.obsm["X_pca_iqm"]
+    from cellkit.pp import interquartile_mean
+
+    assert np.allclose(interquartile_mean(z), 0, atol=1e-4)  # IQM of the references (all rows) is 0
+    assert (tmp_path / "report" / "tsne.png").exists() and normed.obsm["X_tsne"].shape == (6, 2)
+    res = runner.invoke(app, ["search", str(tmp_path / "images.h5ad"), index.field_id[0], "--use-rep", "X_pca",
+                              "--k", "2"])
+    assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["robustness", str(tmp_path / "t.zarr"), "--model", str(model), "--out",
                               str(tmp_path / "rob"), "--groupby", "field_id", "--k", "2", "-p", "blur", "--no-umap"])
     assert res.exit_code == 0, res.output

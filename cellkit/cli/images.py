@@ -1,4 +1,5 @@
-"""``cellkit tiles`` (fields or tiles of fields as a cells.zarr, to train on) and ``cellkit embed-images``."""
+"""``cellkit tiles`` (fields or tiles of fields as a cells.zarr, to train on), ``cellkit embed-images`` and
+``cellkit image-report`` (IQM normalization, cosine similarity, t-SNE of image embeddings)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,29 @@ def embed_images(
     console.print(f"{adata.n_obs} images -> {out} (obsm[{key!r}], {adata.obsm[key].shape[1]} dimensions)")
 
 
+def image_report(
+    images: Path = typer.Argument(..., help="Images .h5ad written by cellkit embed-images."),
+    use_rep: str = typer.Option(..., help="obsm key of the embeddings (e.g. X_mae)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for images_iqm.h5ad, cosine_similarity.csv, tsne.csv "
+                             "and the figures."),
+    control: str = typer.Option(None, help="obs query of the reference images for the IQM (default: all)."),
+    by: str = typer.Option(None, help="obs column normalized separately (e.g. plate; default one group)."),
+    labels: str = typer.Option("well", help="obs column naming the images in the figures."),
+    seed: int = typer.Option(0, help="t-SNE seed."),
+):
+    """IQM-normalize image embeddings, then their cosine similarities and a t-SNE (sc.tl.tsne), as files and figures."""
+    import anndata as ad
+
+    from ..workflows.images import image_report as run
+
+    try:
+        paths = run(ad.read_h5ad(images), out, use_rep=use_rep, control=control, by=by, labels=labels, seed=seed)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+        fail(str(err).strip("'\""))
+    console.print(f"IQM-normalized {use_rep}, cosine similarity and t-SNE written to {out} ({len(paths)} files)")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(tiles)
     app.command("embed-images")(embed_images)
+    app.command("image-report")(image_report)
