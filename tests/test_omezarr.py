@@ -122,6 +122,21 @@ def test_converted_plate_segments_to_the_same_labels(tiff_run, converted, tmp_pa
     pd.testing.assert_frame_equal(obs_a, obs_b)
 
 
+def test_pipeline_reads_an_omezarr_plate(tiff_run, converted, tmp_path):
+    from cellkit.workflows.pipeline import run_pipeline
+
+    root, index = tiff_run
+    spec = {"name": "omezarr", "output": str(tmp_path / "run"), "input": {"omezarr": {"path": str(converted)}},
+            "stages": [{"segment": {"backend": "classical"}}]}
+    run_pipeline(spec, log=lambda m: None)
+    run_index = read_index(tmp_path / "run" / "index.parquet", check_files=True)
+    pd.testing.assert_frame_equal(_meta(run_index), _meta(index))
+    for field_id in index["field_id"]:
+        for a, b in zip(read_field_labels(root / "labels.zarr", field_id),
+                        read_field_labels(tmp_path / "run" / "labels.zarr", field_id)):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_convert_resumes_and_incomplete_plate_is_refused(tiff_run, tmp_path):
     root, index = tiff_run
     out = tmp_path / "zarr"

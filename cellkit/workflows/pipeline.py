@@ -5,7 +5,8 @@ name: demo
 output: demo_out
 input:
   synthetic: {n_batches: 2, plates_per_batch: 2, seed: 0}   # or: bbbc021: {root: ..., plates: [...]}
-                                                            # or: index: path/to/index.parquet
+                                                            # or: index: {path: path/to/index.parquet}
+                                                            # or: omezarr: {path: PLATE.ome.zarr}
 stages:
   - segment: {backend: classical}
   - extract: {size: 64}
@@ -106,8 +107,9 @@ def run_pipeline(spec: dict, *, out=None, scheduler: str | None = None, workers:
     ctx = Context(out=out, scheduler=scheduler, workers=workers, log=say)
     input_kind, input_options = next(iter(spec["input"].items()))
     input_options = {"kind": input_kind, **(input_options or {})}
-    if input_kind == "index":  # a changed index file makes every stage run again
-        stat = Path(input_options["path"]).stat()
+    if input_kind in ("index", "omezarr"):  # a changed index file (plate metadata) makes every stage run again
+        path = Path(input_options["path"])
+        stat = (path / "zarr.json" if (path / "zarr.json").is_file() else path).stat()
         input_options["_fingerprint"] = [stat.st_size, stat.st_mtime_ns]
     plan = [("input", input_options)] + spec["stages"]
     provenance = {"cellkit_version": __version__, "pipeline": spec.get("name"), "stages": []}

@@ -2,7 +2,7 @@
 
 Checked: top-level keys (``name``, ``description``, ``output``, ``input``, ``stages``), the input
 (exactly one of ``synthetic`` with `SyntheticConfig` fields, ``bbbc021`` with ``root``,
-``plates``, ``image_csv``, ``moa_csv``, ``index`` with ``path``), each stage's name and options
+``plates``, ``image_csv``, ``moa_csv``, ``index`` with ``path``, ``omezarr`` with ``path``), each stage's name and options
 against the stage function's own signature (unknown keys, types from its annotations and
 defaults) plus the value ranges in `RANGES`, and the ``embed`` stage's training ``config`` keys
 (`cellkit.models.train.default_config`). `validate_spec` returns the list of problems, each
@@ -40,8 +40,10 @@ RANGES = {
 INPUTS = {
     "bbbc021": {"root": str, "plates": list, "image_csv": str, "moa_csv": str},
     "index": {"path": str},
+    "omezarr": {"path": str},
 }
-REQUIRED_INPUT = {"bbbc021": ["root"], "index": ["path"]}
+INPUT_KINDS = ("synthetic", "bbbc021", "index", "omezarr")
+REQUIRED_INPUT = {"bbbc021": ["root"], "index": ["path"], "omezarr": ["path"]}
 
 
 def _type_name(kind) -> str:
@@ -114,8 +116,8 @@ def _check_input(spec: dict, problems: list[str]) -> None:
     from ..datasets import SyntheticConfig
 
     inputs = spec.get("input")
-    if not isinstance(inputs, dict) or len(inputs) != 1 or next(iter(inputs)) not in ("synthetic", "bbbc021", "index"):
-        problems.append("input must be exactly one of: synthetic, bbbc021, index")
+    if not isinstance(inputs, dict) or len(inputs) != 1 or next(iter(inputs)) not in INPUT_KINDS:
+        problems.append(f"input must be exactly one of: {', '.join(INPUT_KINDS)}")
         return
     kind, options = next(iter(inputs.items()))
     options = options if options is not None else {}

@@ -44,7 +44,8 @@ def register_stage(name: str, outputs: list[str]):
 
 @register_stage("input", outputs=["index.parquet"])
 def input_stage(ctx: Context, kind: str, **options) -> None:
-    """Write ``index.parquet``: from a synthetic plate set (written to ``plate/``), BBBC021, or an index file."""
+    """Write ``index.parquet``: from a synthetic plate set (written to ``plate/``), BBBC021, an OME-Zarr
+    HCS plate (``omezarr: {path: ...}``, fields read from the plate), or an index file."""
     from .. import io
     from ..datasets import SyntheticConfig, synthetic_index, write_synthetic_plate
 
@@ -63,6 +64,8 @@ def input_stage(ctx: Context, kind: str, **options) -> None:
             if missing:
                 raise ValueError(f"plates not in BBBC021: {sorted(missing)}")
         io.validate_index(index, root=root)
+    elif kind == "omezarr":  # an OME-Zarr HCS plate (or a folder of them), read in place
+        index = io.from_omezarr(options["path"])
     else:
         index = io.read_index(options["path"], check_files=True)
     io.write_index(index, ctx.out / "index.parquet")
