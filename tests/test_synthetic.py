@@ -111,3 +111,20 @@ def test_existing_folder_refused(tmp_path):
     with pytest.raises(FileExistsError):
         ck.datasets.write_synthetic_plate(tmp_path / "x", SyntheticConfig(n_moas=1, height=64, width=64))
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+def test_batch_effects_scale_and_spare_controls():
+    from cellkit.datasets.synthetic import _plate_effects, batch_phenotype
+
+    effect = {"cell_radius": 0.3, "tubulin": -0.5}
+    off = _plate_effects(SyntheticConfig(batch_effect=0, height=64, width=64), 0, "P1")
+    assert off["focus"] == 1.0 and np.all(off["gains"] == 1) and np.all(off["illumination"] == 1)
+    assert batch_phenotype(effect, 0.7, off) == phenotype(effect, 0.7)  # no batch effects: the plain phenotype
+    on = [_plate_effects(SyntheticConfig(height=64, width=64), b, f"P{b}") for b in (0, 1)]
+    dmso = [batch_phenotype({}, 0.0, e) for e in on]
+    assert dmso[0]["cell_radius"] != dmso[1]["cell_radius"]  # cell state differs between batches, controls too
+    treated = batch_phenotype(effect, 0.7, on[0])
+    # the batch's shared response to any compound reaches treated cells only, in proportion to the dose
+    dose = min(1.0, 0.7 * on[0]["sensitivity"])
+    assert np.log(treated["actin"]) == pytest.approx(dose * on[0]["response"]["actin"])
+    assert dmso[0]["actin"] == 1.0

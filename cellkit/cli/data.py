@@ -21,6 +21,8 @@ def synth(
     height: int = typer.Option(512, help="Field height in pixels."),
     width: int = typer.Option(640, help="Field width in pixels."),
     seed: int = typer.Option(0, help="Random seed."),
+    batch_effect: float = typer.Option(1.0, help="Strength of the batch effects (stain, background, illumination, "
+                                       "focus, cell state), 0-3; 0 = none."),
     jobs: int = typer.Option(2, help="Fields rendered in parallel."),
 ):
     """Write a synthetic BBBC021-like plate set with ground-truth labels."""
@@ -29,7 +31,8 @@ def synth(
     try:
         config = SyntheticConfig(n_batches=batches, plates_per_batch=plates_per_batch,
                                  compounds_per_moa=compounds_per_moa, n_moas=moas, n_concentrations=concentrations,
-                                 dmso_wells=dmso_wells, sites=sites, height=height, width=width, seed=seed).validate()
+                                 dmso_wells=dmso_wells, sites=sites, height=height, width=width, seed=seed,
+                                 batch_effect=batch_effect).validate()
         with progress_bar("rendering fields") as update:
             write_synthetic_plate(out, config, n_jobs=jobs, progress=update)
     except (ValueError, FileExistsError) as err:

@@ -191,7 +191,7 @@ def illumination_field(shape, rng, strength=0.3):
 
 
 def render_field(params: dict, shape=(1024, 1280), *, rng: np.random.Generator,
-                 gains=(1.0, 1.0, 1.0), illumination=None):
+                 gains=(1.0, 1.0, 1.0), illumination=None, focus: float = 1.0, background=(1.0, 1.0, 1.0)):
     """Render one field.
 
     Parameters
@@ -206,6 +206,10 @@ def render_field(params: dict, shape=(1024, 1280), *, rng: np.random.Generator,
         Per-channel multiplicative gain (plate and batch effects), length 3.
     illumination
         (3, H, W) or (H, W) multiplicative illumination; default: flat.
+    focus
+        Sigma (px) of the optical blur (the point spread function); larger = more out of focus.
+    background
+        Per-channel multiplier of the background level (stray light, medium), length 3.
 
     Returns
     -------
@@ -257,9 +261,9 @@ def render_field(params: dict, shape=(1024, 1280), *, rng: np.random.Generator,
     flat = np.ones(shape, np.float32) if illumination is None else np.asarray(illumination, np.float32)
     images = np.empty((3,) + shape, np.uint16)
     for c, plane in enumerate((dna, tub, act)):
-        plane = ndi.gaussian_filter(np.maximum(plane, 0).astype(np.float32), 1.0, truncate=2.5)
+        plane = ndi.gaussian_filter(np.maximum(plane, 0).astype(np.float32), float(focus), truncate=2.5)
         illum = flat if flat.ndim == 2 else flat[c]
-        signal = plane * SIGNAL[c] * gains[c] * illum + BACKGROUND[c] * gains[c] * illum
+        signal = plane * SIGNAL[c] * gains[c] * illum + BACKGROUND[c] * background[c] * gains[c] * illum
         # shot noise (variance = signal) and read noise in one Gaussian draw
         signal += np.sqrt(signal + READ_NOISE**2) * rng.standard_normal(shape, dtype=np.float32)
         images[c] = np.clip(signal, 0, 65535).astype(np.uint16)

@@ -12,8 +12,14 @@ Layout under ``out``::
 Each compound belongs to one batch (its replicate plates all sit in that batch, as in BBBC021),
 and the compounds of one MOA are spread round-robin over the batches: with more compounds per MOA
 than batches, some same-MOA compounds share a batch (easy NSC neighbours) and others do not (the
-only ones NSCB allows), so NSCB is harder than NSC, as in BBBC021. Every plate has DMSO wells. Batches and plates differ in stain intensity and
-illumination (batch effects), and batches also in cell size.
+only ones NSCB allows), so NSCB is harder than NSC, as in BBBC021. Every plate has DMSO wells.
+
+Batch effects (scaled by ``batch_effect``; 0 turns them off), drawn per batch from the seed, with
+smaller plate-to-plate jitter within a batch: per-channel stain gain and background level;
+illumination (a vignetting pattern shared by a batch's plates); focus (optical blur); and a cell
+state (cell and nucleus size, shape, density, texture, mitotic fraction, and sensitivity to the
+compounds), so that, as in real screens, per-plate normalization against DMSO does not remove
+them all and same-batch neighbours look more alike than same-MOA ones (NSCB < NSC).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class SyntheticConfig:
     height: int = 512
     width: int = 640
     seed: int = 0
+    batch_effect: float = 1.0
 
     def validate(self):
         problems = []
@@ -64,6 +71,8 @@ class SyntheticConfig:
             problems.append(f"n_moas must be in 1..{len(MOAS)}")
         if self.compounds_per_moa > MAX_COMPOUNDS_PER_MOA:
             problems.append(f"compounds_per_moa must be <= {MAX_COMPOUNDS_PER_MOA}")
+        if not 0 <= self.batch_effect <= 3:
+            problems.append("batch_effect must be in 0..3")
         if self.height < 64 or self.width < 64:
             problems.append("fields must be at least 64x64")
         if problems:
@@ -116,28 +125,64 @@ def _field_rng(config: SyntheticConfig, *keys) -> np.random.Generator:
     return np.random.default_rng([config.seed] + [zlib.crc32(str(k).encode()) for k in keys])
 
 
-def _plate_effects(config: SyntheticConfig, batch_index: int, plate: str):
-    """Per-channel gains and illumination of one plate, and its batch's cell-size shift."""
+# Cell-state parameters a batch shifts (log-scale sd at batch_effect 1; "mitotic" is additive), and those
+# of its cells' shared response to any compound (added in proportion to the dose fraction).
+BATCH_STATE = {"cell_radius": 0.08, "nucleus_radius": 0.08, "elongation": 0.10, "density": 0.25,
+               "dna_texture": 0.20, "tubulin_fibre": 0.20, "actin_cortex": 0.20, "mitotic": 0.015}
+BATCH_RESPONSE = {"cell_radius": 0.06, "nucleus_radius": 0.06, "elongation": 0.1, "dna": 0.08, "tubulin": 0.1,
+                  "actin": 0.1, "density": 0.1, "mitotic": 0.02}
+
+
+def _plate_effects(config: SyntheticConfig, batch_index: int, plate: str) -> dict:
+    """Batch and plate effects of one plate (see the module docstring): a dict with ``gains``,
+    ``background`` (3,), ``illumination`` (3, H, W), ``focus`` (px), ``state`` (parameter -> shift),
+    ``sensitivity`` (factor on the dose response) and ``response`` (parameter -> shift at full dose, for any compound)."""
+    s = float(config.batch_effect)
     batch_rng = _field_rng(config, "batch", batch_index)
-    batch_gain = np.exp(batch_rng.normal(0, 0.18, 3))
-    batch_size = float(np.exp(batch_rng.normal(0, 0.06)))
     plate_rng = _field_rng(config, "plate", plate)
-    gains = batch_gain * np.exp(plate_rng.normal(0, 0.06, 3))
     shape = (config.height, config.width)
-    illumination = np.stack([illumination_field(shape, plate_rng, strength=plate_rng.uniform(0.2, 0.4))
-                             for _ in range(3)])
-    return gains, illumination, batch_size
+    batch_illum = illumination_field(shape, batch_rng, strength=s * batch_rng.uniform(0.2, 0.5))
+    effects = {
+        "gains": np.exp(batch_rng.normal(0, 0.3 * s, 3)) * np.exp(plate_rng.normal(0, 0.06 * s, 3)),
+        "background": np.exp(batch_rng.normal(0, 0.3 * s, 3)),
+        "focus": float(np.exp(batch_rng.normal(0, 0.25 * s) + plate_rng.normal(0, 0.05 * s))),
+        "state": {k: float(batch_rng.normal(0, sd * s)) for k, sd in BATCH_STATE.items()},
+        "sensitivity": float(np.exp(batch_rng.normal(0, 0.15 * s))),
+        "response": {k: float(batch_rng.normal(0, sd * s)) for k, sd in BATCH_RESPONSE.items()},
+    }
+    effects["illumination"] = np.stack([batch_illum * illumination_field(shape, plate_rng, strength=s *
+                                                                          plate_rng.uniform(0.05, 0.15))
+                                        for _ in range(3)])
+    return effects
+
+
+def batch_phenotype(effect: dict, fraction: float, effects: dict) -> dict:
+    """The phenotype of a treatment (``effect`` at dose ``fraction``) in the cell state of a batch: the batch's
+    sensitivity scales the dose, its shared response to any compound is added, then its cell state."""
+    fraction = min(1.0, fraction * effects["sensitivity"])
+    effect = dict(effect or {})
+    if fraction > 0:
+        for key, shift in effects["response"].items():
+            effect[key] = effect.get(key, 0.0) + shift
+    params = phenotype(effect, fraction)
+    for key, shift in effects["state"].items():
+        if key == "mitotic":
+            params[key] = float(np.clip(params[key] + shift, 0.0, 1.0))
+        else:
+            params[key] *= float(np.exp(shift))
+    params["elongation"] = max(params["elongation"], 1.0)
+    return params
 
 
 def render_layout_field(config: SyntheticConfig, field: pd.Series | dict, plate_effects=None):
     """Render one field of `plate_layout`. Returns (images (3,H,W) uint16, nuclei, cells uint32)."""
     field = dict(field)
-    gains, illumination, batch_size = plate_effects or _plate_effects(config, field["batch_index"], field["plate"])
-    params = phenotype(field["effect"], field["fraction"])
-    params["cell_radius"] *= batch_size
-    params["nucleus_radius"] *= batch_size
+    effects = plate_effects or _plate_effects(config, field["batch_index"], field["plate"])
+    params = batch_phenotype(field["effect"], field["fraction"], effects)
     rng = _field_rng(config, field["plate"], field["well"], field["site"])
-    return render_field(params, (config.height, config.width), rng=rng, gains=gains, illumination=illumination)
+    return render_field(params, (config.height, config.width), rng=rng, gains=effects["gains"],
+                        illumination=effects["illumination"], focus=effects["focus"],
+                        background=effects["background"])
 
 
 def _file_uuid(config: SyntheticConfig, *keys) -> str:
