@@ -356,3 +356,7 @@ def combine(adata: ad.AnnData, weights: dict[str | None, float], *, key_added: s
     _record(adata, "combine", dict(weights={str(k or "X"): float(v) for k, v in weights.items()},
                                    n_features=kept, key_added=key_added))
     return adata if copy else None
+
+
+from ._pp_batch import combat, harmony, position_correct  # noqa: E402,F401  (batch and plate-position correction)
+from ._pp_impute import impute  # noqa: E402,F401

@@ -35,9 +35,36 @@ def _read_table(path: Path) -> pd.DataFrame:
     raise ProfileTableError(f"{path}: unknown table format (expected .csv[.gz], .tsv[.gz] or .parquet)")
 
 
+# Column names taken as metadata even when numeric, in tables without Metadata_ prefixes.
+METADATA_NAMES = ("plate", "well", "site", "field", "row", "column", "col", "compound", "concentration", "dose",
+                  "moa", "batch", "replicate", "treatment", "cell_line", "time", "control", "label")
+
+
+def _numeric_column(table: pd.DataFrame, col) -> bool:
+    """True for numeric columns; a text column whose values are mostly numbers is an error naming the bad row."""
+    values = table[col]
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return True
+    parsed = pd.to_numeric(values, errors="coerce")
+    bad = parsed.isna() & values.notna()
+    if values.notna().sum() >= 10 and bad.mean() <= 0.05 and bad.any():
+        row = bad.to_numpy().nonzero()[0][0]
+        raise ProfileTableError(f"column {col!r} is numeric except row {row} (value {values.iloc[row]!r}) and "
+                                f"{int(bad.sum()) - 1} other(s): fix the value, or name the column in "
+                                "--metadata-cols if it is metadata")
+    return False
+
+
 def from_table(table: pd.DataFrame, *, metadata: Mapping[str, str] | Iterable[str] | None = None,
-               features: Iterable[str] | None = None, metadata_prefix: bool = True) -> ad.AnnData:
+               features: Iterable[str] | None = None, metadata_prefix: bool = True,
+               metadata_cols: Iterable[str] | None = None) -> ad.AnnData:
     """Turn a profile table (one row per cell or well) into an AnnData.
+
+    Metadata columns: ``Metadata_<Name>`` / ``<Object>_Metadata_<Name>`` (stored as ``obs[<name
+    lower-cased>]``), plus ``metadata`` and ``metadata_cols``. A table with none of these (no
+    ``Metadata_`` prefixes) takes as metadata every non-numeric column and the numeric columns named
+    like metadata (`METADATA_NAMES`, case-insensitive, e.g. ``Plate``, ``Concentration``), stored
+    under their lower-cased names.
 
     Parameters
     ----------
@@ -49,43 +76,64 @@ def from_table(table: pd.DataFrame, *, metadata: Mapping[str, str] | Iterable[st
     features
         Feature columns. Default: every numeric column that is not metadata.
     metadata_prefix
-        Take columns named ``Metadata_<Name>`` / ``<Object>_Metadata_<Name>`` as metadata
-        and store them as ``obs[<name lower-cased>]``.
+        Take columns named ``Metadata_<Name>`` / ``<Object>_Metadata_<Name>`` as metadata.
+    metadata_cols
+        Columns that are metadata (stored under their lower-cased names); replaces the inference.
 
     Returns
     -------
     AnnData with ``X`` float32 (rows, features), ``obs`` the metadata (string index
     ``"0", "1", ...`` or ``"<plate>/<well>"`` when plate and well are unique per row),
-    ``var_names`` the feature names.
+    ``var_names`` the feature names. A column that is numeric except for a few rows, an absent
+    named column, or a table without features raises `ProfileTableError` naming it.
     """
     if isinstance(metadata, Mapping):
         rename = dict(metadata)
     else:
         rename = {c: c for c in (metadata or [])}
+    for col in metadata_cols or []:
+        if col not in table.columns:
+            raise ProfileTableError(f"--metadata-cols column {col!r} is not in the table; columns start with "
+                                    f"{list(table.columns[:12])}")
+        rename.setdefault(str(col).lower(), col)
     if metadata_prefix:
         for col in table.columns:
             match = METADATA_PATTERN.match(str(col))
             if match and col not in rename.values():
                 rename.setdefault(match.group(1).lower(), col)
+    if not rename and features is None:  # no Metadata_ columns: infer
+        for col in table.columns:
+            if str(col).lower() in METADATA_NAMES or not _numeric_column(table, col):
+                rename.setdefault(str(col).lower(), col)
     missing = [c for c in rename.values() if c not in table.columns]
     if missing:
         raise ProfileTableError(f"metadata column(s) {missing} not in the table; columns start with "
                                 f"{list(table.columns[:12])}")
     meta_cols = set(rename.values())
     if features is None:
-        features = [c for c in table.columns if c not in meta_cols and pd.api.types.is_numeric_dtype(table[c])]
+        features = [c for c in table.columns if c not in meta_cols and _numeric_column(table, c)]
+        if metadata_cols:
+            text = [c for c in table.columns if c not in meta_cols and c not in features]
+            if text:
+                raise ProfileTableError(f"column(s) {text[:10]} are neither numeric features nor in --metadata-cols")
     features = list(features)
     absent = [c for c in features if c not in table.columns]
     if absent:
         raise ProfileTableError(f"feature column(s) {absent[:10]} not in the table")
     if not features:
-        raise ProfileTableError("the table has no numeric feature columns")
-    obs = pd.DataFrame({name: table[col].to_numpy() for name, col in rename.items()})
+        raise ProfileTableError(f"the table has no numeric feature columns (metadata: {sorted(meta_cols)[:12]})")
+    obs = pd.DataFrame({name: table[col].to_numpy() for name, col in rename.items()}, index=pd.RangeIndex(len(table)))
     if {"plate", "well"} <= set(obs) and not obs.duplicated(["plate", "well"]).any():
         obs.index = (obs["plate"].astype(str) + "/" + obs["well"].astype(str)).to_numpy()
     else:
         obs.index = np.arange(len(obs)).astype(str)
-    X = table[features].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+    numbers = table[features].apply(pd.to_numeric, errors="coerce")
+    bad = numbers.isna() & table[features].notna()
+    if bad.any().any():
+        col = bad.any().idxmax()
+        row = int(np.flatnonzero(bad[col].to_numpy())[0])
+        raise ProfileTableError(f"feature column {col!r} row {row} holds {table[col].iloc[row]!r}, not a number")
+    X = numbers.to_numpy(dtype=np.float32)
     adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index([str(f) for f in features])))
     return adata
 

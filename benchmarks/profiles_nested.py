@@ -1,0 +1,236 @@
+"""Nested validation of the profile pipeline's defaults, and the one-step table around them.
+
+Grid (2,520 pipelines): normalize per plate vs DMSO {zscore, robust, iqm} x clip {4, 6, 9, 13, 20,
+30, none} x feature selection {off, on} x spherize on DMSO {zca, zca-cor} with epsilon {0.03 ... 30}
+or none x unit-length wells {off, on} x treatment = {mean, median} of wells.
+
+Selection rule (no scores of held-out treatments are seen): the score of a pipeline is
+(NSC + NSCB) / 2 on the training treatments only (queries and candidates), smoothed over the
+pipeline and its one-step neighbours (every hyperparameter moved one step on its ladder; none =
+the end of the clip and epsilon ladders), so a flat optimum beats a sharp peak. Outer folds:
+each batch (week) held out in turn, and each compound held out in turn (leave-compound-out);
+the pipeline chosen on the other folds scores the held-out treatments against all treatments;
+pooled over folds this is the nested score. The default is the rule applied to all treatments.
+
+The pipelines transform wells without labels (per-plate statistics of DMSO wells, feature
+selection and spherizing are unsupervised), so they are fitted once on all wells; only the choice
+among them uses labels, and that choice is what the outer folds hold out.
+
+    OMP_NUM_THREADS=1 nice python benchmarks/profiles_nested.py [--datasets ljosa pycytominer synthetic]
+        [--synth synth_profiles/cells.h5ad]
+
+Prints and writes benchmarks/results/profiles_nested.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save  # noqa: E402
+from _profiles_data import SYNTH, TREATMENT, Scorer, aggregate_rows, cosine, full_scores, group_rows, load  # noqa: E402
+
+import cellkit as ck  # noqa: E402
+from cellkit.profiles import prepare_profiles  # noqa: E402
+
+# Ladders: ordered hyperparameters move to the adjacent value; categorical ones to any other.
+LADDERS = {
+    "normalize": (["zscore", "robust", "iqm"], False),
+    "clip": ([4.0, 6.0, 9.0, 13.0, 20.0, 30.0, None], True),
+    "select": ([False, True], False),
+    "spherize": (["zca", "zca-cor"], False),
+    "epsilon": ([0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, None], True),
+    "l2": ([False, True], False),
+    "treatment_func": (["mean", "median"], False),
+}
+KEYS = list(LADDERS)
+
+
+def grid() -> list[tuple]:
+    """Every pipeline as a tuple in KEYS order; epsilon None = no spherizing (spherize 'none')."""
+    out = []
+    for combo in itertools.product(*(values for values, _ in LADDERS.values())):
+        c = dict(zip(KEYS, combo))
+        if c["epsilon"] is None and c["spherize"] != "zca":
+            continue  # one 'no spherize' pipeline, stored with spherize='zca'
+        out.append(combo)
+    return out
+
+
+def as_params(config: tuple) -> dict:
+    """Pipeline tuple -> keyword arguments of `ck.profiles.prepare_profiles`."""
+    c = dict(zip(KEYS, config))
+    sph = "none" if c["epsilon"] is None else c["spherize"]
+    return dict(normalize=c["normalize"], clip=c["clip"], select=c["select"], spherize=sph,
+                epsilon=c["epsilon"] if c["epsilon"] is not None else 1.0, l2=c["l2"],
+                treatment_func=c["treatment_func"])
+
+
+def neighbours(config: tuple, index: dict) -> list[tuple[str, tuple]]:
+    """(change, pipeline) for every one-step change of ``config`` that is in the grid."""
+    out = []
+    c = dict(zip(KEYS, config))
+    for key, (values, ordered) in LADDERS.items():
+        if key == "spherize" and c["epsilon"] is None:
+            continue
+        i = values.index(c[key])
+        targets = [values[j] for j in (i - 1, i + 1) if 0 <= j < len(values)] if ordered else \
+            [v for v in values if v != c[key]]
+        for v in targets:
+            new = dict(c, **{key: v})
+            if new["epsilon"] is None:
+                new["spherize"] = "zca"
+            t = tuple(new[k] for k in KEYS)
+            if t in index:
+                out.append((f"{key} {c[key]} -> {v}", t))
+    return out
+
+
+def treatment_matrices(wells, configs, log=print):
+    """Treatment profiles (non-DMSO, fixed order) of every pipeline: dict config -> (n_treatments, d)."""
+    obs, rows = group_rows(wells.obs)
+    keep = (obs["compound"].astype(str) != "DMSO").to_numpy()
+    out, cache = {}, {}
+    t0 = time.perf_counter()
+    for n, config in enumerate(configs):
+        p = as_params(config)
+        key = (p["normalize"], p["clip"], p["select"])
+        if key not in cache:
+            w = wells.copy()
+            ck.pp.normalize(w, method=p["normalize"], clip=p["clip"])
+            if p["select"]:
+                ck.pp.feature_select(w)
+            cache[key] = w
+        w = cache[key]
+        skey = key + (p["spherize"], p["epsilon"])
+        if skey not in cache:
+            if p["spherize"] == "none":
+                cache[skey] = np.asarray(w.X, dtype=np.float64)
+            else:
+                cache[skey] = np.asarray(ck.pp.spherize(w, method=p["spherize"], epsilon=p["epsilon"],
+                                                        copy=True).X, dtype=np.float64)
+        X = cache[skey]
+        if p["l2"]:
+            X = X / np.where((n2 := np.linalg.norm(X, axis=1, keepdims=True)) > 0, n2, 1.0)
+        out[config] = aggregate_rows(X, rows, p["treatment_func"])[keep]
+        if n % 500 == 499:
+            log(f"  {n + 1} pipelines in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out, obs[keep]
+
+
+def nested(wells, configs, log=print) -> dict:
+    index = {c: i for i, c in enumerate(configs)}
+    nbrs = [[index[t] for _, t in neighbours(c, index)] for c in configs]
+    mats, tobs = treatment_matrices(wells, configs, log)
+    scorer = Scorer(tobs)
+    folds = {"batch": [tobs["batch"].astype(str).to_numpy() == b for b in sorted(set(tobs["batch"].astype(str)))],
+             "compound": [tobs["compound"].astype(str).to_numpy() == c for c in sorted(set(tobs["compound"].astype(str)))]}
+    n_c, n_t = len(configs), len(tobs)
+    full = {r: np.empty((n_c, n_t)) for r in ("nsc", "nscb")}
+    inner = {kind: np.empty((n_c, len(fs))) for kind, fs in folds.items()}
+    for i, c in enumerate(configs):
+        sim = cosine(mats[c])
+        for r in full:
+            full[r][i] = scorer.correct(sim, r)
+        for kind, fs in folds.items():
+            for f, held in enumerate(fs):
+                train = ~held
+                nsc = np.nanmean(scorer.correct(sim, "nsc", train)[train])
+                nscb = np.nanmean(scorer.correct(sim, "nscb", train)[train])
+                inner[kind][i, f] = (nsc + nscb) / 2
+
+    def smooth(score):  # mean over a pipeline and its one-step neighbours
+        return np.array([np.mean(score[[i] + nbrs[i]]) for i in range(n_c)])
+
+    all_score = (np.nanmean(full["nsc"], axis=1) + np.nanmean(full["nscb"], axis=1)) / 2
+    result = {"n_pipelines": n_c, "n_treatments": n_t}
+    for kind, fs in folds.items():
+        for smoothed in (True, False):
+            pooled = {r: np.full(n_t, np.nan) for r in full}
+            chosen = []
+            for f, held in enumerate(fs):
+                s = smooth(inner[kind][:, f]) if smoothed else inner[kind][:, f]
+                best = int(np.argmax(s))
+                chosen.append(best)
+                for r in full:
+                    pooled[r][held] = full[r][best][held]
+            counts = np.bincount(chosen, minlength=n_c)
+            name = f"nested_{kind}_{'smoothed' if smoothed else 'peak'}"
+            result[name] = {"NSC": round(100 * np.nanmean(pooled["nsc"]), 1),
+                            "NSCB": round(100 * np.nanmean(pooled["nscb"]), 1),
+                            "n_folds": len(fs), "n_distinct_choices": int((counts > 0).sum()),
+                            "most_chosen": as_params(configs[int(counts.argmax())]),
+                            "most_chosen_folds": int(counts.max())}
+            log(f"  {name}: NSC {result[name]['NSC']} NSCB {result[name]['NSCB']} "
+                f"({result[name]['n_distinct_choices']} distinct choices in {len(fs)} folds)")
+    for smoothed in (True, False):
+        s = smooth(all_score) if smoothed else all_score
+        best = int(np.argmax(s))
+        name = "chosen_on_all_" + ("smoothed" if smoothed else "peak")
+        result[name] = {"params": as_params(configs[best]), "config": configs[best],
+                        "NSC": round(100 * np.nanmean(full["nsc"][best]), 1),
+                        "NSCB": round(100 * np.nanmean(full["nscb"][best]), 1),
+                        "criterion": round(100 * float(s[best]), 2)}
+        log(f"  {name}: {result[name]['params']} NSC {result[name]['NSC']} NSCB {result[name]['NSCB']}")
+    result["_full"] = full
+    return result
+
+
+def one_step_table(wells, config: tuple, configs) -> list[dict]:
+    """Default and each one-step change, scored with the library pipeline (prepare + evaluate)."""
+    index = {c: i for i, c in enumerate(configs)}
+    rows = []
+    for change, c in [("default", config)] + neighbours(config, index):
+        treatments = prepare_profiles(wells, treatment=TREATMENT, **as_params(c))
+        rows.append({"change": change, **full_scores(treatments)})
+    base = rows[0]["NSC"]
+    for row in rows:
+        row["delta_NSC"] = round(row["NSC"] - base, 1)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["ljosa", "pycytominer", "synthetic"])
+    parser.add_argument("--synth", type=Path, default=SYNTH, help="cells.h5ad of the synthetic plates.")
+    parser.add_argument("--name", default="profiles_nested", help="Results file name.")
+    parser.add_argument("--default-from", default="ljosa", help="Dataset whose choice becomes the default.")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    configs = grid()
+    results, wells_of, default = {"grid": {k: v[0] for k, v in LADDERS.items()}}, {}, None
+    order = [args.default_from] + [d for d in args.datasets if d != args.default_from]
+    for name in order:
+        t0 = time.perf_counter()
+        wells = wells_of[name] = load(name, synth=args.synth)
+        print(f"{name}: {wells.n_obs} wells x {wells.n_vars} features", flush=True)
+        res = nested(wells, configs)
+        full = res.pop("_full")
+        if default is None:
+            default = tuple(res["chosen_on_all_smoothed"]["config"])
+        i = configs.index(default)
+        res["default_from_" + args.default_from] = {"params": as_params(default),
+                                                    "NSC": round(100 * np.nanmean(full["nsc"][i]), 1),
+                                                    "NSCB": round(100 * np.nanmean(full["nscb"][i]), 1)}
+        res["one_step_table"] = one_step_table(wells, default, configs)
+        for row in res["one_step_table"]:
+            print(f"  {row['change']:<32} NSC {row['NSC']:>5} ({row['delta_NSC']:+.1f})  NSCB {row['NSCB']}  "
+                  f"mAP {row['mAP']}  LOCO {row['LOCO']}")
+        if abs(res["one_step_table"][0]["NSC"] - res["default_from_" + args.default_from]["NSC"]) > 0.05:
+            raise AssertionError("the fast scorer and ck.tl.moa_accuracy disagree on the default")
+        res["worst_one_step_delta_NSC"] = min(r["delta_NSC"] for r in res["one_step_table"])
+        res["wall_s"] = round(time.perf_counter() - t0, 1)
+        results[name] = res
+    results["default"] = as_params(default)
+    save(args.name, results)
+
+
+if __name__ == "__main__":
+    main()
