@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 import cellkit as ck
-from cellkit.profiles import evaluate_profiles
+from cellkit.workflows.profiles import evaluate_profiles
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data" / "real" / "bbbc021_metadata"

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save  # noqa: E402
 from _profiles_data import SYNTH, TREATMENT, full_scores, load  # noqa: E402
 
-from cellkit.profiles import DEFAULT, prepare_profiles  # noqa: E402
+from cellkit.workflows.profiles import DEFAULT, prepare_profiles  # noqa: E402
 
 CORRECTIONS = ["none", "position", "combat", "tvn-batch", "pca50", "harmony"]
 

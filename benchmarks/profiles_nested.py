@@ -38,7 +38,7 @@ from _common import save  # noqa: E402
 from _profiles_data import SYNTH, TREATMENT, Scorer, aggregate_rows, cosine, full_scores, group_rows, load  # noqa: E402
 
 import cellkit as ck  # noqa: E402
-from cellkit.profiles import prepare_profiles  # noqa: E402
+from cellkit.workflows.profiles import prepare_profiles  # noqa: E402
 
 # Ladders: ordered hyperparameters move to the adjacent value; categorical ones to any other.
 LADDERS = {
@@ -130,8 +130,10 @@ def nested(wells, configs, log=print) -> dict:
     nbrs = [[index[t] for _, t in neighbours(c, index)] for c in configs]
     mats, tobs = treatment_matrices(wells, configs, log)
     scorer = Scorer(tobs)
-    folds = {"batch": [tobs["batch"].astype(str).to_numpy() == b for b in sorted(set(tobs["batch"].astype(str)))],
-             "compound": [tobs["compound"].astype(str).to_numpy() == c for c in sorted(set(tobs["compound"].astype(str)))]}
+    folds = {}
+    for kind in ("batch", "compound"):
+        values = tobs[kind].astype(str).to_numpy()
+        folds[kind] = [values == v for v in sorted(set(values))]
     n_c, n_t = len(configs), len(tobs)
     full = {r: np.empty((n_c, n_t)) for r in ("nsc", "nscb")}
     inner = {kind: np.empty((n_c, len(fs))) for kind, fs in folds.items()}

@@ -27,7 +27,7 @@ from _common import save  # noqa: E402
 from _profiles_data import TREATMENT, full_scores, load  # noqa: E402
 
 import cellkit as ck  # noqa: E402
-from cellkit.profiles import DEFAULT, prepare_profiles  # noqa: E402
+from cellkit.workflows.profiles import DEFAULT, prepare_profiles  # noqa: E402
 
 DMSO = "Metadata_compound == 'DMSO'"
 OPERATIONS = ["variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist"]

@@ -39,6 +39,8 @@ def combat(adata: ad.AnnData, *, key: str = "batch", copy: bool = False) -> ad.A
     Reads ``X`` (no NaN) and ``obs[key]``; writes ``X`` (float32) and ``uns["cellkit"]["combat"]``.
     Features constant within a batch are left to scanpy (it skips them with a warning).
     """
+    from importlib.metadata import version
+
     import scanpy as sc
 
     from .get import _record
@@ -50,7 +52,7 @@ def combat(adata: ad.AnnData, *, key: str = "batch", copy: bool = False) -> ad.A
     tmp = ad.AnnData(X=X, obs=pd.DataFrame({key: pd.Categorical(batches.to_numpy())}, index=adata.obs_names))
     corrected = sc.pp.combat(tmp, key=key, inplace=False)
     adata.X = np.nan_to_num(np.asarray(corrected), nan=0.0).astype(np.float32)
-    _record(adata, "combat", dict(key=key, n_batches=int(batches.nunique()), scanpy_version=sc.__version__))
+    _record(adata, "combat", dict(key=key, n_batches=int(batches.nunique()), scanpy_version=version("scanpy")))
     return adata if copy else None
 
 
@@ -63,6 +65,8 @@ def harmony(adata: ad.AnnData, *, key: str = "batch", n_comps: int = 50, use_rep
     ``obsm[use_rep]`` is corrected as given. Reads ``obs[key]``; writes ``obsm[key_added]`` (float32,
     rows x components) and ``uns["cellkit"]["harmony"]``. Seeded by ``random_state``.
     """
+    from importlib.metadata import version
+
     import harmonypy
     import scanpy as sc
 
@@ -83,7 +87,7 @@ def harmony(adata: ad.AnnData, *, key: str = "batch", n_comps: int = 50, use_rep
     adata.obsm[key_added] = Z.astype(np.float32)
     _record(adata, "harmony", dict(key=key, n_comps=int(X.shape[1]), use_rep=use_rep, key_added=key_added,
                                    theta=theta, random_state=random_state,
-                                   harmonypy_version=getattr(harmonypy, "__version__", "?")))
+                                   harmonypy_version=version("harmonypy")))
     return adata if copy else None
 
 

@@ -63,13 +63,13 @@ def test_embed_images_is_the_mean_of_its_tiles(setup):
     index, tiles, model = setup
     images = embed_images(index, model, size=32, scale=0.25)
     assert images.n_obs == 6 and list(images.obs_names) == list(index.field_id)
-    z = images.obsm["X_pca"]
+    z = images.obsm["X_pixel_pca"]
     assert z.shape == (6, 8) and z.dtype == np.float32
     tile_z, _ = embed_cells(tiles, model)
     expected, ids = mean_by_field(tile_z, read_obs(open_cells(tiles)).field_id.to_numpy())
     np.testing.assert_allclose(z, expected, rtol=1e-5, atol=1e-5)
-    info = images.uns["cellkit"]["embeddings"]["X_pca"]
-    assert info["policy"] == "tile" and info["scale"] == 0.25 and info["method"] == "pca"
+    info = images.uns["cellkit"]["embeddings"]["X_pixel_pca"]
+    assert info["policy"] == "tile" and info["scale"] == 0.25 and info["method"] == "pixel_pca"
     assert (images.obs["n_tiles"] == 6).all() and images.obs.loc[index.field_id[0], "plate"] == index.plate[0]
 
 
@@ -130,19 +130,19 @@ def test_cli_tiles_embed_images_and_robustness(setup, small_plate, tmp_path):
     res = runner.invoke(app, ["embed-images", str(tmp_path / "index.parquet"), "--model", str(model), "--out",
                               str(tmp_path / "images.h5ad"), "--scale", "0.25"])
     assert res.exit_code == 0, res.output
-    assert ad.read_h5ad(tmp_path / "images.h5ad").obsm["X_pca"].shape == (6, 8)
-    res = runner.invoke(app, ["image-report", str(tmp_path / "images.h5ad"), "--use-rep", "X_pca", "--out",
+    assert ad.read_h5ad(tmp_path / "images.h5ad").obsm["X_pixel_pca"].shape == (6, 8)
+    res = runner.invoke(app, ["image-report", str(tmp_path / "images.h5ad"), "--use-rep", "X_pixel_pca", "--out",
                               str(tmp_path / "report")])
     assert res.exit_code == 0, res.output
     sim = pd.read_csv(tmp_path / "report" / "cosine_similarity.csv", index_col=0)
     assert sim.shape == (6, 6) and np.allclose(np.diag(sim), 1)
     normed = ad.read_h5ad(tmp_path / "report" / "images_iqm.h5ad")
-    z = normed.obsm["X_pca_iqm"]
+    z = normed.obsm["X_pixel_pca_iqm"]
     from cellkit.pp import interquartile_mean
 
     assert np.allclose(interquartile_mean(z), 0, atol=1e-4)  # IQM of the references (all rows) is 0
     assert (tmp_path / "report" / "tsne.png").exists() and normed.obsm["X_tsne"].shape == (6, 2)
-    res = runner.invoke(app, ["search", str(tmp_path / "images.h5ad"), index.field_id[0], "--use-rep", "X_pca",
+    res = runner.invoke(app, ["search", str(tmp_path / "images.h5ad"), index.field_id[0], "--use-rep", "X_pixel_pca",
                               "--k", "2"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["robustness", str(tmp_path / "t.zarr"), "--model", str(model), "--out",
@@ -150,7 +150,7 @@ def test_cli_tiles_embed_images_and_robustness(setup, small_plate, tmp_path):
     assert res.exit_code == 0, res.output
     table = pd.read_csv(tmp_path / "rob" / "robustness.csv")
     assert (table[table.perturbation == "blur"].cosine_drift_mean > 0).all()
-    assert (tmp_path / "rob" / "tsne_pairs_pca.png").exists()
+    assert (tmp_path / "rob" / "tsne_pairs_pixel_pca.png").exists()
     res = runner.invoke(app, ["embed-images", str(tmp_path / "index.parquet"), "--model", "hf:/nonexistent/mae",
                               "--out", str(tmp_path / "x.h5ad")])
     assert res.exit_code != 0 and "without the network" in res.output

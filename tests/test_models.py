@@ -292,9 +292,10 @@ def test_embed_stage(store, tmp_path):
     (tmp_path / "cells.zarr").symlink_to(store)
     obs_adata(store).write_h5ad(tmp_path / "cells.h5ad")
     ctx = Context(out=tmp_path, log=lambda m: None)
-    embed_stage(ctx, methods=["simclr", "pca"], config=TINY)
+    embed_stage(ctx, methods=["simclr", "pixel_pca"], config=TINY)
     adata = ad.read_h5ad(tmp_path / "cells.h5ad")
-    assert {"X_simclr", "X_pca"} <= set(adata.obsm) and np.isfinite(adata.obsm["X_simclr"]).all()
+    assert {"X_simclr", "X_pixel_pca"} <= set(adata.obsm) and "X_pca" not in adata.obsm
+    assert np.isfinite(adata.obsm["X_simclr"]).all()
     weights = (tmp_path / "models" / "simclr" / "model.safetensors").stat().st_mtime_ns
-    embed_stage(ctx, methods=["simclr", "pca"], config=TINY)  # finished models are not trained again
+    embed_stage(ctx, methods=["simclr", "pixel_pca"], config=TINY)  # finished models are not trained again
     assert (tmp_path / "models" / "simclr" / "model.safetensors").stat().st_mtime_ns == weights

@@ -129,7 +129,7 @@ def test_04_pca_baseline(kernel_env, demo_out):
     # the demo's profile stage scored the same representations: the notebook must agree with it
     demo = pd.read_csv(demo_out / "profiles" / "representations.csv", index_col=0)
     assert baseline.loc["CellProfiler features", "NSC"] == pytest.approx(demo.loc["X", "NSC"])
-    assert baseline.loc["pixel PCA", "mAP"] == pytest.approx(demo.loc["X_pca", "mAP"])
+    assert baseline.loc["pixel PCA", "mAP"] == pytest.approx(demo.loc["X_pixel_pca", "mAP"])
 
 
 def _trained(model_dir: Path) -> dict:
@@ -197,10 +197,10 @@ def test_10_interpretation(kernel_env):
 def test_11_robustness_search(kernel_env):
     nb = execute("11_robustness_search")
     table = pd.read_csv(kernel_env / "robustness.csv")
-    assert {"pca", "simclr", "handcrafted"} <= set(table.model)
+    assert {"pixel_pca", "simclr", "handcrafted"} <= set(table.model)
     clean = table[table.perturbation == "clean"]
     assert (clean.knn_overlap == 1).all() and (clean.l2_drift_mean == 0).all()
-    blur = table[(table.model == "pca") & (table.perturbation == "blur")].sort_values("severity")
+    blur = table[(table.model == "pixel_pca") & (table.perturbation == "blur")].sort_values("severity")
     assert blur.l2_drift_mean.is_monotonic_increasing
     hits = pd.read_csv(kernel_env / "crop_search.csv")
     top = hits[hits["rank"] == 1]

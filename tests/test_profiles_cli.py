@@ -33,12 +33,14 @@ def test_profile_then_evaluate(cells_h5ad, tmp_path):
     assert result.exit_code == 0, result.output
     w = ad.read_h5ad(wells)
     assert w.n_obs == 44 and w.obs["n_cells"].sum() == 528 and w.var["feature_selected"].all()
-    assert {"aggregate", "normalize", "feature_select"} <= set(w.uns["cellkit"])
-    dmso = w[w.obs.compound == "DMSO"].X
-    np.testing.assert_allclose(dmso.mean(0), 0, atol=1e-5)  # normalized against DMSO wells
+    # the default pipeline, recorded step by step
+    assert {"aggregate", "normalize", "feature_select", "impute", "spherize", "l2_normalize"} <= set(w.uns["cellkit"])
+    assert w.uns["cellkit"]["normalize"]["method"] == "iqm" and w.uns["cellkit"]["spherize"]["method"] == "zca-cor"
+    np.testing.assert_allclose(np.linalg.norm(w.X, axis=1), 1, atol=1e-5)  # unit-length wells
     out = tmp_path / "eval"
     result = runner.invoke(app, ["evaluate", str(wells), "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
+    assert "already processed by cellkit" in result.output  # not normalized twice
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     assert scores["NSC"] >= 0.85 and scores["NSCB"] >= 0.85 and scores["n_NSC"] == 16  # planted structure: easy
     table = pd.read_csv(out / "moa_accuracy.csv", index_col=0)
@@ -55,7 +57,7 @@ def test_profile_cli_errors(cells_h5ad, tmp_path):
     result = runner.invoke(app, ["evaluate", str(cells_h5ad), "--label", "mechanism", "--out-dir", str(tmp_path)])
     assert result.exit_code == 1 and "mechanism" in result.output
     result = runner.invoke(app, ["evaluate", str(cells_h5ad), "--preset", "fastest", "--out-dir", str(tmp_path)])
-    assert result.exit_code == 1 and "--preset must be one of" in result.output
+    assert result.exit_code == 1 and "preset must be one of" in result.output
     assert not (tmp_path / "w.h5ad").exists()
 
 
@@ -131,3 +133,66 @@ def test_demo_profiles_and_plots(cells_h5ad, tmp_path):
     assert len(fig.axes) == 3 * clustered.obs["leiden"].nunique()
     with pytest.raises(KeyError, match="obsm has no 'X_tsne'"):
         ck.pl.umap(clustered, basis="X_tsne")
+
+
+def test_evaluate_without_options_uses_the_validated_default_in_both_column_conventions(tmp_path):
+    """`cellkit evaluate` with no pipeline options on the Ljosa per-well means (Image_Metadata_ columns, and
+    the same table with plain Plate / Well columns): the default pipeline's figures (docs/profiles.md)."""
+    meta = real_path("bbbc021_metadata")
+    table = pd.read_csv(meta / "ljosa_jbiomolscreen_2013_per_well_mean.csv.gz")
+    plain = tmp_path / "plain.csv.gz"
+    table.rename(columns={"Image_Metadata_Plate": "Plate", "Image_Metadata_Well": "Well"}).to_csv(plain, index=False)
+    join = ["--bbbc021-image", str(meta / "BBBC021_v1_image.csv.gz"), "--bbbc021-moa", str(meta / "BBBC021_v1_moa.csv")]
+    results = []
+    for path in (meta / "ljosa_jbiomolscreen_2013_per_well_mean.csv.gz", plain):
+        out = tmp_path / f"eval_{len(results)}"
+        result = runner.invoke(app, ["evaluate", str(path), *join, "--out-dir", str(out), "--no-figures"])
+        assert result.exit_code == 0, result.output
+        results.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert results[0] == results[1]
+    assert results[0]["NSC"] >= 0.90 and results[0]["NSCB"] >= 0.80 and results[0]["n_NSC"] == 103
+    # the pycytominer-processed file: no batch column, taken from the plate-name prefix (Week4_27481 -> Week4)
+    result = runner.invoke(app, ["evaluate", str(meta / "BBBC021_feature_selected_mad_robustize.csv.gz"),
+                                 "--out-dir", str(tmp_path / "pyc"), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "plate-name prefix" in result.output and scores["n_NSCB"] == 92
+    assert scores["NSC"] >= 0.90 and scores["NSCB"] >= 0.78
+
+
+def test_tables_without_metadata_prefix_and_bad_cells(tmp_path):
+    a = planted_cells(seed=4, cells_per_well=1)
+    frame = ck.io.to_table(a, prefix="")
+    got = ck.io.from_table(frame)  # metadata = text columns and metadata-like names (concentration, site, label)
+    assert got.n_vars == a.n_vars and {"plate", "well", "compound", "concentration", "moa"} <= set(got.obs)
+    np.testing.assert_allclose(got.X, a.X)
+    names = ["plate", "well", "site", "batch", "compound", "concentration", "moa", "label", "crop_index"]
+    got = ck.io.from_table(frame, metadata_cols=names)
+    assert list(got.obs.columns) == names and got.n_vars == a.n_vars
+    with pytest.raises(ck.io.ProfileTableError, match="'well'"):
+        ck.io.from_table(frame, metadata_cols=["plate", "site", "concentration", "label"])
+    with pytest.raises(ck.io.ProfileTableError, match="'nope'"):
+        ck.io.from_table(frame, metadata_cols=["nope"])
+    broken = frame.astype({a.var_names[3]: object})
+    broken.loc[7, a.var_names[3]] = "n/a?"
+    with pytest.raises(ck.io.ProfileTableError, match=f"{a.var_names[3]}.*row 7"):
+        ck.io.from_table(broken)
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    result = runner.invoke(app, ["evaluate", str(path), "--out-dir", str(tmp_path / "ev"), "--no-figures",
+                                 "--batch", "", "--preset", "plain"])
+    assert result.exit_code == 0, result.output
+
+
+def test_scores_json_is_valid_with_one_batch(cells_h5ad, tmp_path):
+    """One batch: NSCB is undefined and written as null, never NaN."""
+    wells = tmp_path / "w.h5ad"
+    one = ad.read_h5ad(cells_h5ad)
+    one.obs["batch"] = "Week1"
+    one.write_h5ad(tmp_path / "one.h5ad")
+    assert runner.invoke(app, ["profile", str(tmp_path / "one.h5ad"), "--out", str(wells)]).exit_code == 0
+    result = runner.invoke(app, ["evaluate", str(wells), "--out-dir", str(tmp_path / "ev"), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "ev" / "scores.json").read_text()
+    assert "NaN" not in text and json.loads(text)["NSCB"] is None
+    assert json.loads(result.stdout.strip().splitlines()[-1])["NSCB"] is None

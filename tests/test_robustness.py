@@ -24,7 +24,7 @@ TINY = {"epochs": 1, "batch_size": 16, "width": 4, "blocks": [1, 1], "proj_hidde
 def setup(tmp_path_factory, tiny_cells):
     root = tmp_path_factory.mktemp("robust")
     cells = tiny_cells
-    for method in ("pca", "random"):
+    for method in ("pixel_pca", "random"):
         train(cells, root / method, method=method, config=TINY, device="cpu", log=lambda *a: None)
     return cells, root
 
@@ -78,35 +78,36 @@ def test_knn_overlap():
 def test_robustness_table(setup):
     cells, root = setup
     perts = {"noise": [0.5, 2.0, 8.0], "blur": [0.5, 2.0]}
-    result = ck.tl.robustness(cells, [root / "pca", root / "random"], perturbations=perts, max_cells=60, k=5,
+    result = ck.tl.robustness(cells, [root / "pixel_pca", root / "random"], perturbations=perts, max_cells=60, k=5,
                               batch_size=16, seed=0)
     t = result.table
-    assert set(t["model"]) == {"pca", "random"}
+    assert set(t["model"]) == {"pixel_pca", "random"}
     assert len(t) == 2 * (1 + 3 + 2)
     clean = t[t["perturbation"] == "clean"]
     assert np.allclose(clean[["cosine_drift_mean", "l2_drift_mean", "delta_nsc"]], 0)
     assert np.allclose(clean["knn_overlap"], 1)
     # PCA is linear: the same noise field scaled up moves embeddings further, and neighbours get lost
-    noise = t[(t["model"] == "pca") & (t["perturbation"] == "noise")].sort_values("severity")
+    noise = t[(t["model"] == "pixel_pca") & (t["perturbation"] == "noise")].sort_values("severity")
     assert noise["l2_drift_mean"].is_monotonic_increasing and noise["l2_drift_mean"].iloc[0] > 0
     assert noise["knn_overlap"].iloc[-1] < noise["knn_overlap"].iloc[0] <= 1
     # labels present: the well-level NSC is measured (PCA separates the two MOAs on clean crops)
-    assert 0.5 <= clean.set_index("model").loc["pca", "nsc"] <= 1
-    assert result.embeddings["pca"][("noise", 8.0)].shape == (60, 6)
+    assert 0.5 <= clean.set_index("model").loc["pixel_pca", "nsc"] <= 1
+    assert result.embeddings["pixel_pca"][("noise", 8.0)].shape == (60, 6)
     assert len(result.obs) == 60 and result.params["n_cells"] == 60
     # results do not depend on the batch size
-    other = robustness(cells, {"pca": root / "pca"}, perturbations=perts, max_cells=60, k=5, batch_size=50, seed=0)
+    other = robustness(cells, {"pixel_pca": root / "pixel_pca"}, perturbations=perts, max_cells=60, k=5, batch_size=50,
+                       seed=0)
     pd.testing.assert_frame_equal(other.table.reset_index(drop=True),
-                                  t[t["model"] == "pca"].reset_index(drop=True), check_exact=False, rtol=1e-5)
+                                  t[t["model"] == "pixel_pca"].reset_index(drop=True), check_exact=False, rtol=1e-5)
     wide = summary_table(result)
     assert wide.shape == (2, 5)
     fig = pl.robustness(result)
     assert len(fig.axes) == 3 * 2
     plt.close(fig)
-    fig = pl.embedding_similarity(result, "pca", "noise", n_cells=20)
+    fig = pl.embedding_similarity(result, "pixel_pca", "noise", n_cells=20)
     plt.close(fig)
     with pytest.raises(KeyError, match="severities"):
-        pl.embedding_similarity(result, "pca", "noise", severity=3.0)
+        pl.embedding_similarity(result, "pixel_pca", "noise", severity=3.0)
 
 
 def test_robustness_callable_model_and_errors(setup):
@@ -124,14 +125,14 @@ def test_robustness_callable_model_and_errors(setup):
 def test_robustness_cli(setup, tmp_path):
     cells, root = setup
     out = tmp_path / "rob"
-    res = CliRunner().invoke(app, ["robustness", str(cells), "--model", str(root / "pca"), "--model",
+    res = CliRunner().invoke(app, ["robustness", str(cells), "--model", str(root / "pixel_pca"), "--model",
                                    str(root / "random"), "--out", str(out), "-p", "blur", "-p", "shift",
                                    "--max-cells", "40", "--k", "5", "--no-umap"])
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "robustness.csv")
     assert set(table["perturbation"]) == {"clean", "blur", "shift"}
     assert json.loads((out / "robustness.json").read_text())["params"]["k"] == 5
-    for name in ("robustness.png", "similarity_pca.png", "similarity_random.png"):
+    for name in ("robustness.png", "similarity_pixel_pca.png", "similarity_random.png"):
         assert (out / name).stat().st_size > 1000
     res = CliRunner().invoke(app, ["robustness", str(cells), "--model", str(tmp_path / "none"), "--out", str(out)])
     assert res.exit_code == 1 and "no model" in res.output
@@ -163,7 +164,7 @@ def test_robustness_handcrafted(setup):
 
     cells, root = setup
     perts = {"noise": [0.5, 4.0], "brightness": [1.0], "shift": [1.0, 4.0]}
-    result = robustness(cells, ["handcrafted", root / "pca"], perturbations=perts, max_cells=48, k=5, batch_size=20)
+    result = robustness(cells, ["handcrafted", root / "pixel_pca"], perturbations=perts, max_cells=48, k=5, batch_size=20)
     t = result.table.set_index(["model", "perturbation", "severity"])
     assert t.loc[("handcrafted", "clean", 0.0), "l2_drift_mean"] == 0
     assert 0.5 <= t.loc[("handcrafted", "clean", 0.0), "nsc"] <= 1  # nucleus size and brightness separate the MOAs

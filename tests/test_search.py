@@ -126,7 +126,7 @@ def test_search_cli_by_new_crop(tmp_path, tiny_cells):
     np.save(tmp_path / "last.npy", np.moveaxis(np.asarray(images[[20, 30]]), 1, -1))  # (N, S, S, C)
     runner = CliRunner()
     res = runner.invoke(app, ["search", str(h5ad), "--crop", str(tmp_path / "one.npy"), "--crop",
-                              str(tmp_path / "last.npy"), "--use-rep", "X_pca", "-k", "3", "--out", str(tmp_path / "h.csv")])
+                              str(tmp_path / "last.npy"), "--use-rep", "X_pixel_pca", "-k", "3", "--out", str(tmp_path / "h.csv")])
     assert res.exit_code == 0, res.output
     hits = pd.read_csv(tmp_path / "h.csv")
     top = hits[hits["rank"] == 1].set_index("query")
@@ -135,13 +135,13 @@ def test_search_cli_by_new_crop(tmp_path, tiny_cells):
     assert list(top.loc[["last[0]", "last[1]"], "neighbor"]) == [obs.index[20], obs.index[30]]
     assert set(hits.columns) >= {"plate", "well", "compound", "moa"}
     # clear errors: another model's weights, wrong channel count, no embedding named, nothing to query
-    res = runner.invoke(app, ["search", str(h5ad), "--crop", str(tmp_path / "one.npy"), "--use-rep", "X_pca",
+    res = runner.invoke(app, ["search", str(h5ad), "--crop", str(tmp_path / "one.npy"), "--use-rep", "X_pixel_pca",
                               "--model", str(tmp_path / "other")])
-    assert res.exit_code == 1 and "not the one that made X_pca" in " ".join(res.output.split())
+    assert res.exit_code == 1 and "not the one that made X_pixel_pca" in " ".join(res.output.split())
     np.save(tmp_path / "two.npy", np.asarray(images[9])[:2])
-    res = runner.invoke(app, ["search", str(h5ad), "--crop", str(tmp_path / "two.npy"), "--use-rep", "X_pca"])
+    res = runner.invoke(app, ["search", str(h5ad), "--crop", str(tmp_path / "two.npy"), "--use-rep", "X_pixel_pca"])
     assert res.exit_code == 1 and "C = 3 channels" in " ".join(res.output.split())
     res = runner.invoke(app, ["search", str(h5ad), "--crop", str(tmp_path / "one.npy")])
     assert res.exit_code == 1 and "--use-rep" in " ".join(res.output.split())
-    res = runner.invoke(app, ["search", str(h5ad), "--use-rep", "X_pca"])
+    res = runner.invoke(app, ["search", str(h5ad), "--use-rep", "X_pixel_pca"])
     assert res.exit_code == 1 and "either" in " ".join(res.output.split())

@@ -67,7 +67,7 @@ def embed(
     model: str = typer.Option(..., "--model", "-m", help="Model folder written by `cellkit train`, or hf:NAME_OR_PATH "
                               "for a Hugging Face ViT-MAE (local folder or local cache; needs the hf extra)."),
     adata: Path = typer.Option(..., "--adata", help="cells.h5ad to write into (created from the store's obs if absent)."),
-    key: str = typer.Option(None, help="obsm key (default X_<method>: X_simclr, X_byol, X_ae, X_pca, X_random, X_mae)."),
+    key: str = typer.Option(None, help="obsm key (default X_<method>: X_simclr, X_byol, X_ae, X_pixel_pca, X_random, X_mae)."),
     channel_mode: str = typer.Option("rgb", help="hf models: rgb (first 3 channels as R, G, B) or per-channel "
                                      "(each channel alone, embeddings concatenated)."),
     pool: str = typer.Option("mean", help="hf models: mean of the patch tokens, or cls."),

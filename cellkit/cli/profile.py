@@ -15,12 +15,16 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _load_profiles(path: Path, metadata: list[str], bbbc021_image: Path | None, bbbc021_moa: Path | None):
+def _load_profiles(path: Path, metadata: list[str], bbbc021_image: Path | None, bbbc021_moa: Path | None,
+                   metadata_cols: str = ""):
     from ..io import ProfileTableError, join_bbbc021, read_profiles
 
     rename = parse_pairs(metadata, "--metadata")
+    kwargs = {"metadata": rename} if rename else {}
+    if metadata_cols and path.suffix not in (".h5ad", ".zarr"):
+        kwargs["metadata_cols"] = _split(metadata_cols)
     try:
-        adata = read_profiles(path, **({"metadata": rename} if rename else {}))
+        adata = read_profiles(path, **kwargs)
         if bbbc021_image is not None:
             join_bbbc021(adata, bbbc021_image, bbbc021_moa)
     except (FileNotFoundError, ProfileTableError, ValueError) as err:
@@ -33,12 +37,39 @@ def _steps(preset: str, **options) -> dict:
 
     if preset not in PRESETS:
         fail(f"--preset must be one of {list(PRESETS)}, got {preset!r}")
-    return recipe(preset, **options)
+    steps = recipe(preset, **options)
+    if steps.get("clip") == 0:
+        steps["clip"] = None  # --clip 0: no clipping
+    return steps
 
 
-PRESET_HELP = ("Profile recipe: default (zscore vs controls per plate, drop NaN / constant features, mean), "
+PRESET_HELP = ("Profile recipe: default (chosen by nested validation on BBBC021: IQM normalization vs controls per "
+               "plate, clip 9, feature selection, ZCA-cor spherize eps 3 on controls, unit-length wells, mean), "
                "plain (zscore, mean), best (robust clip 8, select, ZCA-cor eps 1, unit-length wells, mean) or none "
                "(rows as given). The options below override single steps.")
+CORRECT_HELP = ("Batch / plate-position correction: none, position (row/column median polish), combat (scanpy), "
+                "tvn-batch (spherize per batch), harmony (harmonypy). Measured in docs/profiles.md.")
+
+
+def _batch_column(adata, batch: str) -> str | None:
+    """The batch column for NSCB: ``batch``; else the plate-name prefix (``Week4_27481`` -> ``Week4``) when every
+    plate name has one; else None (NSCB skipped). Says which."""
+    if not batch:
+        return None
+    if batch in adata.obs:
+        return batch
+    plates = adata.obs["plate"].astype(str) if "plate" in adata.obs else None
+    if plates is not None and plates.str.contains("_").all():
+        adata.obs[batch] = plates.str.split("_").str[0].to_numpy()
+        console.print(f"obs has no {batch!r} column: batch = plate-name prefix ({plates.iloc[0]} -> "
+                      f"{adata.obs[batch].iloc[0]}; {adata.obs[batch].nunique()} batches)")
+        return batch
+    console.print(f"[yellow]obs has no {batch!r} column and plate names have no batch prefix: NSCB skipped[/]")
+    return None
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def profile(
@@ -55,6 +86,11 @@ def profile(
                                 help="Feature selection (blocklist, NaN, variance, correlation)."),
     spherize: str = typer.Option(None, help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
     epsilon: float = typer.Option(None, help="Spherize regularizer (relative to the mean eigenvalue)."),
+    clip: float = typer.Option(None, help="Clip normalized values to [-CLIP, CLIP] (0: no clipping)."),
+    l2: bool = typer.Option(None, "--l2/--no-l2", help="Scale each well to unit length."),
+    correct: str = typer.Option("none", help=CORRECT_HELP),
+    batch: str = typer.Option("batch", help="Obs column with the batch (for --correct)."),
+    treatment_func: str = typer.Option(None, help="Wells -> treatments: mean or median."),
     treatments: Path = typer.Option(None, help="Also write treatment profiles (.h5ad) here."),
     treatment: str = typer.Option("compound,concentration", help="Obs columns defining a treatment."),
     chunk_size: int = typer.Option(25_000, help="Cells read at a time."),
@@ -74,7 +110,10 @@ def profile(
     check_output(out, "file")
     if treatments is not None:
         check_output(treatments, "file")
-    steps = _steps(preset, normalize=normalize, select=select, spherize=spherize, epsilon=epsilon)
+    steps = _steps(preset, normalize=normalize, select=select, spherize=spherize, epsilon=epsilon, clip=clip, l2=l2,
+                   treatment_func=treatment_func)
+    if correct != "none":
+        steps.update(correct=correct, batch=batch)
     try:
         source, qc_counts = cells, None
         if qc is not None:
@@ -122,7 +161,8 @@ def evaluate(
     profiles: Path = typer.Argument(..., help="Well (or treatment) profiles: .h5ad, .csv[.gz] or .parquet."),
     label: str = typer.Option("moa", help="Obs column with the label (MOA)."),
     compound: str = typer.Option("compound", help="Obs column with the compound."),
-    batch: str = typer.Option("batch", help="Obs column with the batch ('' to skip NSCB)."),
+    batch: str = typer.Option("batch", help="Obs column with the batch ('' to skip NSCB; when absent: the "
+                              "plate-name prefix if plates are named BATCH_PLATE)."),
     control: str = typer.Option(CONTROL, help="Obs query selecting controls (left out of scoring)."),
     treatment: str = typer.Option("compound,concentration",
                                   help="Obs columns defining a treatment; '' to score the rows as given."),
@@ -135,8 +175,12 @@ def evaluate(
     spherize: str = typer.Option(None, help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
     epsilon: float = typer.Option(None, help="Spherize regularizer (relative to the mean eigenvalue)."),
     l2: bool = typer.Option(None, "--l2/--no-l2", help="Scale each well to unit length before averaging."),
+    correct: str = typer.Option("none", help=CORRECT_HELP),
     use_rep: str = typer.Option(None, help="Score obsm[USE_REP] instead of X."),
     metadata: list[str] = typer.Option([], help="Table metadata column: NAME=COLUMN (beside Metadata_*). Repeat."),
+    metadata_cols: str = typer.Option("", help="Table columns that are metadata (comma separated). Default: the "
+                                      "Metadata_* columns, else every non-numeric column and numeric ones named "
+                                      "like metadata (plate, well, concentration, ...)."),
     bbbc021_image: Path = typer.Option(None, help="Join BBBC021_v1_image.csv(.gz) on plate+well."),
     bbbc021_moa: Path = typer.Option(None, help="With --bbbc021-image: BBBC021_v1_moa.csv for the MOA."),
     out_dir: Path = typer.Option(Path("evaluation"), help="Folder for moa_accuracy.csv, tables and figures."),
@@ -145,24 +189,37 @@ def evaluate(
     """Score profiles against MOA labels: NSC / NSCB 1-NN accuracy, mAP, leave-one-compound-out."""
     import json
 
-    from ..workflows.profiles import evaluate_profiles, prepare_profiles
+    from ..workflows.profiles import (CORRECTED_REP, evaluate_profiles, json_ready, prepare_profiles,
+                                      processed_by_cellkit)
 
-    steps = _steps(preset, normalize=normalize, clip=clip, select=select, spherize=spherize, epsilon=epsilon,
-                   l2=l2, treatment_func=treatment_func)
-    adata = _load_profiles(profiles, metadata, bbbc021_image, bbbc021_moa)
+    options = dict(normalize=normalize, clip=clip, select=select, spherize=spherize, epsilon=epsilon, l2=l2,
+                   treatment_func=treatment_func)
+    adata = _load_profiles(profiles, metadata, bbbc021_image, bbbc021_moa, metadata_cols)
+    done = processed_by_cellkit(adata)
+    if done and preset == "default" and correct == "none" and all(v is None for v in options.values()):
+        console.print(f"input already processed by cellkit ({', '.join(done)}): scored as is (--preset none)")
+        preset = "none"
+    steps = _steps(preset, **options)
     try:
+        batch_col = _batch_column(adata, batch)
         treatments = prepare_profiles(adata, control=control, plate=plate, use_rep=use_rep,
-                                      treatment=_split(treatment), **steps)
-        summary = evaluate_profiles(treatments, out_dir, label=label, compound=compound, batch=batch or None,
-                                    control=control, use_rep=use_rep, figures=figures)
+                                      treatment=_split(treatment), correct=correct, batch=batch_col or "batch",
+                                      **steps)
+        # treatments hold the representation used in X; rows scored as given keep it where it is
+        rep = None if _split(treatment) else CORRECTED_REP.get(correct, use_rep)
+        summary = evaluate_profiles(treatments, out_dir, label=label, compound=compound, batch=batch_col,
+                                    control=control, use_rep=rep, figures=figures)
     except (KeyError, ValueError) as err:
         fail(str(err).strip('"'))
-    console.print(f"[bold]{summary['n_profiles']} profiles[/] ({label}: {summary['n_labels']} labels)")
-    nscb = f"{100 * summary['NSCB']:.1f}%" if summary["NSCB"] is not None else "n/a"
-    console.print(f"  NSC  {100 * summary['NSC']:.1f}%  ({summary['n_NSC']} scored)")
-    console.print(f"  NSCB {nscb}  ({summary['n_NSCB']} scored; excluded: {len(summary['excluded_NSCB'])})")
-    console.print(f"  mAP  {summary['mAP']:.3f}   leave-one-compound-out accuracy {100 * summary['LOCO']:.1f}%")
-    typer.echo(json.dumps({k: summary[k] for k in ("NSC", "NSCB", "n_NSC", "n_NSCB", "mAP", "LOCO")}))
+    console.print(f"[bold]{summary['n_profiles']} profiles[/] ({label}: {summary['n_labels']} labels); "
+                  f"recipe {preset}: {steps}" + (f", correct={correct}" if correct != "none" else ""))
+    console.print(f"  NSC  {_pct(summary['NSC'])}  ({summary['n_NSC']} scored)")
+    console.print(f"  NSCB {_pct(summary['NSCB'])}  ({summary['n_NSCB']} scored; excluded: "
+                  f"{len(summary['excluded_NSCB'])})")
+    map_text = "n/a" if summary["mAP"] is None else f"{summary['mAP']:.3f}"
+    console.print(f"  mAP  {map_text}   leave-one-compound-out accuracy {_pct(summary['LOCO'])}")
+    typer.echo(json.dumps(json_ready({k: summary[k] for k in ("NSC", "NSCB", "n_NSC", "n_NSCB", "mAP", "LOCO")}),
+                          allow_nan=False))
     console.print(f"results -> {out_dir}")
 
 

@@ -19,8 +19,11 @@ def cells_adata(root: zarr.Group):
     ``obs`` = the store's obs (index = cell_id, columns plate, well, site, batch, compound,
     concentration, moa, field_id, label, centroid_y, centroid_x, crop_index, crop_padded; text
     columns categorical, missing metadata as missing values);
-    ``X`` = ``features`` (N, F) float32 (F = 0 when the store has none), ``var_names`` = feature
-    names; ``uns["cellkit"]`` = version, parameters and inputs of the extraction.
+    ``X`` = ``features`` (N, F) float32 (F = 0 when the store has none), NaN-free: a feature undefined
+    for a cell (e.g. texture of a tiny object) is imputed with the feature's median over the cells of
+    the same plate (`ck.pp.impute`; ``obs["n_imputed"]`` / ``var["n_imputed"]`` count where; the
+    store's ``features`` keep the NaN), so scanpy takes ``X`` as is; ``var_names`` = feature names;
+    ``uns["cellkit"]`` = version, parameters and inputs of the extraction.
     """
     import pandas as pd
 
@@ -42,7 +45,11 @@ def cells_adata(root: zarr.Group):
            "upstream": {"path": store, "kind": "cells_store", "fingerprint": extract.get("fingerprint", "")},
            "channels": list(root.attrs["channels"]), "crop_size": int(root.attrs["crop_size"]),
            **{k: extract[k] for k in ("objects", "dropped", "pad_value", "intensity", "segmentation") if k in extract}}
-    return to_anndata(obs, features, uns)
+    from ..pp import impute
+
+    adata = to_anndata(obs, features, uns)
+    impute(adata, by="plate")
+    return adata
 
 
 def write_cells_adata(root: zarr.Group, path: str | os.PathLike) -> Path:

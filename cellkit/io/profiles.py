@@ -37,7 +37,8 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 # Column names taken as metadata even when numeric, in tables without Metadata_ prefixes.
 METADATA_NAMES = ("plate", "well", "site", "field", "row", "column", "col", "compound", "concentration", "dose",
-                  "moa", "batch", "replicate", "treatment", "cell_line", "time", "control", "label")
+                  "moa", "batch", "replicate", "treatment", "cell_line", "time", "control", "label",
+                  "crop_index", "field_id", "centroid_y", "centroid_x", "n_cells")  # the last: cellkit's own obs
 
 
 def _numeric_column(table: pd.DataFrame, col) -> bool:

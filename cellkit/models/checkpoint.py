@@ -101,7 +101,7 @@ def load_model(model_dir, *, device: str | torch.device = "cpu", allow_incomplet
     if config.get("weights_sha256") and file_sha256(weights) != config["weights_sha256"]:
         raise ValueError(f"{weights} does not match the checksum in {CONFIG}: the file was changed or is damaged")
     n_channels = len(config["channels"])
-    if config["method"] == "pca":
+    if config["method"] in ("pixel_pca", "pca"):
         model = PCAModel(n_channels, config)
     else:
         model = build_model(config["method"], n_channels, config)

@@ -121,7 +121,7 @@ def embed(adata, cells, model_dir, *, key_added: str | None = None, batch_size: 
 
     Reads ``adata.obs_names`` (cell ids); every one must be a ``cell_id`` of the store.
     Writes ``adata.obsm[key_added]`` float32 (n_obs, D) (default key ``X_<method>``: ``X_simclr``,
-    ``X_byol``, ``X_ae``, ``X_pca``, ``X_random``) and ``adata.uns["cellkit"]["embeddings"][key]``
+    ``X_byol``, ``X_ae``, ``X_pixel_pca``, ``X_random``) and ``adata.uns["cellkit"]["embeddings"][key]``
     (model folder, method, weights sha256, channels, normalization, versions).
     """
     from ..io.cells import open_cells, read_obs

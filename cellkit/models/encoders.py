@@ -215,5 +215,5 @@ MODELS = {"simclr": SimCLR, "byol": BYOL, "autoencoder": ConvAutoencoder, "rando
 def build_model(method: str, in_channels: int, config: dict) -> nn.Module:
     """Build the model of ``method`` ('simclr', 'byol', 'autoencoder', 'mae', 'weak' or 'random') for ``in_channels``."""
     if method not in MODELS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(MODELS)} or 'pca'")
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(MODELS)} or 'pixel_pca'")
     return MODELS[method](in_channels, config)

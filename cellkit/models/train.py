@@ -24,9 +24,12 @@ from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_ex
 from .data import CellChunks, cell_view_size, channel_stats, iter_batches
 from .encoders import build_model
 
-METHODS = ("simclr", "byol", "autoencoder", "mae", "weak", "pca", "random")
-EMBEDDING_KEYS = {"simclr": "X_simclr", "byol": "X_byol", "autoencoder": "X_ae", "mae": "X_mae", "pca": "X_pca",
-                  "random": "X_random", "weak": "X_weak"}
+METHODS = ("simclr", "byol", "autoencoder", "mae", "weak", "pixel_pca", "random")
+# "pca" (the earlier name of the PCA of crop pixels): accepted, and read from older model folders
+METHOD_ALIASES = {"pca": "pixel_pca"}
+# obsm keys of the embeddings; the pixel PCA has its own key, so scanpy's X_pca (a PCA of X) is never overwritten
+EMBEDDING_KEYS = {"simclr": "X_simclr", "byol": "X_byol", "autoencoder": "X_ae", "mae": "X_mae",
+                  "pixel_pca": "X_pixel_pca", "pca": "X_pixel_pca", "random": "X_random", "weak": "X_weak"}
 
 DEFAULTS = {
     "epochs": 10, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5, "seed": 0,
@@ -79,6 +82,7 @@ def default_config(method: str, preset: str | None = None, **overrides) -> dict:
 
     ``augment`` may be given partially: its keys override the method's (or preset's) augmentation defaults.
     """
+    method = METHOD_ALIASES.get(method, method)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     preset = preset or overrides.pop("preset", None)
@@ -167,7 +171,8 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     cells : path of the cells.zarr.
     out_dir : model folder, written as described in this module.
     method : 'simclr', 'byol', 'autoencoder', 'mae' (needs transformers), 'weak' (treatment labels of the
-        obs columns ``weak_label``), 'pca' or 'random' (no training: the seeded init).
+        obs columns ``weak_label``), 'pixel_pca' (PCA of the crop pixels; 'pca' is accepted) or
+        'random' (no training: the seeded init).
     config : overrides of `default_config` (or a full saved config).
     resume : continue the run in ``out_dir`` from its last completed epoch (its saved config
         is used; ``config`` may only change ``epochs`` (raising it changes the learning-rate schedule)
@@ -178,6 +183,7 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     log : ``log(message)`` after each epoch.
     """
     out_dir = Path(out_dir)
+    method = METHOD_ALIASES.get(method, method)
     device = _device(device)
     log = log or (lambda message: None)
     if resume:
@@ -217,7 +223,7 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     config["n_train_cells"] = train_data.n_rows()
     torch.manual_seed(config["seed"])
 
-    if method == "pca":
+    if method in ("pixel_pca", "pca"):
         from .pca import fit_pca
 
         start = time.perf_counter()

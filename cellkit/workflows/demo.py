@@ -21,7 +21,7 @@ DEMO_TRAINING = {"epochs": 1, "max_cells": 512, "batch_size": 64, "width": 8, "p
 DEMO_STAGES = [
     {"segment": {"backend": "classical"}},
     {"extract": {"size": 64}},
-    {"embed": {"methods": ["simclr", "pca"], "config": DEMO_TRAINING}},
+    {"embed": {"methods": ["simclr", "pixel_pca"], "config": DEMO_TRAINING}},
     {"profile": {}},
 ]
 

@@ -25,14 +25,16 @@ from ..get import control_mask
 CONTROL = "compound == 'DMSO'"
 TREATMENT = ("compound", "concentration")
 
-# What `cellkit profile`, `cellkit evaluate` and the demo do without options: per-plate z-score against
-# controls, features with any NaN or no variance across wells dropped (scoring needs NaN-free features),
-# treatment = mean.
-DEFAULT = dict(normalize="zscore", clip=None, select=("nan", "variance"), nan_cutoff=0.0, spherize="none",
-               epsilon=1e-6, l2=False, treatment_func="mean")
-# The best pipeline found on BBBC021 (benchmarks/profiles_bbbc021.py): robust per-plate
-# normalization clipped at 8, feature selection, ZCA-cor spherize on DMSO (epsilon 1), wells
-# scaled to unit length, treatment = mean. Chosen on the same 103 treatments it is scored on.
+# What `cellkit profile`, `cellkit evaluate` and the demo do without options, chosen by nested validation on
+# the Ljosa BBBC021 per-well means (benchmarks/profiles_nested.py; docs/profiles.md): among 2,520 pipelines, the
+# one maximising (NSC + NSCB) / 2 averaged over itself and its one-step neighbours (a flat optimum, not a peak).
+# Per-plate normalization against the controls by interquartile mean / IQR, clipped at 9; feature selection
+# (blocklist, NaN > 5 %, variance, correlation > 0.9), remaining NaN imputed; ZCA-cor spherize on the controls,
+# epsilon 3 x the mean eigenvalue; wells scaled to unit length; treatment = mean of wells.
+DEFAULT = dict(normalize="iqm", clip=9.0, select=True, spherize="zca-cor", epsilon=3.0, l2=True,
+               treatment_func="mean")
+# The earlier best on BBBC021 (robust clip 8, ZCA-cor eps 1): chosen on the same 103 treatments it is scored on,
+# a sharper peak than DEFAULT (docs/profiles.md).
 BEST = dict(normalize="robust", clip=8.0, select=True, spherize="zca-cor", epsilon=1.0, l2=True,
             treatment_func="mean")
 # Ljosa's plain pipeline: per-plate z-score against controls, treatment = mean.
@@ -42,6 +44,9 @@ PLAIN = dict(normalize="zscore", clip=None, select=False, spherize="none", epsil
 NONE = dict(normalize="none", clip=None, select=False, spherize="none", epsilon=1e-6, l2=False,
             treatment_func="mean")
 PRESETS = {"default": DEFAULT, "plain": PLAIN, "best": BEST, "none": NONE}
+# Batch / position corrections of `prepare_profiles` (``correct=``), measured in benchmarks/profiles_batch.py.
+CORRECTIONS = ("none", "position", "combat", "tvn-batch", "harmony", "pca50")
+CORRECTED_REP = {"harmony": "X_harmony", "pca50": "X_pca50"}  # where those corrections leave the profiles
 
 
 def recipe(preset: str = "default", **overrides) -> dict:
@@ -59,23 +64,53 @@ def prepare_profiles(wells: ad.AnnData, *, control: str = CONTROL, normalize: st
                      plate: str = "plate", clip: float | None = None, select: bool | Sequence[str] = False,
                      nan_cutoff: float = 0.05, spherize: str = "none", epsilon: float = 1e-6, l2: bool = False,
                      use_rep: str | None = None, treatment: Sequence[str] = TREATMENT,
-                     treatment_func: str = "mean") -> ad.AnnData:
+                     treatment_func: str = "mean", correct: str = "none", batch: str = "batch",
+                     well: str = "well") -> ad.AnnData:
     """Well profiles -> treatment profiles (a new AnnData; ``wells`` is not modified).
 
-    Steps, each optional: `ck.pp.normalize` per ``plate`` against ``control`` (``normalize``:
-    ``"zscore"``/``"robust"``/``"iqm"``), `ck.pp.feature_select` (X only; ``select``: True for its
-    default operations or the operations to run, with ``nan_cutoff``), `ck.pp.spherize` on the
-    controls, `ck.pp.l2_normalize` (``l2``), then `ck.tl.aggregate` by ``treatment`` (empty: return
-    the wells). Parameters of each step are recorded in ``uns["cellkit"]``.
+    Steps, each optional (`DEFAULT` / `recipe` give the validated choice):
+
+    1. `ck.pp.normalize` per ``plate`` against ``control`` (``normalize``: ``"zscore"``, ``"robust"``,
+       ``"iqm"``), clipped to ``[-clip, clip]``;
+    2. ``correct="position"``: `ck.pp.position_correct` (row/column median polish over all plates);
+    3. `ck.pp.feature_select` (X only; ``select``: True for its default operations or the operations
+       to run, with ``nan_cutoff``), then `ck.pp.impute` on X (NaN left -> median of the plate's
+       control rows, or of all its rows without normalization; counts in ``obs/var["n_imputed"]``);
+    4. ``correct="combat"``: `ck.pp.combat` on ``obs[batch]``;
+    5. `ck.pp.spherize` on the controls (per ``batch`` when ``correct="tvn-batch"``);
+    6. ``correct="harmony"``: `ck.pp.harmony` on ``obs[batch]`` (50-component PCA) -> ``obsm["X_harmony"]``;
+       ``"pca50"``: the same PCA without Harmony -> ``obsm["X_pca50"]``; the next steps use that key;
+    7. `ck.pp.l2_normalize` (``l2``), then `ck.tl.aggregate` by ``treatment`` with ``treatment_func``
+       (treatments' X = the representation used; empty ``treatment``: return the wells).
+
+    Parameters of each step are recorded in ``uns["cellkit"]``.
     """
+    if correct not in CORRECTIONS:
+        raise ValueError(f"correct must be one of {list(CORRECTIONS)}, got {correct!r}")
     wells = wells.copy()
     if normalize != "none":
         pp.normalize(wells, control=control, by=plate, method=normalize, clip=clip, use_rep=use_rep)
+    if correct == "position":
+        pp.position_correct(wells, well=well, use_rep=use_rep)
     if select and use_rep is None:
         operations = {} if select is True else {"operations": tuple(select)}
         pp.feature_select(wells, nan_cutoff=nan_cutoff, **operations)
+    if use_rep is None:
+        pp.impute(wells, by=plate, control=control if normalize != "none" else None)
+    if correct == "combat":
+        pp.combat(wells, key=batch)
     if spherize != "none":
-        pp.spherize(wells, control=control, method=spherize, epsilon=epsilon, use_rep=use_rep)
+        pp.spherize(wells, control=control, method=spherize, epsilon=epsilon, use_rep=use_rep,
+                    by=batch if correct == "tvn-batch" else None)
+    if correct == "harmony":
+        pp.harmony(wells, key=batch, n_comps=50, use_rep=use_rep)
+    elif correct == "pca50":
+        X = pp.get_rep(wells, use_rep).astype(np.float64)
+        import scanpy as sc
+
+        wells.obsm["X_pca50"] = sc.pp.pca(X, n_comps=max(1, min(50, min(X.shape) - 1)),
+                                          random_state=0).astype(np.float32)
+    use_rep = CORRECTED_REP.get(correct, use_rep)
     if l2:
         pp.l2_normalize(wells, use_rep=use_rep)
     if not treatment:
@@ -83,6 +118,27 @@ def prepare_profiles(wells: ad.AnnData, *, control: str = CONTROL, normalize: st
     treatments = tl.aggregate(wells, by=list(treatment), func=treatment_func, use_rep=use_rep)
     treatments.uns["cellkit"] = {**wells.uns.get("cellkit", {}), **treatments.uns["cellkit"]}
     return treatments
+
+
+def processed_by_cellkit(adata: ad.AnnData) -> list[str]:
+    """The profile steps already recorded in ``uns["cellkit"]`` (normalize, spherize, ...): non-empty for
+    the output of `cellkit profile`, which `cellkit evaluate` then scores as is."""
+    done = adata.uns.get("cellkit")
+    done = done if isinstance(done, dict) else {}
+    return [k for k in ("normalize", "feature_select", "spherize", "l2_normalize", "combat", "harmony") if k in done]
+
+
+def json_ready(value):
+    """``value`` with NaN / inf floats as None and numpy scalars as Python ones (valid JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def profile_cells(cells: ad.AnnData | str | os.PathLike, *, by: Sequence[str] = ("plate", "well"),
@@ -106,7 +162,8 @@ def profile_cells(cells: ad.AnnData | str | os.PathLike, *, by: Sequence[str] = 
     wells = prepare_profiles(wells, treatment=(), **steps)
     if not treatment:
         return wells, None
-    treatments = tl.aggregate(wells, by=list(treatment), func=treatment_func)
+    treatments = tl.aggregate(wells, by=list(treatment), func=treatment_func,
+                              use_rep=CORRECTED_REP.get(steps.get("correct", "none")))
     treatments.uns["cellkit"] = {**wells.uns.get("cellkit", {}), **treatments.uns["cellkit"]}
     return wells, treatments
 
@@ -119,7 +176,7 @@ def evaluate_profiles(profiles: ad.AnnData, out_dir: str | os.PathLike | None = 
 
     Files: ``moa_accuracy.csv`` (one row per profile: neighbours, predictions, correctness for
     NSC and NSCB), ``per_moa_accuracy.csv``, ``confusion_nsc.csv``, ``average_precision.csv``,
-    ``loco.csv``, ``scores.json`` and, with ``figures``, ``confusion_nsc.png``,
+    ``loco.csv``, ``scores.json`` (valid JSON: undefined scores are null) and, with ``figures``, ``confusion_nsc.png``,
     ``moa_distribution.png`` and ``umap_profiles.png``. Returns the summary dict (NSC, NSCB, counts, exclusions, mAP, LOCO).
     """
     profiles = profiles[~control_mask(profiles, control, require=False)].copy()
@@ -127,8 +184,8 @@ def evaluate_profiles(profiles: ad.AnnData, out_dir: str | os.PathLike | None = 
     ap = tl.mean_average_precision(profiles, label=label, compound=compound, use_rep=use_rep, key_added=None)
     loco = tl.loco_classification(profiles, label=label, compound=compound, use_rep=use_rep, key_added=None)
     map_score, ap_table, loco_table = ap.score, ap.table, loco.table
-    summary = {**scores.summary(), "mAP": map_score, "LOCO": loco.score, "n_profiles": int(profiles.n_obs),
-               "n_labels": int(profiles.obs[label].nunique())}
+    summary = json_ready({**scores.summary(), "mAP": map_score, "LOCO": loco.score, "n_profiles": int(profiles.n_obs),
+                          "n_labels": int(profiles.obs[label].nunique())})
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +198,7 @@ def evaluate_profiles(profiles: ad.AnnData, out_dir: str | os.PathLike | None = 
         scores.confusion("nsc").to_csv(out / "confusion_nsc.csv")
         ap_table.to_csv(out / "average_precision.csv", index_label="profile")
         loco_table.to_csv(out / "loco.csv", index_label="profile")
-        (out / "scores.json").write_text(json.dumps(summary, indent=2, default=str))
+        (out / "scores.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
         if figures:
             from .. import pl
             import matplotlib.pyplot as plt

@@ -163,12 +163,13 @@ def profile_stage(ctx: Context, max_cluster_cells: int = 5000, seed: int = 0) ->
 
 
 @register_stage("embed", outputs=["models"])
-def embed_stage(ctx: Context, methods: tuple = ("simclr", "pca"), config: dict | None = None) -> None:
-    """``cells.zarr`` -> ``models/<method>`` (trained encoders) and ``obsm["X_<method>"]`` in ``cells.h5ad``.
+def embed_stage(ctx: Context, methods: tuple = ("simclr", "pixel_pca"), config: dict | None = None) -> None:
+    """``cells.zarr`` -> ``models/<method>`` (trained encoders) and their ``obsm`` key in ``cells.h5ad``
+    (`ck.models.EMBEDDING_KEYS`: ``X_simclr``, ``X_pixel_pca``, ...).
 
     An interrupted training resumes from its last finished epoch.
     """
-    from ..models import IncompleteModelError, embed_h5ad, load_model, train
+    from ..models import EMBEDDING_KEYS, IncompleteModelError, embed_h5ad, load_model, train
     from ..models.checkpoint import CHECKPOINT
 
     cells = ctx.out / "cells.zarr"
@@ -181,4 +182,4 @@ def embed_stage(ctx: Context, methods: tuple = ("simclr", "pca"), config: dict |
             resume = (model_dir / CHECKPOINT).exists()  # an earlier run finished at least one epoch
             train(cells, model_dir, method=method, config=config, resume=resume, overwrite=not resume, log=ctx.log)
         embed_h5ad(cells, model_dir, ctx.out / "cells.h5ad")
-        ctx.log(f"embed: obsm['X_{method}'] -> cells.h5ad")
+        ctx.log(f"embed: obsm['{EMBEDDING_KEYS[method]}'] -> cells.h5ad")
