@@ -36,7 +36,7 @@ def interquartile_mean(X: np.ndarray, axis: int = 0) -> np.ndarray:
     """Mean of the values between the 25th and 75th percentiles (inclusive) along ``axis``, ignoring NaN.
 
     A trimmed mean (25 % cut on each side): as robust to outliers as the median, less noisy.
-    All-NaN columns give NaN.
+    Where no value lies between the quartiles (two values) it is their mean. All-NaN columns give NaN.
     """
     X = np.moveaxis(np.asarray(X, dtype=np.float64), axis, 0)
     with warnings.catch_warnings():
@@ -45,7 +45,8 @@ def interquartile_mean(X: np.ndarray, axis: int = 0) -> np.ndarray:
         inside = (X >= q1) & (X <= q3)
         total = np.where(inside, X, 0.0).sum(axis=0)
         count = inside.sum(axis=0)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        fallback = np.nanmean(X, axis=0)  # two values: none lies between the quartiles
+    return np.where(count > 0, total / np.maximum(count, 1), fallback)
 
 
 def normalize(adata: ad.AnnData, *, control: str | np.ndarray = "compound == 'DMSO'", by: str | None = "plate",

@@ -127,6 +127,7 @@ def test_interquartile_mean():
     # column 0: quartiles 1.25 and 3.75 keep 2 and 3; column 1 (NaN ignored: 0, 5, 5, 5): quartiles 3.75, 5 keep the 5s
     np.testing.assert_allclose(interquartile_mean(x), [2.5, 5.0])
     assert np.isnan(interquartile_mean(np.full((3, 1), np.nan)))[0]
+    np.testing.assert_allclose(interquartile_mean(np.array([[1.0], [3.0]])), [2.0])  # two values: their mean
     np.testing.assert_allclose(interquartile_mean(x.T, axis=1), interquartile_mean(x))
 
 

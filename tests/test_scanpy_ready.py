@@ -45,9 +45,7 @@ def outputs(small_plate, tmp_path_factory):
     h5ad = cells.with_suffix(".h5ad")
     train(cells, root / "pixel_pca", method="pixel_pca", config={"input_size": 32, "n_components": 8})
     embed_h5ad(cells, root / "pixel_pca", h5ad)
-    # the default recipe but no clipping: with 2 DMSO wells per plate, clipping at 9 control spreads saturates
-    # all but one of this toy's 15 features (docs/profiles.md: the default wants more controls)
-    result = CliRunner().invoke(app, ["profile", str(h5ad), "--out", str(root / "wells.h5ad"), "--clip", "0",
+    result = CliRunner().invoke(app, ["profile", str(h5ad), "--out", str(root / "wells.h5ad"),
                                       "--treatments", str(root / "treatments.h5ad")])
     assert result.exit_code == 0, result.output
     return root

@@ -243,7 +243,7 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
     log(f"profiles: {wells.n_obs} wells, {treatments.n_obs} treatments; NSC {100 * summary['NSC']:.1f}%, "
         f"NSCB {100 * (summary['NSCB'] or float('nan')):.1f}%, mAP {summary['mAP']:.3f}")
 
-    cells = all_cells
+    cells = all_cells.copy()  # clustering adds X_pca / X_umap: not representations to compare
     if cells.n_obs > max_cluster_cells:
         rng = np.random.default_rng(seed)
         cells = cells[np.sort(rng.choice(cells.n_obs, max_cluster_cells, replace=False))].copy()
