@@ -258,3 +258,49 @@ def test_to_uint16_rule():
     assert cellprofiler_scale(np.array([255], np.uint8))[0] == 1.0
     assert cellprofiler_scale(np.array([0.25], np.float32))[0] == 0.25
     assert cellprofiler_scale(np.array([65535], np.uint16))[0] == 1.0
+
+
+def test_dim_cells_keep_their_cytoplasm():
+    """Per-cell thresholds (default) give a dim cell its cytoplasm; one field threshold ('global') does not."""
+    from dataclasses import replace
+
+    from cellkit.segment import ClassicalParams
+    from cellkit.segment.classical import segment_cells
+
+    yy, xx = np.mgrid[:160, :200]
+    nuclei = np.zeros((160, 200), np.uint32)
+    cyto = np.random.default_rng(0).normal(100, 3, (160, 200))
+    for label, (cy, cx, level) in enumerate([(50, 50, 4000), (110, 150, 400)], start=1):
+        d = np.hypot(yy - cy, xx - cx)
+        nuclei[d < 8] = label
+        cyto[d < 22] += level  # cell of radius 22 px around a nucleus of radius 8
+    areas = {}
+    for method in ("local", "global"):
+        cells = segment_cells(nuclei, [cyto], replace(ClassicalParams(), propagation=method))
+        areas[method] = np.bincount(cells.ravel(), minlength=3)[1:]
+    true = np.pi * 22 ** 2
+    assert abs(areas["local"][1] - true) < 0.15 * true and abs(areas["local"][0] - true) < 0.15 * true
+    assert areas["global"][1] < 1.2 * np.pi * 8 ** 2 + 60  # the dim cell shrinks to about its nucleus
+
+
+def test_progress_and_pipeline_roles(tmp_path, monkeypatch):
+    """progress= callable / 'tqdm' in the API; channel roles as pipeline YAML keys."""
+    from cellkit.workflows.pipeline import run_pipeline
+
+    src = real_path("cellprofiler_examples", "ExampleHuman")
+    crop_copy(sorted(src.glob("*.tif")), tmp_path / "images", box=(slice(0, 160), slice(0, 160)))
+    index = ck.io.from_pattern(tmp_path / "images", "AS_09125_{plate}_{well}f{site}d{channel}.tif",
+                               channels={"0": "Hoechst", "2": "Body"})
+    ck.io.write_index(index, tmp_path / "index.parquet")
+    calls = []
+    seg = ck.segment.get_segmenter("classical", nuclear_channel="Hoechst", cytoplasm_channels=("Body",))
+    ck.segment.segment_plate(index, tmp_path / "l.zarr", seg, progress=lambda n, t: calls.append((n, t)))
+    assert calls[0] == (0, 1) and calls[-1] == (1, 1)
+    ck.extract.extract_cells(index, tmp_path / "l.zarr", tmp_path / "c.zarr", size=32, progress="tqdm")
+    spec = {"input": {"index": {"path": str(tmp_path / "index.parquet")}}, "output": str(tmp_path / "run"),
+            "stages": [{"segment": {"nuclei_channel": "Hoechst", "cell_channels": "none", "cell_expand": 4}},
+                       {"extract": {"size": 32, "features": False}}]}
+    run_pipeline(spec, log=lambda m: None)
+    attrs = zarr.open_group(str(tmp_path / "run" / "labels.zarr"), mode="r").attrs["segmentation"]
+    assert attrs["nuclear_channel"] == "Hoechst" and attrs["cells_from"] == "nuclei expanded by 4 px"
+    assert len(ck.io.read_cells(tmp_path / "run" / "cells.zarr")[2]) > 5

@@ -6,21 +6,16 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)
 
 
 @contextmanager
 def progress_bar(description: str, total: int | None = None):
-    """Yield ``update(n_done, n_total)`` that drives a rich progress bar."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
-        task = progress.add_task(description, total=total)
+    """Yield ``update(n_done, n_total)`` that drives a rich progress bar with an ETA (`cellkit._progress`)."""
+    from .._progress import progress_bar as bar
 
-        def update(done: int, total: int | None = None):
-            progress.update(task, completed=done, total=total)
-
+    with bar("rich", description, total, console=console) as update:
         yield update
 
 

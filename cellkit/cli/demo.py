@@ -18,7 +18,7 @@ def demo(out: Path = typer.Argument(Path("demo_out"), help="Output folder."),
     from ..workflows import demo as demo_module
 
     outputs = demo_module.run_demo(out, replace(demo_module.DEMO_CONFIG, seed=seed), log=console.print,
-                                   workers=workers)
+                                   workers=workers, progress="rich")
     console.print("[bold]outputs[/]")
     for name, path in outputs.items():
         console.print(f"  {name:<12} {path}")

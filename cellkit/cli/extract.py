@@ -47,7 +47,7 @@ def extract(
         fail(f"no plate index at {index}")
     measure = _feature_function() if features else None
     try:
-        with progress_bar("writing blocks") as update:
+        with progress_bar("extracting cells") as update:
             result = extract_cells(index, labels, out, size=size, border=border, mask_neighbors=mask_neighbors,
                                    measure=measure, adata=adata, workers=workers, processes=processes,
                                    scheduler=scheduler, overwrite=overwrite, log=console.print, progress=update)

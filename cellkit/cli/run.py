@@ -17,7 +17,8 @@ def run(pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
     from ..workflows.pipeline import load_pipeline, run_pipeline
 
     spec = load_pipeline(pipeline)  # every problem of the YAML, before any stage runs
-    outputs = run_pipeline(spec, out=out, scheduler=scheduler, workers=workers, log=console.print)
+    outputs = run_pipeline(spec, out=out, scheduler=scheduler, workers=workers, log=console.print,
+                           progress="rich")
     console.print("[bold]outputs[/]")
     for name, path in outputs.items():
         console.print(f"  {name:<12} {path}")

@@ -44,6 +44,7 @@ import zarr
 
 from .._atomic import atomic_path, check_output
 from .._lock import output_lock
+from .._progress import progress_bar
 from ..io import cells as cellstore
 from ..io.images import INTENSITY_RULE, read_field, to_uint16
 from ..io.labels import read_field_labels
@@ -231,7 +232,7 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
                   workers: int = 1, processes: bool = False, scheduler: str | None = None,
                   chunk_cells: int = cellstore.DEFAULT_CHUNK_CELLS, block_cells: int = cellstore.DEFAULT_BLOCK_CELLS,
                   sharded: bool = False, overwrite: bool = False, log: Callable[[str], None] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> ExtractResult:
+                  progress=None) -> ExtractResult:
     """Cut every segmented cell out of a plate into a single-cell store ``out`` (cells.zarr).
 
     Parameters
@@ -272,7 +273,8 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
     overwrite
         Replace a store at ``out`` made from other inputs or parameters.
     log, progress
-        ``log(message)``; ``progress(blocks_done, blocks_total)``.
+        ``log(message)``; ``progress``: None, True / ``"tqdm"`` (a notebook bar), ``"rich"``, or
+        ``progress(cells_done, cells_total)`` (see `cellkit._progress`), counting cells written.
 
     Returns
     -------
@@ -367,7 +369,11 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
         dask_key_name=f"write-block-{j}-{fingerprint[:8]}") for j in todo]
     log(f"extract: {len(obs)} cells from {len(rows)} fields ({len(empty)} without cells), "
         f"{len(todo)} blocks to write")
-    run.compute(block_tasks, progress=progress)
+    offset = int(sum(b - a for j, (a, b) in enumerate(bounds) if done[j]))  # cells written by an earlier run
+    with progress_bar(progress, "extracting cells", total=len(obs)) as update:
+        update(offset, len(obs))
+        run.compute(block_tasks, progress=lambda n, total: update(offset + n, len(obs)),
+                    weights=[bounds[j][1] - bounds[j][0] for j in todo])
     result.blocks_written = len(todo)
     _verify_blocks(out, len(bounds))
 

@@ -26,22 +26,23 @@ class Scheduler:
             return f"distributed scheduler at {self.address}"
         return f"{self.workers} local {'process' if self.processes else 'thread'}(s)"
 
-    def compute(self, tasks: list, *, progress=None) -> list:
+    def compute(self, tasks: list, *, progress=None, weights: list[int] | None = None) -> list:
         """Compute ``tasks`` (dask delayed objects); return their results in order.
 
-        ``progress(n_done, n_total)`` is called as tasks finish.
+        ``progress(n_done, n_total)`` is called as tasks finish, counting tasks, or the sum of the
+        finished tasks' ``weights`` (e.g. cells per task) out of their total.
         """
-        total = len(tasks)
-        if not total:
+        if not len(tasks):
             return []
+        weight = dict(zip([t.key for t in tasks], weights if weights is not None else [1] * len(tasks)))
+        total = int(sum(weight.values()))
         if self.address:
-            return self._compute_distributed(tasks, progress)
-        keys = {t.key for t in tasks}
+            return self._compute_distributed(tasks, progress, weight, total)
         done = [0]
 
         def posttask(key, result, dsk, state, worker_id):
-            if key in keys and progress:
-                done[0] += 1
+            if key in weight and progress:
+                done[0] += weight[key]
                 progress(done[0], total)
 
         if self.workers <= 1:
@@ -51,13 +52,16 @@ class Scheduler:
         with Callback(posttask=posttask):
             return list(dask.compute(*tasks, **options))
 
-    def _compute_distributed(self, tasks, progress):
+    def _compute_distributed(self, tasks, progress, weight, total):
         from distributed import Client, as_completed
 
         with Client(self.address) as client:
             futures = client.compute(tasks)
-            for n, future in enumerate(as_completed(futures), 1):
+            keys = {f.key: t.key for f, t in zip(futures, tasks)}
+            done = 0
+            for future in as_completed(futures):
                 future.result()  # raises the task's error here
+                done += weight.get(keys.get(future.key), 1)
                 if progress:
-                    progress(n, len(futures))
+                    progress(done, total)
             return client.gather(futures)

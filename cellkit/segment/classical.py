@@ -55,6 +55,16 @@ class ClassicalParams:
         Foreground evidence a field needs to have nuclei at all, and each nucleus needs at its
         peak, in standard deviations of the field's own (filtered) noise (`cellkit.segment.empty`);
         a field of noise only gives 0 nuclei. 0 disables the check.
+    propagation
+        Cytoplasm foreground of the cell propagation: ``local`` (per-cell thresholds, see
+        `cytoplasm_foreground`; dim cells keep their cytoplasm) or ``global`` (one Otsu threshold
+        for the field, as cellkit did before; dim cells shrink to their nucleus).
+    cell_reach
+        ``local`` only: how far a cell may extend beyond its nucleus for its own threshold, in
+        nucleus diameters.
+    background_sigmas
+        ``local`` only: a per-cell threshold never falls below the background level plus this
+        many robust standard deviations of the background.
     """
 
     nucleus_diameter: float | None = None
@@ -68,6 +78,9 @@ class ClassicalParams:
     declump_min_distance: float = 0.45
     cell_threshold_scale: float = 1.0
     compactness: float = 0.0
+    propagation: str = "local"
+    cell_reach: float = 1.5
+    background_sigmas: float = 3.0
     local_block: float = 3.0
     local_floor: float = 0.8
     min_snr: float = 6.0
@@ -301,8 +314,9 @@ def segment_cells(nuclei: np.ndarray, cytoplasm: list[np.ndarray],
                   params: ClassicalParams = ClassicalParams()) -> np.ndarray:
     """Grow cells from nuclei over the cytoplasm channels (seeded watershed, mask = foreground).
 
-    The foreground is the Otsu-thresholded mean of the normalized cytoplasm channels (plus the
-    nuclei). The watershed relief is the first channel's intensity (a cortical stain such as
+    The foreground is the mean of the normalized cytoplasm channels above a threshold (plus the
+    nuclei): per cell (`cytoplasm_foreground`, ``params.propagation="local"``) or one Otsu
+    threshold for the field (``"global"``). The watershed relief is the first channel's intensity (a cortical stain such as
     Actin is bright where cells touch) plus the gradient of the mean, so that boundaries follow
     both bright cortex and intensity edges.
 
@@ -327,9 +341,64 @@ def segment_cells(nuclei: np.ndarray, cytoplasm: list[np.ndarray],
     planes = [_normalized_plane(c, 4 * diameter, f"cytoplasm channel {k}") for k, c in enumerate(cytoplasm)]
     cyto = np.mean(planes, axis=0)
     threshold = auto_threshold(cyto, "otsu") * params.cell_threshold_scale
-    foreground = remove_small(cyto > threshold, params.min_cell_area) | (nuclei > 0)
+    if params.propagation == "local":
+        foreground = cytoplasm_foreground(cyto, nuclei, threshold, diameter, params)
+    elif params.propagation == "global":
+        foreground = cyto > threshold
+    else:
+        raise ValueError(f"unknown propagation {params.propagation!r}; choose 'local' or 'global'")
+    foreground = remove_small(foreground, params.min_cell_area) | (nuclei > 0)
     foreground = ndi.binary_fill_holes(foreground)
     relief = planes[0] + filters.sobel(cyto)
     cells = segmentation.watershed(relief, nuclei.astype(np.int32), mask=foreground,
                                    compactness=params.compactness)
     return cells.astype(np.uint32)
+
+
+def cytoplasm_foreground(cyto: np.ndarray, nuclei: np.ndarray, global_threshold: float, diameter: float,
+                         params: ClassicalParams = ClassicalParams()) -> np.ndarray:
+    """Cytoplasm foreground with a threshold per cell (CellProfiler-style per-object thresholds).
+
+    Each nucleus gets the pixels within ``cell_reach`` nucleus diameters of it (nearest nucleus
+    first, `skimage.segmentation.expand_labels`); its threshold is the Otsu threshold of those
+    pixels outside the nuclei, capped at the field's ``global_threshold`` (so a bright cell is
+    never cut back) and floored at the background level + ``background_sigmas`` robust standard
+    deviations (median and MAD of the pixels below the global threshold, away from nuclei), so
+    that flat background around a dim cell stays background. Pixels beyond every cell's reach use
+    the global threshold.
+
+    Parameters
+    ----------
+    cyto
+        (H, W) float32 normalized cytoplasm image (background removed).
+    nuclei
+        (H, W) integer nucleus labels.
+
+    Returns
+    -------
+    (H, W) bool foreground.
+    """
+    global_fg = cyto > global_threshold
+    reach = max(1, int(round(params.cell_reach * diameter)))
+    regions = segmentation.expand_labels(np.asarray(nuclei, np.int32), reach)
+    away = (regions == 0) & ~global_fg
+    if away.sum() < 100:  # a field covered by cells: no background to measure
+        away = ~global_fg & (nuclei == 0)
+    values = cyto[away]
+    if values.size < 100:
+        return global_fg
+    background = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - background)))
+    floor = background + params.background_sigmas * max(spread, 1e-6)
+    thresholds = np.full(int(regions.max()) + 1, global_threshold, np.float64)
+    outside = nuclei == 0
+    for label, box in enumerate(ndi.find_objects(regions), start=1):
+        if box is None:
+            continue
+        own = (regions[box] == label) & outside[box]
+        pixels = cyto[box][own]
+        if pixels.size < 20 or pixels.min() == pixels.max():
+            continue
+        thresholds[label] = min(global_threshold, max(floor, _otsu(pixels)))
+    thresholds[0] = global_threshold
+    return global_fg | ((regions > 0) & (cyto > thresholds[regions]))

@@ -17,6 +17,7 @@ import pandas as pd
 from .. import __version__
 from .._atomic import atomic_path
 from .._lock import output_lock
+from .._progress import progress_bar
 from ..io.images import read_field
 from ..io.labels import field_complete, open_labels, write_field_labels
 from ..io.plate_index import channels_of
@@ -112,7 +113,8 @@ def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmen
         Fields segmented together in one batch (one dask task); default 1 for the classical
         backend, 4 for Cellpose (its network runs the batch's tiles together).
     progress
-        Optional ``callable(n_done, n_total)``.
+        None, True / ``"tqdm"`` (a notebook bar), ``"rich"``, or ``callable(n_done, n_total)``
+        counting fields (see `cellkit._progress`).
 
     Returns
     -------
@@ -141,17 +143,17 @@ def _segment_plate(index, out, segmenter, workers, scheduler, fields_per_task, p
         root.require_group(r["field_id"])
     results = [_qc_from_store(out, r["field_id"]) for r in done]
     total = len(rows)
-    report = progress or (lambda n, t: None)
-    report(len(results), total)
     size = fields_per_task or (1 if segmenter.name == "classical" else 4)
     tasks = [todo[i:i + size] for i in range(0, len(todo), size)]
-    if tasks and (workers > 1 or scheduler):
-        results += _run_distributed(tasks, channels, segmenter, out, workers, scheduler,
-                                    lambda n: report(len(done) + n, total))
-    else:
-        for task in tasks:
-            results += segment_index_rows(task, channels, segmenter, out)
-            report(len(results), total)
+    with progress_bar(progress, "segmenting fields", total) as report:
+        report(len(results), total)
+        if tasks and (workers > 1 or scheduler):
+            results += _run_distributed(tasks, channels, segmenter, out, workers, scheduler,
+                                        lambda n: report(len(done) + n, total))
+        else:
+            for task in tasks:
+                results += segment_index_rows(task, channels, segmenter, out)
+                report(len(results), total)
     _verify_fields(out, [r for r in results if r["status"] == "ok"])
     order = {r["field_id"]: i for i, r in enumerate(rows)}
     qc = pd.DataFrame(results, columns=QC_COLUMNS).sort_values("field_id", key=lambda s: s.map(order))

@@ -87,10 +87,11 @@ def _key(*parts) -> str:
 
 
 def run_pipeline(spec: dict, *, out=None, scheduler: str | None = None, workers: int | None = None,
-                 log: Callable[[str], None] = print) -> dict[str, Path]:
+                 log: Callable[[str], None] = print, progress=None) -> dict[str, Path]:
     """Run a pipeline spec (see `load_pipeline`); returns output name -> path.
 
-    ``out`` overrides the spec's output folder.
+    ``out`` overrides the spec's output folder. ``progress``: progress bars of the long stages
+    (None, True / ``"tqdm"`` for notebooks, ``"rich"``; see `cellkit._progress`).
     """
     spec = check_pipeline(spec)
     out = Path(out or spec["output"])
@@ -104,7 +105,7 @@ def run_pipeline(spec: dict, *, out=None, scheduler: str | None = None, workers:
         logfile.flush()
         log(message)
 
-    ctx = Context(out=out, scheduler=scheduler, workers=workers, log=say)
+    ctx = Context(out=out, scheduler=scheduler, workers=workers, log=say, progress=progress)
     input_kind, input_options = next(iter(spec["input"].items()))
     input_options = {"kind": input_kind, **(input_options or {})}
     if input_kind in ("index", "omezarr"):  # a changed index file (plate metadata) makes every stage run again

@@ -13,13 +13,14 @@ from typing import Callable
 
 @dataclass
 class Context:
-    """What a stage sees: the output folder, the dask scheduler address, and a logger."""
+    """What a stage sees: the output folder, the dask scheduler address, a logger and a progress setting."""
 
     out: Path
     scheduler: str | None = None
     workers: int | None = None
     log: Callable[[str], None] = print
     outputs: dict[str, Path] = field(default_factory=dict)
+    progress: object = None  # progress bars of long stages: None, True/"tqdm", "rich" (cellkit._progress)
 
 
 @dataclass
@@ -125,15 +126,23 @@ def illumination_stage(ctx: Context, aggregate: str = "median", smoothing: str =
 
 @register_stage("segment", outputs=["labels.zarr", "labels.qc.csv"])
 def segment_stage(ctx: Context, backend: str = "classical", model: str | None = None, cell_model: str | None = "cyto3",
-                  diameter: float | None = None) -> None:
-    """``index.parquet`` -> ``labels.zarr`` (+ QC table). Fails when any field failed."""
+                  diameter: float | None = None, nuclei_channel: str | None = None,
+                  cell_channels: list[str] | str | None = None, cell_expand: int = 0) -> None:
+    """``index.parquet`` -> ``labels.zarr`` (+ QC table). Fails when any field failed.
+
+    Channel roles as in ``cellkit segment``: ``nuclei_channel``, ``cell_channels`` (a list, or
+    ``none``/``[]`` for none), ``cell_expand`` px (see `cellkit.segment.Segmenter`)."""
     from ..io import read_index
     from ..segment import get_segmenter, qc_path, segment_plate
 
     labels = ctx.out / "labels.zarr"
-    segmenter = get_segmenter(backend, model=model, cell_model=cell_model, diameter=diameter)
+    if isinstance(cell_channels, str):
+        cell_channels = [] if cell_channels.lower() == "none" else [c.strip() for c in cell_channels.split(",")]
+    roles = {"nuclear_channel": nuclei_channel, "cell_expand": int(cell_expand),
+             "cytoplasm_channels": None if cell_channels is None else tuple(cell_channels)}
+    segmenter = get_segmenter(backend, model=model, cell_model=cell_model, diameter=diameter, **roles)
     qc = segment_plate(read_index(current_index(ctx)), labels, segmenter,
-                       workers=ctx.workers or 1, scheduler=ctx.scheduler)
+                       workers=ctx.workers or 1, scheduler=ctx.scheduler, progress=ctx.progress)
     failed = qc[qc.status != "ok"]
     if len(failed):
         raise RuntimeError(f"segmentation failed for {len(failed)} fields, see {qc_path(labels)}")
@@ -149,7 +158,8 @@ def extract_stage(ctx: Context, size: int = 64, border: str = "inside", mask_nei
 
     extract_cells(current_index(ctx), ctx.out / "labels.zarr", ctx.out / "cells.zarr", size=size,
                   border=border, mask_neighbors=mask_neighbors, measure=measure_field if features else None,
-                  adata=ctx.out / "cells.h5ad", workers=ctx.workers or 2, scheduler=ctx.scheduler, log=ctx.log)
+                  adata=ctx.out / "cells.h5ad", workers=ctx.workers or 2, scheduler=ctx.scheduler, log=ctx.log,
+                  progress=ctx.progress)
 
 
 @register_stage("profile", outputs=["profiles"])
