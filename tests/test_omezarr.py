@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cellkit.cli import app
 from cellkit.datasets import SyntheticConfig, synthetic_index, write_synthetic_plate
-from cellkit.io import PlateIndexError, read_field, read_index, write_index
+from cellkit.io import PlateIndexError, read_field, read_image, read_index, write_index
 from cellkit.io.labels import read_field_labels
 from cellkit.io.omezarr import from_omezarr, plane_shape
 from cellkit.io.omezarr_write import split_well, write_plate
@@ -63,6 +63,8 @@ def test_convert_round_trip_pixels_and_metadata(tiff_run, converted):
         a, b = read_field(tiff_row), read_field(zarr_row)
         assert a.dtype == b.dtype == np.uint16
         np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(read_field(back.loc[1], ["Actin", "DNA"]), read_field(index.loc[1], ["Actin", "DNA"]))
+    np.testing.assert_array_equal(read_image(back.loc[1, "path_Tubulin"]), read_image(index.loc[1, "path_Tubulin"]))
     assert plane_shape(back.loc[0, "path_Actin"]) == (TINY.height, TINY.width)
     # one plate indexes alone; its chunks and pyramid are as asked
     one = from_omezarr(converted / "Week1_10002.ome.zarr")

@@ -10,7 +10,7 @@ import tifffile
 
 from ..errors import reason
 from ._columns import PATH_PREFIX, channels_of
-from .omezarr import is_plane_ref, plane_exists, plane_shape, read_plane
+from .omezarr import is_plane_ref, parse_ref, plane_exists, plane_shape, read_plane, read_planes
 
 
 class ImageReadError(OSError):
@@ -79,6 +79,9 @@ def read_field(row: pd.Series | dict, channels: list[str] | None = None) -> np.n
     row = dict(row)
     if channels is None:
         channels = [k[len(PATH_PREFIX):] for k in row if str(k).startswith(PATH_PREFIX)]
+    refs = [parse_ref(str(row[PATH_PREFIX + ch])) for ch in channels]
+    if refs and all(refs) and len({g for g, _ in refs}) == 1:  # one OME-Zarr field: read its array once
+        return _zarr_plane(lambda _: read_planes(refs[0][0], [c for _, c in refs]), row[PATH_PREFIX + channels[0]])
     planes = [read_image(row[PATH_PREFIX + ch]) for ch in channels]
     shapes = {p.shape for p in planes}
     if len(shapes) > 1:

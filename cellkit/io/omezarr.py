@@ -104,6 +104,19 @@ def read_plane(path: str) -> np.ndarray:
     return np.asarray(array[_plane_index(array, axes, c, path)])
 
 
+def read_planes(group: str, channels: list[int]) -> np.ndarray:
+    """Several channel planes of one OME-Zarr field, opened once: (len(channels), H, W), dtype as stored."""
+    array, axes = _open_array(group)
+    index = [_plane_index(array, axes, c, f"{group}#c={c}") for c in channels]
+    if "c" in axes:
+        pos = axes.index("c")
+        whole = list(index[0])
+        whole[pos] = slice(None)
+        data = np.asarray(array[tuple(whole)])  # every channel in one read, then picked in order
+        return np.take(data, channels, axis=pos)
+    return np.stack([np.asarray(array[i]) for i in index])
+
+
 def plane_shape(path: str) -> tuple[int, int]:
     """(H, W) of a plane reference, from the array metadata only."""
     group, c = parse_ref(path)
