@@ -1,0 +1,196 @@
+"""Representations that carry MOA: morphology, PCA, random-init, SimCLR, BYOL, MAE, combined, weak, on synthetic plates.
+
+Generates its own synthetic plate set from ``--seed`` (12 MOAs x 4 compounds x 2 concentrations,
+2 batches x 3 plates, 4 DMSO wells per plate, batch effects on; each MOA has two compounds in each
+batch, so NSC can find a same-batch sibling and NSCB must cross batches; sites per well chosen so
+that about ``--cells`` cells come out), extracts ground-truth-segmented cells into 96 px crops with
+morphology, trains every method for at most ``--budget-minutes`` of wall time each (epochs from a
+short throughput probe, counted in the training time), embeds all cells, and runs the same
+profile pipelines on every representation:
+
+- ``plain``: the default recipe (`cellkit.workflows.profiles.DEFAULT`): well mean -> per-plate z-score
+  against DMSO wells, NaN / constant features dropped -> treatment mean (Ljosa's plain pipeline);
+- ``corrected``: the profile helper's BEST options (`cellkit.workflows.profiles.BEST`: robust
+  per-plate normalization vs DMSO, clip 8, ZCA-cor sphering on the DMSO wells (TVN), unit-length
+  wells) - the same functions, for embeddings as for morphology.
+
+Rows: morphology (X), pca, random (untrained encoder), simclr, byol, mae, weak (treatment labels
+= compound + concentration, never MOA), combined (morphology + SimCLR well profiles, each prepared by the
+pipeline, then standardized over the wells and weighted ``COMBINED``; weights chosen on seed 1), and its
+control morphology-std (morphology alone through that same well-level standardization). Scores: treatment NSC, NSCB (cosine 1-NN, not-same-compound / -batch), mAP.
+Training settings: the ``cpu-small`` preset (microscopy recipe, views sized from the cells).
+
+Usage: OMP_NUM_THREADS=1 python benchmarks/ssl_moa.py --seed S --budget-minutes M [--cells N] [--threads 1]
+Writes ``benchmarks/results/ssl_moa_seed<S>.json`` (or ``--json``). Finished steps in ``--out`` are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+import cellkit
+from cellkit import pp
+from cellkit.datasets import SyntheticConfig, synthetic_index, write_ground_truth_labels, write_synthetic_plate
+from cellkit.models import EMBEDDING_KEYS, embed_h5ad, train
+from cellkit import tl
+from cellkit.workflows.profiles import BEST, DEFAULT, TREATMENT, compare_representations, evaluate_profiles, profile_cells
+
+METHODS = ("pca", "random", "simclr", "byol", "mae", "weak")
+CELLS_PER_FIELD = 9.0  # about, at 512 x 640 with the baseline cell size (cells within 48 px of the border dropped)
+# Chosen on seed 1 (1,441 cells, 0.3-min budget): SimCLR weight 0.5 beat 1.0 (corrected NSC 0.792 vs 0.729).
+COMBINED = {"X": 1.0, "X_simclr": 0.5}
+
+
+def plate_config(seed: int, cells: int) -> SyntheticConfig:
+    base = SyntheticConfig(n_batches=2, plates_per_batch=3, compounds_per_moa=4, n_concentrations=2, seed=seed)
+    wells = base.n_batches * base.plates_per_batch * (base.dmso_wells + base.n_moas * base.compounds_per_moa
+                                                      * base.n_concentrations // base.n_batches)
+    per_site = wells * CELLS_PER_FIELD
+    if cells >= per_site:
+        return SyntheticConfig(**{**vars(base), "sites": math.ceil(cells / per_site)})
+    scale = math.sqrt(cells / per_site)  # fewer cells than one site gives: smaller fields
+    return SyntheticConfig(**{**vars(base), "height": max(192, 16 * round(base.height * scale / 16)),
+                              "width": max(240, 16 * round(base.width * scale / 16))})
+
+
+def build_cells(out: Path, config: SyntheticConfig, size: int, log=print) -> tuple[Path, Path]:
+    from cellkit.extract import extract_cells
+    from cellkit.features import measure_field
+
+    plate, labels, cells, h5ad = out / "plate", out / "labels.zarr", out / "cells.zarr", out / "cells.h5ad"
+    if not (plate / "synthetic.json").exists():
+        write_synthetic_plate(plate, config, n_jobs=1)
+    if not labels.exists():
+        write_ground_truth_labels(plate, labels)
+    if not h5ad.exists():
+        result = extract_cells(synthetic_index(plate), labels, cells, size=size, border="drop", measure=measure_field,
+                               workers=1, adata=h5ad, log=log)
+        h5ad = Path(result.adata or h5ad)
+    return cells, h5ad
+
+
+def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_cells: int, options: dict,
+                 log=print) -> dict:
+    """Train ``method`` for at most about ``budget_s`` seconds: a probe on a few batches measures the speed,
+    the epochs (or cells, when one epoch does not fit) follow from it. Returns timing facts."""
+    done = model_dir / "config.json"
+    if done.exists() and json.loads(done.read_text()).get("complete"):
+        return json.loads((model_dir / "timing.json").read_text())
+    start = time.perf_counter()
+    plan = {"epochs": 1}
+    if method not in ("pca", "random"):
+        probe = model_dir.parent / f".probe_{method}"
+        batch = options.get("batch_size", 128)
+        train(cells, probe, method=method, overwrite=True,
+              config={**options, "epochs": 1, "max_cells": 4 * batch})
+        history = json.loads((probe / "config.json").read_text())["history"]
+        rate = history[-1]["cells_per_s"]
+        left = budget_s - (time.perf_counter() - start)
+        epochs = int(left * rate // n_cells)
+        plan = {"epochs": max(1, epochs)} if epochs >= 1 else {"epochs": 1, "max_cells": max(batch, int(left * rate))}
+    probe_s = time.perf_counter() - start
+    train(cells, model_dir, method=method, overwrite=True, config={**options, **plan}, log=log)
+    saved = json.loads(done.read_text())
+    train_s = sum(h["seconds"] for h in saved["history"]) if saved["history"] else 0.0
+    timing = {"probe_s": probe_s, "train_s": train_s, "wall_s": time.perf_counter() - start, **plan,
+              "n_train_cells": saved["n_train_cells"],
+              "crops_per_s": (float(np.mean([h["cells_per_s"] for h in saved["history"]]))
+                              if saved["history"] else None)}
+    (model_dir / "timing.json").write_text(json.dumps(timing))
+    return timing
+
+
+def combined_scores(h5ad: Path, weights: dict, steps: dict) -> dict:
+    """The combined row: each representation's wells prepared by ``steps`` (normalized per plate, ...), then
+    `ck.pp.combine` of the prepared wells (each standardized, weighted), treatment means, scores. Combining
+    after the per-feature normalization keeps the weights (normalizing the concatenation would undo them)."""
+    wells = {rep: profile_cells(h5ad, use_rep=None if rep == "X" else rep, treatment=(), **steps)[0]
+             for rep in weights}
+    base = wells["X"]
+    for rep in weights:
+        if rep != "X":
+            base.obsm[rep] = wells[rep][base.obs_names].X
+    pp.combine(base, weights)
+    treatments = tl.aggregate(base, by=list(TREATMENT), use_rep="X_combined")
+    s = evaluate_profiles(treatments, figures=False)
+    return {"NSC": s["NSC"], "NSCB": s["NSCB"], "mAP": s["mAP"], "n_treatments": s["n_profiles"],
+            "n_features": int(base.obsm["X_combined"].shape[1])}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--budget-minutes", type=float, required=True, help="training wall time per method")
+    parser.add_argument("--cells", type=int, default=10_000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--preset", default="cpu-small")
+    parser.add_argument("--crop-size", type=int, default=96)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = args.out or Path(f"/tmp/cellkit_ssl_moa/seed{args.seed}_cells{args.cells}")
+    config = plate_config(args.seed, args.cells)
+    start = time.perf_counter()
+    cells, h5ad = build_cells(out, config, args.crop_size, log=lambda m: None)
+    n_cells = ad.read_h5ad(h5ad, backed="r").n_obs
+    print(f"{n_cells} cells ready in {time.perf_counter() - start:.0f}s ({config.sites} sites per well)", flush=True)
+    options = {"preset": args.preset, "seed": 0, "num_workers": 0}
+    timings, present = {}, set(ad.read_h5ad(h5ad, backed="r").obsm)
+    for method in args.methods.split(","):
+        model_dir = out / "models" / method
+        timings[method] = train_within(cells, model_dir, method, 60 * args.budget_minutes, n_cells, options)
+        print(f"{method}: {timings[method]}", flush=True)
+        if EMBEDDING_KEYS[method] not in present:
+            embed_h5ad(cells, model_dir, h5ad)
+            present.add(EMBEDDING_KEYS[method])
+    names = {"X": "morphology", **{EMBEDDING_KEYS[m]: m for m in args.methods.split(",")}}
+    pipelines = {"plain": DEFAULT, "corrected": BEST}
+    tables = {p: compare_representations(h5ad, **steps) for p, steps in pipelines.items()}
+    rows = {}
+    for key, name in names.items():
+        rows[name] = {p: {k: (None if pd.isna(v) else float(v)) for k, v in t.loc[key].items()}
+                      for p, t in tables.items()}
+        rows[name].update({k: timings.get(name, {}).get(k) for k in ("train_s", "probe_s", "crops_per_s", "epochs")})
+    if all(k in present for k in COMBINED if k != "X"):
+        rows["combined"] = {p: combined_scores(h5ad, COMBINED, steps) for p, steps in pipelines.items()}
+        rows["combined"].update(dict.fromkeys(("train_s", "probe_s", "crops_per_s", "epochs")))
+        # the control for it: morphology alone through the same well-level standardization
+        rows["morphology-std"] = {p: combined_scores(h5ad, {"X": 1.0}, steps) for p, steps in pipelines.items()}
+        rows["morphology-std"].update(dict.fromkeys(("train_s", "probe_s", "crops_per_s", "epochs")))
+    header = f"{'representation':<12}{'train s':>8}{'crops/s':>8}{'epochs':>7} | {'plain NSC':>9}{'NSCB':>6}{'mAP':>6}"
+    print("\n" + header + f" | {'corr. NSC':>9}{'NSCB':>6}{'mAP':>6}")
+    for name, r in rows.items():
+        t = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
+        line = f"{name:<12}{t(r['train_s'], '8.0f'):>8}{t(r['crops_per_s'], '8.0f'):>8}{t(r['epochs'], '7d'):>7}"
+        for p in ("plain", "corrected"):
+            s = r[p]
+            line += f" | {s['NSC']:>9.3f}{t(s['NSCB'], '6.3f'):>6}{s['mAP']:>6.3f}"
+        print(line)
+    first = next(iter(rows.values()))["plain"]
+    print(f"({first['n_treatments']:.0f} treatments; budget {args.budget_minutes} min per method, "
+          f"{args.threads} thread(s))")
+    result = {"seed": args.seed, "budget_minutes": args.budget_minutes, "cells": n_cells, "threads": args.threads,
+              "preset": args.preset, "crop_size": args.crop_size, "synthetic": vars(config), "combined": COMBINED,
+              "pipelines": pipelines, "rows": rows,
+              "versions": {"cellkit": cellkit.__version__, "torch": str(torch.__version__),
+                           "python": platform.python_version()}}
+    dest = args.json or Path(__file__).resolve().parent / "results" / f"ssl_moa_seed{args.seed}.json"
+    dest.parent.mkdir(exist_ok=True)
+    dest.write_text(json.dumps(result, indent=2, default=str))
+    print(f"written {dest}")
+
+
+if __name__ == "__main__":
+    main()
