@@ -28,6 +28,10 @@ class OutputPathError(CellkitError, FileExistsError):
     expected, the reverse, or data that is not cellkit's output of the same kind)."""
 
 
+class UnreadableFileError(CellkitError, OSError):
+    """A file cellkit should read is truncated, damaged or of another kind."""
+
+
 class StaleOutputError(CellkitError, ValueError):
     """A file derived from another output no longer matches it (its upstream was replaced)."""
 
@@ -100,6 +104,11 @@ def _corrupt_file(err: BaseException) -> tuple[str, str] | None:
     return None
 
 
+def is_corrupt(err: BaseException) -> bool:
+    """True for a damaged chunk / truncated file error that carries no file name."""
+    return not isinstance(err, CellkitError) and _corrupt_file(err) is not None
+
+
 def describe(err: BaseException) -> tuple[str, str] | None:
     """``(message, hint)`` for an expected failure, None for an unexpected one (a bug)."""
     if isinstance(err, CellkitError):  # our own messages: never file contents, may list many problems
@@ -125,6 +134,17 @@ def describe(err: BaseException) -> tuple[str, str] | None:
 
 
 _BYTES = re.compile(r"""b(['"]).*?(?<!\\)\1""")
+
+
+def weights_reason(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to load it unsafely."""
+    import pickle
+
+    if isinstance(err, pickle.UnpicklingError):
+        return "it holds Python objects other than weights (refused; nothing in it was run)"
+    if isinstance(err, (EOFError, RuntimeError)) and ("zip" in str(err).lower() or isinstance(err, EOFError)):
+        return "it is truncated or not a torch file"
+    return f"{type(err).__name__}: {reason(err, 100)}"
 
 
 def reason(err: BaseException, limit: int = 160) -> str:

@@ -137,15 +137,18 @@ def test_plate_and_well_names_that_are_not_safe_store_paths_are_refused_at_index
 
 
 def test_a_non_image_file_is_named_but_its_bytes_are_never_shown(plate, tmp_path):
+    from cellkit.io import read_index, write_index
+
     root, index = plate
-    table = pd.read_parquet(index)
+    table = read_index(index)
     fake = tmp_path / "fake.tif"
     fake.write_bytes(b"SECRET-CONTENTS of a text file\n" * 4)
     table.loc[0, "path_DNA"] = str(fake)
     bad_index = tmp_path / "index.parquet"
-    table.to_parquet(bad_index)
+    write_index(table, bad_index)
     result = run("segment", bad_index, "--out", tmp_path / "labels.zarr")
-    assert result.exit_code == 1 and str(fake) in result.output.replace("\n", "")
+    assert result.exit_code == 1 and "1 of 3 fields failed" in result.output
+    assert str(fake) in result.output.replace("\n", "")
     assert "SECRET" not in result.output and "SECRET" not in (tmp_path / "labels.qc.csv").read_text()
 
 
@@ -387,6 +390,68 @@ def test_pipeline_yaml_tags_and_syntax(tmp_path):
     latin = tmp_path / "latin.yaml"
     latin.write_bytes(b"name: \xe9t\xe9\n")
     one_error(run("run", latin), str(latin), "UTF-8")
+
+
+# ----------------------------------------------------------------------------- corrupt files
+
+def test_truncated_h5ad_and_tiff_are_one_line(plate, labels, tmp_path):
+    import shutil
+
+    _, index = plate
+    assert run("extract", index, labels, "--out", tmp_path / "cells.zarr", "--size", 32).exit_code == 0
+    cells = tmp_path / "cells.h5ad"
+    truncated = tmp_path / "truncated.h5ad"
+    truncated.write_bytes(cells.read_bytes()[:3000])
+    one_error(run("profile", truncated, "--out", tmp_path / "w.h5ad"), str(truncated), "not a readable .h5ad")
+    one_error(run("evaluate", truncated), str(truncated), "not a readable .h5ad")
+    # a truncated TIFF inside `cellkit run`: the stage fails with the field and the reason, later stages never run
+    from cellkit.io import read_index, write_index
+
+    table = read_index(index)
+    tif = tmp_path / "cut.tif"
+    shutil.copy(table.loc[1, "path_DNA"], tif)
+    tif.write_bytes(tif.read_bytes()[:4000])
+    table.loc[1, "path_DNA"] = str(tif)
+    write_index(table, tmp_path / "ix.parquet")
+    spec = tmp_path / "p.yaml"
+    spec.write_text(f"name: t\noutput: {tmp_path / 'run'}\ninput:\n  index: {{path: {tmp_path / 'ix.parquet'}}}\n"
+                    "stages:\n  - segment: {backend: classical}\n  - extract: {size: 32}\n")
+    one_error(run("run", spec), "segmentation failed for 1 of 3 fields", table.loc[1, "field_id"], str(tif))
+    assert not (tmp_path / "run" / "cells.zarr").exists()
+
+
+@pytest.mark.slow
+def test_damaged_chunk_malicious_checkpoint_and_wrong_crop_size(plate, labels, tmp_path):
+    import pickle
+
+    _, index = plate
+    store = tmp_path / "cells.zarr"
+    assert run("extract", index, labels, "--out", store, "--size", 32).exit_code == 0
+    model = tmp_path / "model"
+    result = run("train", store, "--out", model, "--epochs", 1, "--batch-size", 2, "--width", 4)
+    assert result.exit_code == 0, result.output
+    assert run("embed", store, "-m", model, "--adata", tmp_path / "cells.h5ad").exit_code == 0
+    # a query crop of the wrong size is refused, not matched
+    np.save(tmp_path / "q.npy", np.zeros((3, 48, 48), np.uint16))
+    one_error(run("search", tmp_path / "cells.h5ad", "--crop", tmp_path / "q.npy", "--use-rep", "X_simclr"),
+              "48 x 48", "32 x 32")
+    # a checkpoint that would run code if unpickled
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (model / "checkpoint.pt").write_bytes(pickle.dumps({"model": Payload()}))
+    line = one_error(run("train", store, "--out", model, "--epochs", 2, "--batch-size", 2, "--width", 4, "--resume"),
+                     "checkpoint.pt", "nothing in it was run")
+    assert not marker.exists() and "weights_only" not in line
+    # a damaged chunk of the crops
+    chunk = next(p for p in (store / "images").rglob("*") if p.is_file() and p.name != "zarr.json")
+    data = bytearray(chunk.read_bytes())
+    data[16:200] = bytes(184)
+    chunk.write_bytes(bytes(data))
+    one_error(run("embed", store, "-m", model, "--adata", tmp_path / "cells.h5ad"), "damaged", str(store))
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -17,7 +17,6 @@ import time
 import traceback
 from pathlib import Path
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -47,13 +46,29 @@ def _write_log(err: BaseException) -> Path | None:
         return None
 
 
-def report(err: BaseException) -> int:
-    """Print ``err`` as one line (plus a hint line) on stderr; return the exit status."""
+def _stores_in(args: list[str]) -> list[str]:
+    """The command's arguments that are existing stores or AnnData files (to name a damaged one)."""
+    names = []
+    for arg in args:
+        try:
+            path = Path(arg)
+            if path.suffix in (".zarr", ".h5ad") and path.exists():
+                names.append(arg)
+        except (OSError, ValueError):
+            continue
+    return names
+
+
+def report(err: BaseException, args: list[str] | None = None) -> int:
+    """Print ``err`` as one line (plus a hint line) on stderr; return the exit status. ``args``:
+    the command line, to name the stores it reads when a damaged chunk gives no file name."""
     from ._common import console
 
     described = errors.describe(err)
     if described is not None:
         message, hint = described
+        if errors.is_corrupt(err) and _stores_in(args or []):
+            message += f" (this command reads {', '.join(_stores_in(args or []))})"
         console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
         if hint:
             console.print(f"  hint: {hint}", markup=False, highlight=False, soft_wrap=True)
@@ -67,18 +82,22 @@ def report(err: BaseException) -> int:
     return 2
 
 
+def _is_usage_error(err: BaseException) -> bool:
+    """Click's own errors (bad option, missing argument: typer shows them with the usage line)."""
+    return hasattr(err, "show") and hasattr(err, "exit_code")
+
+
 class HandledGroup(TyperGroup):
     """Typer group that routes exceptions from any command through `report`."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         set_debug(False)
+        args = [str(a) for a in (*getattr(ctx, "_protected_args", ()), *ctx.args)]
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, typer.Exit, SystemExit):
-            raise
-        except KeyboardInterrupt:
+        except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as err:  # noqa: BLE001 - the one place errors become messages
-            if _state["debug"] or errors.debug_requested():
+            if _state["debug"] or errors.debug_requested() or _is_usage_error(err):
                 raise
-            raise typer.Exit(report(err)) from None
+            raise typer.Exit(report(err, args)) from None

@@ -19,7 +19,14 @@ def open_rows(data):
 
     check_upstream(read_cellkit_uns(path), path)
     if path.suffix == ".h5ad":
-        backed = ad.read_h5ad(path, backed="r")
+        try:
+            backed = ad.read_h5ad(path, backed="r")
+        except (OSError, KeyError, ValueError) as err:
+            from ..errors import UnreadableFileError, reason
+
+            raise UnreadableFileError(f"{path} is not a readable .h5ad file ({reason(err)})",
+                                      "it may be truncated or damaged: write it again with the command that "
+                                      "made it") from None
         return backed, backed.obs, backed.var_names, (lambda key: backed.obsm[key]), backed.file.close
     import zarr
     from anndata.io import read_elem

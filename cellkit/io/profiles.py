@@ -147,7 +147,14 @@ def read_profiles(path: str | os.PathLike, **kwargs) -> ad.AnnData:
     if path.suffix == ".h5ad":
         from .provenance import check_upstream
 
-        adata = ad.read_h5ad(path)
+        try:
+            adata = ad.read_h5ad(path)
+        except (OSError, KeyError, ValueError) as err:
+            from ..errors import UnreadableFileError, reason
+
+            raise UnreadableFileError(f"{path} is not a readable .h5ad file ({reason(err)})",
+                                      "it may be truncated or damaged: write it again with the command that "
+                                      "made it") from None
         check_upstream(dict(adata.uns.get("cellkit", {})), path)
         return adata
     if path.suffix == ".zarr" or path.is_dir():

@@ -77,7 +77,14 @@ def load_checkpoint(model_dir) -> dict:
     path = Path(model_dir) / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"nothing to resume in {model_dir}: {CHECKPOINT} is missing")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for files that are not checkpoints
+        from ..errors import UnreadableFileError, weights_reason
+
+        raise UnreadableFileError(f"{path} is not a cellkit checkpoint: {weights_reason(err)}",
+                                  f"delete it and train again without --resume (or restore {CHECKPOINT} from "
+                                  "a copy you trust)") from None
 
 
 def load_model(model_dir, *, device: str | torch.device = "cpu", allow_incomplete: bool = False):

@@ -111,7 +111,9 @@ def model_architecture(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for non-weight files
-        raise ModelArchitectureError(f"{path} is not a readable Cellpose weight file: {err}") from None
+        from ..errors import weights_reason
+
+        raise ModelArchitectureError(f"{path} is not a readable Cellpose weight file: {weights_reason(err)}") from None
     if not isinstance(state, dict):
         raise ModelArchitectureError(f"{path} is not a Cellpose weight file (no state dict)")
     try:

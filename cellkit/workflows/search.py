@@ -91,9 +91,17 @@ def embed_crop_files(cells: ad.AnnData, crops: Sequence[str | os.PathLike], use_
     if use_rep == "X":
         raise ValueError(NO_MODEL_FOR_X)
     embedder, channels = recorded_embedder(cells, use_rep, model=model)
+    expected = (cells.uns.get("cellkit") or {}).get("crop_size")
     vectors, names = [], []
     for path in map(Path, crops):
         x = read_crops(str(path), len(channels))
+        if expected is not None and x.shape[-1] != int(expected):
+            from ..errors import CellkitError
+
+            raise CellkitError(f"crops {path} are {x.shape[-1]} x {x.shape[-1]} px, but the cells searched were "
+                               f"embedded from {int(expected)} x {int(expected)} px crops; neighbours would mean "
+                               "nothing", f"cut the query crops like the store's ({int(expected)} px, centred on "
+                               "the nucleus, channels in the store's order)")
         vectors.append(np.asarray(embedder(torch.from_numpy(x)), np.float32))
         names += [path.stem] if len(x) == 1 else [f"{path.stem}[{i}]" for i in range(len(x))]
     return np.concatenate(vectors), names, list(channels)

@@ -63,7 +63,10 @@ def input_stage(ctx: Context, kind: str, **options) -> None:
             index = index[index.plate.isin(options["plates"])].reset_index(drop=True)
             missing = set(options["plates"]) - set(index.plate)
             if missing:
-                raise ValueError(f"plates not in BBBC021: {sorted(missing)}")
+                from ..errors import CellkitError
+
+                raise CellkitError(f"input.bbbc021.plates: not in BBBC021: {sorted(missing)}",
+                                   "check the plate names (e.g. Week1_22123)")
         io.validate_index(index, root=root)
     elif kind == "omezarr":  # an OME-Zarr HCS plate (or a folder of them), read in place
         index = io.from_omezarr(options["path"])
@@ -145,7 +148,12 @@ def segment_stage(ctx: Context, backend: str = "classical", model: str | None = 
                        workers=ctx.workers or 1, scheduler=ctx.scheduler, progress=ctx.progress)
     failed = qc[qc.status != "ok"]
     if len(failed):
-        raise RuntimeError(f"segmentation failed for {len(failed)} fields, see {qc_path(labels)}")
+        from ..errors import CellkitError
+
+        first = failed.iloc[0]
+        raise CellkitError(f"segmentation failed for {len(failed)} of {len(qc)} fields (e.g. {first.field_id}: "
+                           f"{first.error}); see {qc_path(labels)}",
+                           "fix or remove those images, then run the pipeline again (finished fields are kept)")
     ctx.log(f"segment: {int(qc.n_cells.sum())} cells in {len(qc)} fields")
 
 
