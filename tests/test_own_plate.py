@@ -36,7 +36,7 @@ HUMAN = [
     "--channel 0=DNA --channel 1=PH3 --channel 2=Cells --out out/index.parquet",
     "cellkit segment out/index.parquet --out out/labels.zarr --nuclei-channel DNA --cell-channels Cells",
     "cellkit extract out/index.parquet out/labels.zarr --out out/cells.zarr --size 48",
-    "cellkit profile out/cells.h5ad --out out/wells.h5ad --normalize none --no-select",
+    "cellkit profile out/cells.h5ad --out out/wells.h5ad --preset none",
 ]
 NUCLEI_ONLY = [
     "cellkit index plate/ --pattern '{plate}_{well}_s{site}_w{channel}*.tif' --channel 1=DAPI "
@@ -304,3 +304,11 @@ def test_progress_and_pipeline_roles(tmp_path, monkeypatch):
     attrs = zarr.open_group(str(tmp_path / "run" / "labels.zarr"), mode="r").attrs["segmentation"]
     assert attrs["nuclear_channel"] == "Hoechst" and attrs["cells_from"] == "nuclei expanded by 4 px"
     assert len(ck.io.read_cells(tmp_path / "run" / "cells.zarr")[2]) > 5
+
+
+def test_evaluate_without_labels_says_what_is_missing(human):
+    work, _ = human
+    result = runner.invoke(app, ["evaluate", str(work / "out/wells.h5ad"), "--out-dir", str(work / "ev")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert "'moa'" in text and "--metadata" in text

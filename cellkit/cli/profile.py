@@ -195,6 +195,12 @@ def evaluate(
     options = dict(normalize=normalize, clip=clip, select=select, spherize=spherize, epsilon=epsilon, l2=l2,
                    treatment_func=treatment_func)
     adata = _load_profiles(profiles, metadata, bbbc021_image, bbbc021_moa, metadata_cols)
+    for column, what in ((label, "label (MOA)"), (compound, "compound")):
+        if column not in adata.obs or adata.obs[column].isna().all():
+            state = "no column" if column not in adata.obs else "a column with no values"
+            fail(f"cannot score {profiles}: it has {state} {column!r}, and the MOA scores need a {what} per "
+                 "profile. Add compound / concentration / moa to the plate index (`cellkit index ... --metadata "
+                 "FILE`) and rerun extract and profile, or name another obs column with --label / --compound")
     done = processed_by_cellkit(adata)
     if done and preset == "default" and correct == "none" and all(v is None for v in options.values()):
         console.print(f"input already processed by cellkit ({', '.join(done)}): scored as is (--preset none)")
