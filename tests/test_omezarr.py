@@ -220,6 +220,56 @@ def test_ome_zarr_py_reads_export(tiff_run, exported):
         np.testing.assert_array_equal(np.asarray(node.data[0]), truth)
 
 
+def test_labels_in_place_into_an_indexed_plate(tiff_run, tmp_path):
+    """Segment an OME-Zarr plate read in place, then add the labels to that same plate."""
+    import ngio
+
+    from cellkit.segment import get_segmenter, segment_plate
+
+    _, index = tiff_run
+    write_plate(index.head(2), tmp_path / "z", levels=0)
+    result = runner.invoke(app, ["index", str(tmp_path / "z"), "-o", str(tmp_path / "index.parquet")])
+    assert result.exit_code == 0, result.output
+    segment_plate(read_index(tmp_path / "index.parquet"), tmp_path / "labels.zarr", get_segmenter("classical"))
+    args = ["export", str(tmp_path / "labels.zarr"), "--format", "ome-zarr", "--in-place"]
+    for _ in range(2):  # the second run finds every field complete
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    assert "labels written now for 0" in " ".join(result.output.split())
+    for field_id, site in zip(index.head(2)["field_id"], ("1", "2")):
+        container = ngio.open_ome_zarr_container(str(tmp_path / "z" / "Week1_10001.ome.zarr" / "B" / "02" / site))
+        assert sorted(container.list_labels()) == ["cells", "nuclei"]
+        np.testing.assert_array_equal(container.get_label("cells").get_as_numpy(),
+                                      read_field_labels(tmp_path / "labels.zarr", field_id)[1])
+    # a label image cellkit did not write is never replaced
+    foreign = tmp_path / "z" / "Week1_10001.ome.zarr" / "B" / "02" / "1" / "labels" / "nuclei"
+    attrs = zarr.open_group(str(foreign), mode="a").attrs
+    del attrs["cellkit"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "was not written by cellkit" in " ".join(result.output.split())
+    result = runner.invoke(app, ["export", str(tmp_path / "labels.zarr"), "--format", "ome-zarr", "--in-place",
+                                 "--index", str(tiff_run[0] / "index.parquet")])
+    assert result.exit_code == 1 and "only into OME-Zarr plates" in " ".join(result.output.split())
+
+
+def test_damaged_plate_is_reported(tiff_run, tmp_path):
+    from cellkit.io import ImageReadError
+
+    _, index = tiff_run
+    write_plate(index.head(2), tmp_path / "z", levels=0)
+    back = from_omezarr(tmp_path / "z")
+    field = tmp_path / "z" / "Week1_10001.ome.zarr" / "B" / "02"
+    chunk = sorted(p for p in (field / "1" / "0").rglob("*") if p.is_file() and p.name != "zarr.json")[0]
+    chunk.write_bytes(b"garbage")
+    with pytest.raises(ImageReadError, match=r"cannot read image .*B/02/1#c="):
+        read_field(back.loc[0])
+    import shutil
+
+    shutil.rmtree(field / "2")
+    with pytest.raises(PlateIndexError, match="field B/02/2: no OME-Zarr image group"):
+        from_omezarr(tmp_path / "z")
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="row letters"):
         split_well("12")

@@ -15,21 +15,27 @@ FORMATS = ("parquet", "csv", "ome-zarr")
 def export(
     source: Path = typer.Argument(..., help="parquet/csv: AnnData (.h5ad or .zarr AnnData folder). ome-zarr: "
                                             "a label store (labels.zarr) or a run folder holding one."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output table, or (ome-zarr) folder for <plate>.ome.zarr."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output table, or (ome-zarr) folder for <plate>.ome.zarr."),
     format: str = typer.Option("parquet", "--format", "-f", help=f"One of {', '.join(FORMATS)}."),
     embeddings: str = typer.Option("all", help="parquet/csv: obsm embeddings to add as <rep>_0..n columns: "
                                                "'all', 'none', or keys separated by commas (X_simclr,...)."),
     features: bool = typer.Option(True, "--features/--no-features", help="parquet/csv: include the X features."),
     index: Path = typer.Option(None, help="ome-zarr: plate index (default: index.parquet beside the labels)."),
     levels: int = typer.Option(None, min=0, max=8, help="ome-zarr: downsampled pyramid levels (default: auto)."),
+    in_place: bool = typer.Option(False, "--in-place", help="ome-zarr: add the labels to the OME-Zarr plates the "
+                                                            "index was built from (no --out, images not copied)."),
 ):
     """Export a run: ``Metadata_<column>`` + features + embeddings table, or OME-Zarr images with NGFF labels."""
     if format not in FORMATS:
         fail(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if not source.exists():
         fail(f"{source} does not exist")
+    if in_place and format != "ome-zarr":
+        fail("--in-place goes with --format ome-zarr")
+    if (out is None) != in_place:
+        fail("--in-place writes into the indexed plates and takes no --out" if in_place else "give --out")
     if format == "ome-zarr":
-        _export_omezarr(source, out, index, levels)
+        _export_omezarr(source, out, index, levels, in_place)
     else:
         _export_table(source, out, format, embeddings, features)
 
@@ -64,10 +70,10 @@ def _export_table(source: Path, out: Path, format: str, embeddings: str, feature
                   f"embedding columns ({', '.join(keys) or 'no embeddings'}) -> {out}")
 
 
-def _export_omezarr(source: Path, out: Path, index: Path | None, levels: int | None) -> None:
+def _export_omezarr(source: Path, out: Path | None, index: Path | None, levels: int | None, in_place: bool) -> None:
     from ..io import PlateIndexError, read_index
     from ..io.labels import open_labels
-    from ..io.omezarr_write import write_plate
+    from ..io.omezarr_write import write_labels_in_place, write_plate
 
     labels = source / "labels.zarr" if (source / "labels.zarr").is_dir() else source
     index = index or labels.parent / "index.parquet"
@@ -78,10 +84,20 @@ def _export_omezarr(source: Path, out: Path, index: Path | None, levels: int | N
         plate_index = read_index(index, check_files=True)
     except (ValueError, FileNotFoundError, PlateIndexError) as err:
         fail(str(err))
-    with progress_bar("writing OME-Zarr fields", total=len(plate_index)) as update:
-        summary = write_plate(plate_index, out, labels=labels, levels=levels, progress=update)
-    console.print(f"{summary['fields']} fields in {len(summary['plates'])} plate(s): {summary['written']} fields "
-                  f"written, {summary['labels_written']} with labels now -> {out}")
+    try:
+        with progress_bar("writing OME-Zarr fields", total=len(plate_index)) as update:
+            if in_place:
+                summary = write_labels_in_place(plate_index, labels, progress=update)
+            else:
+                summary = write_plate(plate_index, out, labels=labels, levels=levels, progress=update)
+    except ValueError as err:
+        fail(str(err))
+    if in_place:
+        console.print(f"{summary['fields']} fields: labels written now for {summary['labels_written']}, "
+                      f"in the plates of {index}")
+    else:
+        console.print(f"{summary['fields']} fields in {len(summary['plates'])} plate(s): {summary['written']} "
+                      f"fields written, {summary['labels_written']} with labels now -> {out}")
     if summary["no_labels"]:
         console.print(f"[yellow]warning:[/] {len(summary['no_labels'])} field(s) have no complete labels in "
                       f"{labels} (failed segmentation?), e.g. {summary['no_labels'][0]}", highlight=False)

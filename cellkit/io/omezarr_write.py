@@ -176,3 +176,58 @@ def _write_field_labels(path: str, labels_path, field_id: str) -> bool:
         label.set_array(data.astype(np.uint32))
         label.consolidate(mode="auto")  # the pyramid (nearest neighbour for labels)
     return True
+
+
+def write_labels_in_place(index: pd.DataFrame, labels: str | os.PathLike, *, progress=None) -> dict:
+    """Add ``labels/{nuclei,cells}`` to the fields of the OME-Zarr plates an index was built from.
+
+    Every ``path_<channel>`` of ``index`` must be a plane reference (`cellkit.io.omezarr`). A label
+    image of those names that cellkit did not write is never replaced (ValueError naming it).
+    Resumable: a field's ``cellkit.labels_complete`` attribute is written last; a rerun from the
+    same label store skips complete fields.
+
+    Returns ``{"fields": n, "labels_written": n_written, "no_labels": [field_ids]}``.
+    """
+    import zarr
+
+    from .omezarr import parse_ref
+
+    index = index.reset_index(drop=True)
+    column = f"path_{channels_of(index)[0]}"
+    refs = [parse_ref(str(p)) for p in index[column]]
+    if not all(refs):
+        raise ValueError("labels can be written in place only into OME-Zarr plates: this plate index points "
+                         f"to other files (e.g. {index.loc[refs.index(None), column]})")
+    source = str(Path(labels).resolve())
+    for (group, _), field_id in zip(refs, index["field_id"]):  # check everything before writing anything
+        for name in ("nuclei", "cells"):
+            label = Path(group) / "labels" / name
+            if label.is_dir() and "cellkit" not in _attrs(label):
+                raise ValueError(f"{label} exists and was not written by cellkit; it is not replaced "
+                                 f"(field {field_id})")
+    report = progress or (lambda n, t: None)
+    summary = {"fields": len(index), "labels_written": 0, "no_labels": []}
+    for done, ((group, _), field_id) in enumerate(zip(refs, index["field_id"]), start=1):
+        node = zarr.open_group(group, mode="a")
+        marks = dict(node.attrs.get("cellkit", {}))
+        if not (marks.get("labels_complete") and marks.get("labels_source") == source):
+            node.attrs["cellkit"] = {**marks, "labels_complete": False}
+            if _write_field_labels(group, labels, field_id):
+                for name in ("nuclei", "cells"):
+                    zarr.open_group(f"{group}/labels/{name}", mode="a").attrs["cellkit"] = {"field_id": field_id,
+                                                                                         "source": source}
+                node.attrs["cellkit"] = {**marks, "labels_complete": True, "labels_source": source}
+                summary["labels_written"] += 1
+            else:
+                summary["no_labels"].append(field_id)
+        report(done, len(index))
+    return summary
+
+
+def _attrs(path: Path) -> dict:
+    import zarr
+
+    try:
+        return dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:  # not a group: treated as foreign
+        return {}
