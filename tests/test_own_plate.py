@@ -312,3 +312,29 @@ def test_evaluate_without_labels_says_what_is_missing(human):
     assert result.exit_code == 1 and "Traceback" not in result.output
     text = " ".join(result.output.split())
     assert "'moa'" in text and "--metadata" in text
+
+
+def test_pipeline_warnings_go_to_the_log(tmp_path):
+    import warnings
+
+    from cellkit.workflows.pipeline import run_pipeline
+    from cellkit.workflows.stages import register_stage
+
+    @register_stage("warn_test", outputs=["warned.txt"])
+    def _warn(ctx):
+        for k in range(5):
+            warnings.warn(f"feature {k} has zero spread", RuntimeWarning)
+        warnings.warn("a library detail", UserWarning)
+        (ctx.out / "warned.txt").write_text("ok")
+
+    src = real_path("cellprofiler_examples", "ExampleHuman")
+    crop_copy(sorted(src.glob("*d0.tif")), tmp_path / "images", box=(slice(0, 64), slice(0, 64)))
+    index = ck.io.from_pattern(tmp_path / "images", "AS_09125_{plate}_{well}f{site}d{channel}.tif", channels={"0": "DNA"})
+    ck.io.write_index(index, tmp_path / "index.parquet")
+    screen = []
+    run_pipeline({"input": {"index": {"path": str(tmp_path / "index.parquet")}}, "output": str(tmp_path / "run"),
+                  "stages": ["warn_test"]}, log=screen.append)
+    said = [m for m in screen if "warning(s)" in m]
+    assert said == ["warn_test: 6 warning(s) (5 RuntimeWarning, 1 UserWarning) written to pipeline.log"]
+    log = (tmp_path / "run" / "pipeline.log").read_text()
+    assert log.count("warn_test: warning RuntimeWarning: feature") == 5 and "a library detail" in log

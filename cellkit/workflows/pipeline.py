@@ -25,6 +25,8 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -86,6 +88,20 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps([__version__, *parts], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _log_warnings(stage: str, caught: list, logfile, log: Callable[[str], None]) -> None:
+    """Write a stage's warnings (library UserWarnings, zero-spread features, ...) to the log file, one line
+    each, and say once on screen how many there were, by kind."""
+    if not caught:
+        return
+    for w in caught:
+        logfile.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage}: warning {w.category.__name__}: "
+                      f"{' '.join(str(w.message).split())} ({w.filename}:{w.lineno})\n")
+    logfile.flush()
+    kinds = Counter(w.category.__name__ for w in caught)
+    log(f"{stage}: {len(caught)} warning(s) ({', '.join(f'{n} {k}' for k, n in kinds.most_common())}) "
+        f"written to {Path(logfile.name).name}")
+
+
 def run_pipeline(spec: dict, *, out=None, scheduler: str | None = None, workers: int | None = None,
                  log: Callable[[str], None] = print, progress=None) -> dict[str, Path]:
     """Run a pipeline spec (see `load_pipeline`); returns output name -> path.
@@ -133,7 +149,12 @@ def run_pipeline(spec: dict, *, out=None, scheduler: str | None = None, workers:
                 state_path.write_text(json.dumps(state, indent=2))
                 started = time.time()
                 say(f"{name}: running {options}")
-                stage.run(ctx, **{k: v for k, v in options.items() if not k.startswith("_")})
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        stage.run(ctx, **{k: v for k, v in options.items() if not k.startswith("_")})
+                    finally:
+                        _log_warnings(name, caught, logfile, log)
                 state[name] = {"key": key, "complete": True, "seconds": round(time.time() - started, 2)}
                 state_path.write_text(json.dumps(state, indent=2))
                 say(f"{name}: done in {state[name]['seconds']} s")
