@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import StoreLockedError
+from .errors import OutputPathError, StoreLockedError
 
 
 def lock_path(path: str | os.PathLike) -> Path:
@@ -31,6 +31,10 @@ def output_lock(path: str | os.PathLike, wait: float | None = None):
     if wait is None:
         wait = float(os.environ.get("CELLKIT_LOCK_WAIT", "0") or 0)
     lock = lock_path(path)
+    for parent in (lock.parent, *lock.parent.parents):
+        if parent.exists() and not parent.is_dir():
+            raise OutputPathError(f"{parent} is a file, but the output {Path(path)} needs it to be a folder",
+                                  "choose another output path")
     lock.parent.mkdir(parents=True, exist_ok=True)
     handle = open(lock, "a+")
     try:

@@ -288,6 +288,7 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
     StoreLockedError
         Another run is writing ``out`` (`cellkit._lock`).
     """
+    _check_writable(Path(out).resolve())  # before taking the lock beside it
     with output_lock(Path(out)):
         return _extract(index, labels, out, size=size, border=border, mask_neighbors=mask_neighbors, measure=measure,
                         adata=adata, workers=workers, processes=processes, scheduler=scheduler,
