@@ -33,8 +33,14 @@ TIMEOUT = 120  # seconds per cell
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory) -> Path:
+    """The demo run in one folder, then moved: the notebooks (kernel in notebooks/) open the moved copy,
+    as a user who moves an output folder would (image paths resolve from the index file's folder)."""
+    import shutil
+
+    built = tmp_path_factory.mktemp("notebooks_built") / "demo_out"
+    run_demo(built, CONFIG, log=lambda message: None, workers=1)
     out = tmp_path_factory.mktemp("notebooks") / "demo_out"
-    run_demo(out, CONFIG, log=lambda message: None, workers=1)
+    shutil.move(str(built), str(out))
     return out
 
 

@@ -190,6 +190,7 @@ def test_moved_output_folder(tmp_path, monkeypatch):
     run("cellkit index images --pattern 'AS_09125_{plate}_{well}f{site}d{channel}.tif' --channel 0=DNA "
         "--channel 2=Cells --out index.parquet")
     run("cellkit segment index.parquet --out labels.zarr")
+    run("cellkit extract index.parquet labels.zarr --out cells.zarr --size 32")
     stored = pq.read_table("index.parquet").column("path_DNA").to_pylist()
     assert stored == ["images/AS_09125_050116030001_D03f00d0.tif"]
     shutil.move(str(tmp_path / "run"), str(tmp_path / "moved"))
@@ -199,8 +200,11 @@ def test_moved_output_folder(tmp_path, monkeypatch):
     index = ck.io.read_index(tmp_path / "moved" / "index.parquet", check_files=True)
     assert Path(index.path_DNA[0]).is_file()
     run(f"cellkit extract {tmp_path / 'moved/index.parquet'} {tmp_path / 'moved/labels.zarr'} "
-        f"--out {tmp_path / 'moved/cells.zarr'} --no-features --size 32")
-    assert len(ck.io.read_cells(tmp_path / "moved/cells.zarr")[2]) > 5
+        f"--out {tmp_path / 'moved/crops.zarr'} --no-features --size 32")
+    assert len(ck.io.read_cells(tmp_path / "moved/crops.zarr")[2]) > 5
+    # the moved cells.h5ad / cells.zarr open and profile from here
+    run("cellkit profile ../moved/cells.h5ad --out wells.h5ad --preset none")
+    assert len(ck.io.read_cells("../moved/cells.zarr")[2]) == ad.read_h5ad("../moved/cells.h5ad").n_obs
 
 
 def test_index_metadata_optional_and_joined(tmp_path):
