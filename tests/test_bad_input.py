@@ -335,6 +335,11 @@ def test_a_second_run_into_the_same_store_refuses_or_waits(plate, labels, tmp_pa
         assert not store.exists()
         one_error(run("segment", index, "--out", tmp_path / "l.zarr"), "l.zarr", "another cellkit run")
         assert not (tmp_path / "l.zarr").exists()
+    spec = tmp_path / "p.yaml"
+    spec.write_text(f"output: {tmp_path / 'run'}\ninput:\n  index: {{path: {index}}}\nstages: [segment]\n")
+    with output_lock(tmp_path / "run"):  # one `cellkit run` per output folder
+        one_error(run("run", spec), "run is being written by another cellkit run")
+        assert not (tmp_path / "run" / "index.parquet").exists()
     # with CELLKIT_LOCK_WAIT the second run waits for the first, then finds the store complete
     assert run("extract", index, labels, "--out", store, "--no-features").exit_code == 0
     monkeypatch.setenv("CELLKIT_LOCK_WAIT", "30")

@@ -33,6 +33,7 @@ from typing import Callable
 import yaml
 
 from .. import __version__
+from .._lock import output_lock
 from ..errors import CellkitError
 from .schema import validate_spec
 from .stages import STAGES, Context
@@ -112,6 +113,11 @@ def run_pipeline(spec: dict, *, out=None, scheduler: str | None = None, workers:
     spec = check_pipeline(spec)
     out = Path(out or spec["output"])
     out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):  # one run per output folder (a second refuses, or waits with CELLKIT_LOCK_WAIT)
+        return _run(spec, out, scheduler, workers, log, progress)
+
+
+def _run(spec: dict, out: Path, scheduler, workers, log, progress) -> dict[str, Path]:
     state_path = out / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     logfile = open(out / "pipeline.log", "a")
