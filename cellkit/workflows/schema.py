@@ -15,6 +15,8 @@ import inspect
 import typing
 from dataclasses import fields as dataclass_fields
 
+from ..extract.plan import BORDER_POLICIES
+
 TOP_LEVEL = {"name", "description", "output", "input", "stages"}
 
 
@@ -27,7 +29,7 @@ RANGES = {
     ("segment", "diameter"): ((lambda v: v is None or v == "auto" or (not isinstance(v, str) and v > 0)),
                               "a positive number of pixels or 'auto'"),
     ("extract", "size"): ((lambda v: v >= 2), "an integer >= 2"),
-    ("extract", "border"): _choices("drop", "pad"),
+    ("extract", "border"): _choices(*BORDER_POLICIES),
     ("profile", "max_cluster_cells"): ((lambda v: v >= 1), "an integer >= 1"),
     ("qc", "blur_z"): ((lambda v: v > 0), "a number > 0"),
     ("qc", "saturated"): ((lambda v: 0 <= v <= 1), "a fraction in [0, 1]"),
