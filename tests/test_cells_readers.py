@@ -94,3 +94,37 @@ def test_write_obs_accepts_categoricals(tmp_path):
                 channels=["DNA"])
     back = read_cells(tmp_path / "c.zarr")[2]
     assert list(back["moa"]) == ["x", None] and list(back["dose"]) == [1.0, 2.0]
+
+
+def test_example_cells_share_one_scale_per_channel_with_key_and_scale_bar(tmp_path):
+    import matplotlib.pyplot as plt
+
+    import cellkit as ck
+
+    # two groups of cells, uniform crops: group "dim" at 1000 counts, "bright" at 4000 (DNA only)
+    images = np.zeros((8, 2, 16, 16), np.uint16)
+    images[:4, 0], images[4:, 0] = 1000, 4000
+    images[:, 1] = np.random.default_rng(0).integers(0, 100, (8, 16, 16))
+    obs = pd.DataFrame({"cell_id": [f"c{i}" for i in range(8)], "moa": ["dim"] * 4 + ["bright"] * 4})
+    store = write_cells(tmp_path / "cells.zarr", images, np.ones((8, 2, 16, 16), bool), obs, channels=["DNA", "Actin"])
+    fig = ck.pl.example_cells(store, groupby="moa", n_per_group=4)
+    sheet = fig.axes[0].images[0].get_array()
+    rows = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    blue = {name: sheet[k * 18:k * 18 + 16, :, 2].mean() for k, name in enumerate(rows)}
+    assert blue["bright"] > 2 * blue["dim"]  # one scale for all cells: the dim cells stay dim
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["DNA (blue)", "Actin (red)"]
+    assert any(t.get_text().endswith(" px") for t in fig.axes[0].texts)  # no pixel size known: bar in pixels
+    plt.close(fig)
+    fig = ck.pl.example_cells(store, groupby="moa", n_per_group=2, pixel_size=0.65)
+    assert any(t.get_text().endswith(" µm") for t in fig.axes[0].texts)
+    plt.close(fig)
+
+
+def test_importing_pl_leaves_the_backend_alone():
+    import subprocess
+    import sys
+
+    code = "import matplotlib; matplotlib.use('ps'); import cellkit.pl; print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "ps"

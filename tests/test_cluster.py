@@ -36,3 +36,24 @@ def test_use_rep_x_means_x():
         ck.get.get_rep(a, "X_nope")
     hits = ck.tl.search(a, a.obs_names[0], use_rep=None, k=3)
     assert hits.equals(ck.tl.search(a, a.obs_names[0], use_rep="X", k=3))
+
+
+def test_umap_grid_legends_order_and_title():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    a = _blobs()
+    a.obs["compound"] = pd.Categorical([f"c{i % 25}" for i in range(a.n_obs)])  # 25 > the 20 colours
+    a.obs["dose"] = np.arange(a.n_obs, dtype=float)
+    ck.tl.cluster(a, n_neighbors=10)
+    fig = ck.pl.umap(a, color=["leiden", "compound", "dose"])
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(shown) == 3 and fig.axes[0].get_position().y0 > fig.axes[2].get_position().y1  # a 2-column grid
+    order = [t.get_text() for t in shown[0].get_legend().get_texts()]
+    assert order == sorted(order, key=int) and len(order) >= 11
+    assert shown[1].get_legend() is None and "too many for a legend" in shown[1].texts[0].get_text()
+    assert fig._suptitle.get_text().startswith("UMAP of PCA of X (") and "cells" in fig._suptitle.get_text()
+    plt.close(fig)

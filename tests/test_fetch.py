@@ -72,13 +72,13 @@ def test_fetch_plate_and_resume(server, tmp_path):
     part = tmp_path / "zips" / (plate_zip_name("Week1_22123") + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(zip_bytes[:100])
-    fetch_bbbc021(tmp_path, plates=["Week1_22123"], base_url=url, log=lambda m: None)
+    fetch_bbbc021(tmp_path, plates=["Week1_22123"], base_url=url)
     assert (tmp_path / "Week1" / "Week1_22123" / "a_w2.tif").read_bytes() == b"tiff bytes of a_w2.tif"
     assert ("BBBC021_v1_images_Week1_22123.zip", "bytes=100-") in handler.requests
     assert not (tmp_path / "zips" / plate_zip_name("Week1_22123")).exists()
     # a second run downloads nothing more
     n = len(handler.requests)
-    fetch_bbbc021(tmp_path, plates=["Week1_22123"], base_url=url, log=lambda m: None)
+    fetch_bbbc021(tmp_path, plates=["Week1_22123"], base_url=url)
     assert len(handler.requests) == n
 
 
@@ -98,10 +98,10 @@ def test_unknown_plate_and_corrupt_zip(server, tmp_path):
     url, handler = server
     handler.files = _bbbc021_files()
     with pytest.raises(FetchError, match="unknown plates"):
-        fetch_bbbc021(tmp_path, plates=["Week9_nope"], base_url=url, log=lambda m: None)
+        fetch_bbbc021(tmp_path, plates=["Week9_nope"], base_url=url)
     handler.files[plate_zip_name("Week2_1")] = b"not a zip at all"
     with pytest.raises(FetchError, match="not a valid zip"):
-        fetch_bbbc021(tmp_path, plates=["Week2_1"], base_url=url, log=lambda m: None)
+        fetch_bbbc021(tmp_path, plates=["Week2_1"], base_url=url)
     assert not (tmp_path / "Week2" / "Week2_1").exists()
 
 

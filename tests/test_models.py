@@ -291,7 +291,7 @@ def test_embed_stage(store, tmp_path):
 
     (tmp_path / "cells.zarr").symlink_to(store)
     obs_adata(store).write_h5ad(tmp_path / "cells.h5ad")
-    ctx = Context(out=tmp_path, log=lambda m: None)
+    ctx = Context(out=tmp_path)
     embed_stage(ctx, methods=["simclr", "pixel_pca"], config=TINY)
     adata = ad.read_h5ad(tmp_path / "cells.h5ad")
     assert {"X_simclr", "X_pixel_pca"} <= set(adata.obsm) and "X_pca" not in adata.obsm

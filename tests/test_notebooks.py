@@ -38,7 +38,7 @@ def demo_out(tmp_path_factory) -> Path:
     import shutil
 
     built = tmp_path_factory.mktemp("notebooks_built") / "demo_out"
-    run_demo(built, CONFIG, log=lambda message: None, workers=1)
+    run_demo(built, CONFIG, workers=1)
     out = tmp_path_factory.mktemp("notebooks") / "demo_out"
     shutil.move(str(built), str(out))
     return out

@@ -30,13 +30,13 @@ def spec():
 
 def test_skip_rerun_and_option_change(tmp_path, spec):
     CALLS.clear()
-    outputs = run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    outputs = run_pipeline(spec, out=tmp_path)
     n_fields = len(plate_layout(SMALL))
     assert json.loads(outputs["count"].read_text())["n"] == 2 * n_fields
-    run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    run_pipeline(spec, out=tmp_path)
     assert CALLS == [2]  # second run skipped everything
     spec["stages"] = [{"count_cells_test": {"factor": 3}}]
-    run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    run_pipeline(spec, out=tmp_path)
     assert CALLS == [2, 3] and json.loads((tmp_path / "count.json").read_text())["n"] == 3 * n_fields
     log = (tmp_path / "pipeline.log").read_text()
     assert "up to date, skipped" in log and "options changed" in log
@@ -46,11 +46,11 @@ def test_skip_rerun_and_option_change(tmp_path, spec):
 
 def test_interrupted_stage_runs_again(tmp_path, spec):
     CALLS.clear()
-    run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    run_pipeline(spec, out=tmp_path)
     state = json.loads((tmp_path / "pipeline_state.json").read_text())
     state["count_cells_test"]["complete"] = False  # as if killed during the stage
     (tmp_path / "pipeline_state.json").write_text(json.dumps(state))
-    run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    run_pipeline(spec, out=tmp_path)
     assert CALLS == [2, 2]
 
 
@@ -96,7 +96,7 @@ def test_qc_and_illumination_stages_feed_the_next_stage(tmp_path, spec):
     import tifffile
 
     spec["stages"] = [{"qc": {"exclude": True}}, {"illumination": {}}, {"read_index_test": {}}]
-    run_pipeline(spec, out=tmp_path, log=lambda m: None)
+    run_pipeline(spec, out=tmp_path)
     qc = pd.read_csv(tmp_path / "qc" / "qc.csv")
     n_fields = len(plate_layout(SMALL))
     assert qc.field_id.nunique() == n_fields and (tmp_path / "qc" / "qc_plate_map.png").exists()
@@ -107,3 +107,16 @@ def test_qc_and_illumination_stages_feed_the_next_stage(tmp_path, spec):
     flat = tifffile.imread(next((tmp_path / "illumination").glob("*.tif")))
     assert flat.shape[0] == 3 and np.isclose(flat[0].mean(), 1, atol=1e-3)
     assert (tmp_path / "illumination" / "illumination.png").exists()
+
+
+def test_messages_go_to_the_cellkit_logger_and_pipeline_log(tmp_path, spec, caplog):
+    import logging
+
+    CALLS.clear()
+    with caplog.at_level(logging.INFO, logger="cellkit"):
+        run_pipeline(spec, out=tmp_path)
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("cellkit")]
+    assert any(m.startswith("input: running") for m in said) and any("done in" in m for m in said)
+    written = (tmp_path / "pipeline.log").read_text().splitlines()
+    assert len(written) == len(said) and written[0].endswith(said[0])  # time-stamped copies
+    assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("cellkit").handlers)

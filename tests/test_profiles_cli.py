@@ -108,7 +108,7 @@ def test_demo_profiles_and_plots(cells_h5ad, tmp_path):
     obs = obs.astype({c: str for c in obs.columns if isinstance(obs[c].dtype, pd.CategoricalDtype)})
     store = write_cells(tmp_path / "cells.zarr", images, masks, obs,
                         channels=["DNA", "Tubulin", "Actin"])
-    outputs = demo_profiles(cells_h5ad, tmp_path / "profiles", cells_zarr=store, log=lambda *_: None)
+    outputs = demo_profiles(cells_h5ad, tmp_path / "profiles", cells_zarr=store)
     scores = json.loads((outputs["evaluation"] / "scores.json").read_text())
     assert scores["NSC"] >= 0.85
     clustered = ad.read_h5ad(outputs["cells_clustered"])
@@ -130,7 +130,9 @@ def test_demo_profiles_and_plots(cells_h5ad, tmp_path):
         assert (outputs["figures"] / name).stat().st_size > 1000, name
     # plots return figures and refuse missing inputs clearly
     fig = ck.pl.example_cells(store, groupby="leiden", obs=clustered.obs, n_per_group=3)
-    assert len(fig.axes) == 3 * clustered.obs["leiden"].nunique()
+    n_clusters = clustered.obs["leiden"].nunique()
+    assert fig.axes[0].images[0].get_array().shape[:2] == (n_clusters * 18, 3 * 18)  # a row of 3 per cluster
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [str(k) for k in range(n_clusters)]
     with pytest.raises(KeyError, match="obsm has no 'X_tsne'"):
         ck.pl.umap(clustered, basis="X_tsne")
 

@@ -10,6 +10,8 @@ import importlib
 import typer
 
 from .. import __version__
+from .._logging import to_console
+from ._common import console
 from ._errors import HandledGroup, set_debug
 
 app = typer.Typer(help="cellkit: image-based drug profiling.", no_args_is_help=True, add_completion=False,
@@ -33,6 +35,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
                                                              "(also CELLKIT_DEBUG=1).")):
     """cellkit: image-based drug profiling."""
     set_debug(debug)
+    to_console(lambda message: console.print(message, highlight=False))
 
 
 for _name in COMMAND_MODULES:

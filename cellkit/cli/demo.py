@@ -17,7 +17,7 @@ def demo(out: Path = typer.Argument(Path("demo_out"), help="Output folder."),
 
     from ..workflows import demo as demo_module
 
-    outputs = demo_module.run_demo(out, replace(demo_module.DEMO_CONFIG, seed=seed), log=console.print,
+    outputs = demo_module.run_demo(out, replace(demo_module.DEMO_CONFIG, seed=seed),
                                    workers=workers, progress="rich")
     console.print("[bold]outputs[/]")
     for name, path in outputs.items():

@@ -22,7 +22,7 @@ def fetch(dataset: str = typer.Argument(..., help="Dataset name: bbbc021."),
     try:
         with progress_bar("downloading") as update:
             fetch_bbbc021(out, plates=plates or None, base_url=base_url or BASE_URL, keep_zips=keep_zips,
-                          log=console.print, progress=update)
+                          progress=update)
     except FetchError as err:
         fail(str(err))
     console.print(f"BBBC021 in {out}; index it with: cellkit index {out}/BBBC021_v1_image.csv "

@@ -19,6 +19,10 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
+from .._logging import get_logger
+
+logger = get_logger(__name__)
+
 BASE_URL = "https://data.broadinstitute.org/bbbc/BBBC021/"
 METADATA_FILES = ["BBBC021_v1_image.csv", "BBBC021_v1_compound.csv", "BBBC021_v1_moa.csv"]
 CHUNK = 1 << 20
@@ -104,11 +108,11 @@ def _unpack_plate(zip_path: Path, out: Path, plate: str) -> None:
 
 
 def fetch_bbbc021(out: str | os.PathLike, *, plates: Iterable[str] | None = None, base_url: str = BASE_URL,
-                  keep_zips: bool = False, log: Callable[[str], None] = print,
-                  progress: Callable[[int, int | None], None] | None = None) -> Path:
+                  keep_zips: bool = False, progress: Callable[[int, int | None], None] | None = None) -> Path:
     """Download BBBC021 metadata and the images of ``plates`` (default: all 55) into ``out``.
 
-    Plates already unpacked are skipped; interrupted downloads resume. Returns ``out``.
+    Plates already unpacked are skipped; interrupted downloads resume. Returns ``out``. Each plate is
+    logged to ``logging.getLogger("cellkit")``; ``progress(bytes_done, bytes_total)`` per download.
     """
     out = Path(out)
     base_url = base_url.rstrip("/") + "/"
@@ -122,9 +126,9 @@ def fetch_bbbc021(out: str | os.PathLike, *, plates: Iterable[str] | None = None
     for plate in plates:
         target = out / plate.split("_")[0] / plate
         if (target / ".complete").exists():
-            log(f"{plate}: already there")
+            logger.info(f"{plate}: already there")
             continue
-        log(f"{plate}: downloading")
+        logger.info(f"{plate}: downloading")
         zip_path = download(base_url + plate_zip_name(plate), out / "zips" / plate_zip_name(plate),
                             progress=progress)
         _unpack_plate(zip_path, out, plate)

@@ -195,8 +195,10 @@ def join_bbbc021(adata: ad.AnnData, image_csv: str | os.PathLike, moa_csv: str |
     return adata
 
 
-def to_table(adata: ad.AnnData, *, prefix: str = "Metadata_") -> pd.DataFrame:
-    """Profiles as a pycytominer-style table: ``Metadata_<obs column>`` then one column per feature."""
-    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-    meta = adata.obs.reset_index(drop=True).add_prefix(prefix)
-    return pd.concat([meta, pd.DataFrame(X, columns=adata.var_names)], axis=1)
+def to_table(adata: ad.AnnData, *, obsm: list[str] | None = None, features: bool = True) -> pd.DataFrame:
+    """Profiles (cells, wells) as a pycytominer-style table: ``Metadata_<obs column>`` (and the cell id),
+    the features of ``X``, the ``obsm`` embeddings. The one profile-table writer is
+    `cellkit.features.to_pycytominer` (its parameters); this is its name beside `read_profiles`."""
+    from ..features.table import to_pycytominer
+
+    return to_pycytominer(adata, obsm=obsm, features=features)

@@ -59,21 +59,54 @@ def embed_cells(cells, model_dir, *, batch_size: int = 256, num_workers: int = 0
     offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"])
     data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"], masks=aug.needs_masks)
     check_channels(config["channels"], data.channels, where=f"the cells store {cells}")
-    out = None
     amp = config.get("amp", False) and device.type == "cuda"
+
+    def embed_batch(x, masks):
+        x = view(x.to(device), aug, config["input_size"], masks=None if masks is None else masks.to(device),
+                 offset=offset)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            return model.embed(x).float().cpu().numpy()
+
+    return embed_store(data, embed_batch, batch_size=batch_size, num_workers=num_workers, progress=progress), config
+
+
+def embed_store(data: CellChunks, embed_batch, *, batch_size: int = 256, num_workers: int = 0,
+                progress=None) -> np.ndarray:
+    """``embed_batch(crops (B, C, S, S) float32 tensor, masks (B, 2, S, S) or None) -> (B, D)`` over every
+    crop of ``data`` (masks when ``data`` reads them), in batches.
+
+    The one embedding loop (trained models and Hugging Face ViT-MAEs). Returns float32 (N, D) in store
+    order; ``progress(cells_done, n_cells)`` after each batch.
+    """
+    out = None
     with torch.inference_mode():
         for batch in iter_batches(data, batch_size, num_workers=num_workers):
             rows = batch[-1]
-            masks = batch[1].to(device) if len(batch) == 3 else None
-            x = view(batch[0].to(device), aug, config["input_size"], masks=masks, offset=offset)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                z = model.embed(x).float().cpu().numpy()
+            z = np.asarray(embed_batch(batch[0], batch[1] if len(batch) == 3 else None), np.float32)
             if out is None:
                 out = np.empty((data.n_cells, z.shape[1]), np.float32)
             out[rows.numpy()] = z
             if progress:
                 progress(int(rows[-1]) + 1, data.n_cells)
-    return out, config
+    return out
+
+
+def store_embedding(adata, cells, z: np.ndarray, key: str, record: dict) -> None:
+    """Write store-ordered embeddings ``z`` (N, D) of ``cells`` into ``adata.obsm[key]``, aligned by cell id
+    (``adata.obs_names`` = store ``cell_id`` values), and ``record`` into
+    ``adata.uns["cellkit"]["embeddings"][key]``. Raises ValueError for duplicate store ids and KeyError
+    naming the cells of ``adata`` that the store lacks."""
+    from ..io.cells import open_cells, read_obs
+
+    store_ids = pd.Index(read_obs(open_cells(cells))["cell_id"].astype(str))
+    if store_ids.has_duplicates:
+        raise ValueError(f"{cells} has duplicate cell_id values: cannot align embeddings")
+    pos = store_ids.get_indexer(adata.obs_names.astype(str))
+    if (pos < 0).any():
+        missing = adata.obs_names[pos < 0]
+        raise KeyError(f"{len(missing)} cells of the AnnData are not in {cells} (e.g. {list(missing[:3])})")
+    adata.obsm[key] = z[pos]
+    adata.uns.setdefault("cellkit", {}).setdefault("embeddings", {})[key] = record
 
 
 def recorded_embedder(adata, use_rep: str, *, model=None, device="cpu"):
@@ -124,26 +157,16 @@ def embed(adata, cells, model_dir, *, key_added: str | None = None, batch_size: 
     ``X_byol``, ``X_ae``, ``X_pixel_pca``, ``X_random``) and ``adata.uns["cellkit"]["embeddings"][key]``
     (model folder, method, weights sha256, channels, normalization, versions).
     """
-    from ..io.cells import open_cells, read_obs
     from .train import EMBEDDING_KEYS
 
     z, config = embed_cells(cells, model_dir, batch_size=batch_size, num_workers=num_workers, device=device,
                             progress=progress)
-    store_ids = pd.Index(read_obs(open_cells(cells))["cell_id"].astype(str))
-    if store_ids.has_duplicates:
-        raise ValueError(f"{cells} has duplicate cell_id values: cannot align embeddings")
-    pos = store_ids.get_indexer(adata.obs_names.astype(str))
-    if (pos < 0).any():
-        missing = adata.obs_names[pos < 0]
-        raise KeyError(f"{len(missing)} cells of the AnnData are not in {cells} (e.g. {list(missing[:3])})")
-    key = key_added or EMBEDDING_KEYS[config["method"]]
-    adata.obsm[key] = z[pos]
-    info = adata.uns.setdefault("cellkit", {}).setdefault("embeddings", {})
-    info[key] = {"model_dir": str(Path(model_dir).resolve()), "method": config["method"], "cells": str(cells),
-                 "weights_sha256": config.get("weights_sha256", ""), "channels": list(config["channels"]),
-                 "input_size": config["input_size"], "norm_mean": config["norm_mean"], "norm_std": config["norm_std"],
-                 "epochs": config.get("epochs_done", 0), "seed": config["seed"], "cellkit_version": __version__,
-                 "torch_version": str(torch.__version__)}
+    store_embedding(adata, cells, z, key_added or EMBEDDING_KEYS[config["method"]], {
+        "model_dir": str(Path(model_dir).resolve()), "method": config["method"], "cells": str(cells),
+        "weights_sha256": config.get("weights_sha256", ""), "channels": list(config["channels"]),
+        "input_size": config["input_size"], "norm_mean": config["norm_mean"], "norm_std": config["norm_std"],
+        "epochs": config.get("epochs_done", 0), "seed": config["seed"], "cellkit_version": __version__,
+        "torch_version": str(torch.__version__)})
 
 
 def embed_h5ad(cells, model_dir, h5ad, *, key_added: str | None = None, hf_options: dict | None = None,

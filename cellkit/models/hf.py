@@ -132,34 +132,20 @@ def embed_mae(adata, cells, model_name: str, *, channel_mode: str = "rgb", pool:
     Writes ``adata.obsm[key_added]`` float32 (n_obs, D) and
     ``adata.uns["cellkit"]["embeddings"][key_added]`` (model, channel mapping, pooling, normalization, versions).
     """
-    import pandas as pd
     import transformers
 
     from .. import __version__
-    from ..io.cells import open_cells, read_obs
-    from .data import CellChunks, channel_stats, iter_batches
+    from ..io.cells import open_cells
+    from .data import CellChunks, channel_stats
+    from .embed import embed_store, store_embedding
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     root = open_cells(cells)
     mean, std = channel_stats(cells)
     embedder = MAEEmbedder(model_name, list(root.attrs["channels"]), mean, std, channel_mode=channel_mode, pool=pool,
                            use_channels=use_channels, device=device)
-    store_ids = pd.Index(read_obs(root)["cell_id"].astype(str))
-    pos = store_ids.get_indexer(adata.obs_names.astype(str))
-    if (pos < 0).any():
-        missing = adata.obs_names[pos < 0]
-        raise KeyError(f"{len(missing)} cells of the AnnData are not in {cells} (e.g. {list(missing[:3])})")
-    data = CellChunks(cells)
-    out = None
-    for x, rows in iter_batches(data, batch_size):
-        z = embedder(x)
-        if out is None:
-            out = np.empty((data.n_cells, z.shape[1]), np.float32)
-        out[rows.numpy()] = z
-        if progress:
-            progress(int(rows[-1]) + 1, data.n_cells)
-    adata.obsm[key_added] = out[pos]
-    info = adata.uns.setdefault("cellkit", {}).setdefault("embeddings", {})
-    info[key_added] = {**embedder.info, "method": "mae", "cells": str(cells),
-                       "store_channels": list(root.attrs["channels"]), "cellkit_version": __version__,
-                       "torch_version": str(torch.__version__), "transformers_version": transformers.__version__}
+    z = embed_store(CellChunks(cells), lambda x, masks: embedder(x), batch_size=batch_size, progress=progress)
+    store_embedding(adata, cells, z, key_added, {
+        **embedder.info, "method": "mae", "cells": str(cells), "store_channels": list(root.attrs["channels"]),
+        "cellkit_version": __version__, "torch_version": str(torch.__version__),
+        "transformers_version": transformers.__version__})

@@ -27,6 +27,14 @@ SEVERITIES = {
     "contrast": (0.1, 0.25, 0.5, 0.75),     # contrast lost: x -> mean + (1 - s) (x - mean) per crop and channel
     "shift": (1.0, 2.0, 4.0, 8.0),          # translation, pixels, in a random direction per cell
 }
+# What a severity measures, per perturbation (axis labels).
+SEVERITY_UNITS = {
+    "noise": "noise SD (x channel SD)",
+    "blur": "blur sigma (pixels)",
+    "brightness": "offset added (x channel SD)",
+    "contrast": "contrast lost (fraction)",
+    "shift": "shift (pixels)",
+}
 
 
 def _generator(seed: int, salt: int) -> torch.Generator:

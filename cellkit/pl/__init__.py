@@ -1,6 +1,7 @@
-"""Plots, scanpy style: each function draws on matplotlib (Agg backend) and returns its Figure.
+"""Plots, scanpy style: each function draws with matplotlib and returns its Figure.
 
-``show=True`` calls ``plt.show()`` (a no-op under Agg); ``save=PATH`` writes the figure
+Importing ``cellkit.pl`` leaves the matplotlib backend as the user set it: ``show=True`` calls
+``plt.show()`` (a window, or inline in Jupyter); ``save=PATH`` writes the figure
 (any matplotlib format, by suffix). Figures are left open for the caller; close them with
 ``plt.close(fig)``.
 
@@ -12,20 +13,14 @@
 - images (`qc_plate_map`, `illumination`).
 """
 
-import matplotlib
-
-if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "module://matplotlib_inline.backend_inline"):
-    matplotlib.use("Agg")
-
-from ._cells import CHANNEL_COLORS, cell_montage, example_cells, montage_rgb  # noqa: E402
-from ._profiles import (  # noqa: E402
+from ._cells import CHANNEL_COLORS, cell_montage, example_cells, montage_rgb
+from ._images import illumination, qc_plate_map
+from ._profiles import (
     channel_comparison, compound_counts, concentration_histogram, confusion_matrix, moa_distribution, umap,
 )
-from ._images import illumination, qc_plate_map  # noqa: E402
-from ._robustness import (  # noqa: E402
-    embedding_similarity, robustness, robustness_pairs, robustness_umap, similarity_heatmap,
-)
+from ._robustness import embedding_similarity, robustness, robustness_pairs, robustness_umap, similarity_heatmap
 
 __all__ = ["CHANNEL_COLORS", "cell_montage", "channel_comparison", "compound_counts", "concentration_histogram",
-           "confusion_matrix", "embedding_similarity", "example_cells", "illumination", "moa_distribution", "montage_rgb", "qc_plate_map",
-           "robustness", "robustness_pairs", "robustness_umap", "similarity_heatmap", "umap"]
+           "confusion_matrix", "embedding_similarity", "example_cells", "illumination", "moa_distribution",
+           "montage_rgb", "qc_plate_map", "robustness", "robustness_pairs", "robustness_umap", "similarity_heatmap",
+           "umap"]

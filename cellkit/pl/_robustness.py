@@ -9,12 +9,26 @@ import numpy as np
 
 from ._figure import _finish
 
+METRIC_LABELS = {
+    "cosine_drift_mean": "mean cosine drift\n(1 - cos, clean vs perturbed)",
+    "cosine_drift_median": "median cosine drift\n(1 - cos)",
+    "l2_drift_mean": "mean L2 drift\n(embedding units)",
+    "l2_drift_rel": "L2 drift / mean distance\nbetween clean cells",
+    "knn_overlap": "kNN overlap\n(fraction of neighbours kept)",
+    "nsc": "well-level NSC\n(fraction correct)",
+    "delta_nsc": "change in well-level NSC\n(perturbed - clean)",
+}
+
 
 def robustness(result, *, metrics: Sequence[str] = ("cosine_drift_mean", "knn_overlap", "delta_nsc"),
                show: bool = False, save=None):
     """Robustness curves of a `ck.tl.robustness` result: one column per perturbation, one row per metric,
-    one line per model (severity 0 = clean). Metrics that are NaN everywhere (e.g. no labels) are left out.
+    one line per model. Each column's x axis is that perturbation's severity in its own unit
+    (`cellkit.models.perturb.SEVERITY_UNITS`); x = 0 is the clean crop. Metrics that are NaN everywhere
+    (e.g. no labels) are left out. Reads ``result.table``.
     """
+    from ..models.perturb import SEVERITY_UNITS
+
     table = result.table if hasattr(result, "table") else result
     metrics = [m for m in metrics if m in table and table[m].notna().any()]
     perts = [p for p in table["perturbation"].unique() if p != "clean"]
@@ -31,10 +45,11 @@ def robustness(result, *, metrics: Sequence[str] = ("cosine_drift_mean", "knn_ov
             if row == 0:
                 ax.set_title(p)
             if row == len(metrics) - 1:
-                ax.set_xlabel("severity")
+                ax.set_xlabel(f"{SEVERITY_UNITS.get(p, 'severity')}\n(0 = clean)", fontsize=8)
             if col == 0:
-                ax.set_ylabel(metric.replace("_", " "))
-    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+                ax.set_ylabel(METRIC_LABELS.get(metric, metric.replace("_", " ")), fontsize=8)
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(title="model", fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
     return _finish(fig, show, save)
 
 
@@ -70,12 +85,17 @@ def embedding_similarity(result, model: str, perturbation: str, *, severity: flo
     unit = lambda z: z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)  # noqa: E731
     a, b = unit(clean[pick]), unit(pert[pick])
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    for ax, mat, title in zip(axes, (a @ a.T, a @ b.T), ("clean vs clean", f"clean vs {perturbation} {severity:g}")):
+    from ..models.perturb import SEVERITY_UNITS
+
+    level = f"{SEVERITY_UNITS.get(perturbation, 'severity').split(' (')[0]} {severity:g}"
+    for ax, mat, title in zip(axes, (a @ a.T, a @ b.T), ("clean vs clean", f"clean vs {perturbation} ({level})")):
         im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
         ax.set_title(f"{model}: {title}" + (" (centred)" if center else ""), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].set_ylabel(f"cells (sorted by {groupby})" if groupby in result.obs else "cells")
+    axes[0].set_xlabel("the same cells, clean")
+    axes[1].set_xlabel("the same cells, perturbed")
     fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
     return _finish(fig, show, save, tight=False)  # a colorbar shared by several axes
 
@@ -85,6 +105,8 @@ def robustness_umap(result, model: str, perturbation: str, *, n_cells: int = 500
     """UMAP of clean and perturbed embeddings of one model (all severities of ``perturbation``), one
     joint embedding: points coloured by severity (0 = clean)."""
     import umap as umap_learn
+
+    from ..models.perturb import SEVERITY_UNITS
 
     conds = result.embeddings[model]
     levels = [0.0] + sorted(s for p, s in conds if p == perturbation)
@@ -102,11 +124,13 @@ def robustness_umap(result, model: str, perturbation: str, *, n_cells: int = 500
         sel = sev == s
         ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=cmap(i / max(len(levels) - 1, 1)), linewidths=0,
                    label="clean" if s == 0 else f"{s:g}")
-    ax.legend(title=f"{perturbation} severity", fontsize=7, markerscale=2, frameon=False,
-              loc="center left", bbox_to_anchor=(1, 0.5))
-    ax.set_title(f"{model}: clean vs {perturbation}")
+    ax.legend(title=SEVERITY_UNITS.get(perturbation, f"{perturbation} severity"), fontsize=7, markerscale=2,
+              frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
+    ax.set_title(f"{model} embeddings: clean vs {perturbation} ({len(pick)} cells, one joint UMAP)", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
     return _finish(fig, show, save)
 
 

@@ -34,10 +34,10 @@ def cluster(adata: ad.AnnData, *, use_rep: str | None = None, n_pcs: int | None 
         X = np.nan_to_num(get_rep(adata, None).astype(np.float32))
         n = min(n_pcs or 50, X.shape[1] - 1, X.shape[0] - 1)
         adata.obsm[pca_key] = sc.pp.pca(X, n_comps=n, random_state=random_state)
-        rep = pca_key
+        rep, used_pcs = pca_key, n
     else:
         get_rep(adata, use_rep)
-        rep = use_rep
+        rep, used_pcs = use_rep, None
     sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=rep, random_state=random_state, key_added=neighbors_key)
     sc.tl.leiden(adata, resolution=resolution, random_state=random_state, key_added=key_added,
                  flavor="igraph", n_iterations=2, directed=False, neighbors_key=neighbors_key)
@@ -46,7 +46,7 @@ def cluster(adata: ad.AnnData, *, use_rep: str | None = None, n_pcs: int | None 
     if umap:
         sc.tl.umap(adata, random_state=random_state, key_added=umap_key, neighbors_key=neighbors_key or "neighbors")
     _record(adata, "cluster", dict(use_rep=rep, n_neighbors=n_neighbors, resolution=resolution,
-                                   random_state=random_state, key_added=key_added, pca_key=pca_key,
+                                   random_state=random_state, key_added=key_added, pca_key=pca_key, n_pcs=used_pcs,
                                    neighbors_key=neighbors_key or "neighbors", umap_key=umap_key))
     return adata if copy else None
 

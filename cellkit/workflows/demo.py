@@ -31,12 +31,12 @@ def demo_pipeline(config: SyntheticConfig = DEMO_CONFIG, output: str = "demo_out
     return {"name": "demo", "output": output, "input": {"synthetic": asdict(config)}, "stages": DEMO_STAGES}
 
 
-def run_demo(out, config: SyntheticConfig | None = None, *, log=print, workers: int | None = None,
+def run_demo(out, config: SyntheticConfig | None = None, *, workers: int | None = None,
              progress=None) -> dict[str, Path]:
     """Run every stage on a synthetic plate set under ``out``; returns output name -> path.
 
     Outputs: ``plate/`` (BBBC021 layout + ground truth), ``index.parquet``, ``labels.zarr`` (+ QC),
     ``cells.zarr``, ``cells.h5ad`` (morphology in X, embeddings in obsm), ``models/``, ``profiles/`` (wells, treatments, MOA scores,
-    clusters, figures), ``pipeline.log``, ``provenance.json``.
+    clusters, figures), ``pipeline.log``, ``provenance.json``. Messages go to ``logging.getLogger("cellkit")``.
     """
-    return run_pipeline(demo_pipeline(config or DEMO_CONFIG, str(out)), log=log, workers=workers, progress=progress)
+    return run_pipeline(demo_pipeline(config or DEMO_CONFIG, str(out)), workers=workers, progress=progress)

@@ -28,7 +28,6 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -36,9 +35,11 @@ from .. import __version__
 from .._lock import output_lock
 from ..errors import CellkitError
 from .schema import validate_spec
+from .._logging import get_logger, log_to
 from .stages import STAGES, Context
 
 STATE_FILE = "pipeline_state.json"
+logger = get_logger(__name__)
 
 
 class PipelineSpecError(CellkitError, ValueError):
@@ -89,26 +90,28 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps([__version__, *parts], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _log_warnings(stage: str, caught: list, logfile, log: Callable[[str], None]) -> None:
+def _log_warnings(stage: str, caught: list, logfile: Path) -> None:
     """Write a stage's warnings (library UserWarnings, zero-spread features, ...) to the log file, one line
-    each, and say once on screen how many there were, by kind."""
+    each, and log once how many there were, by kind."""
     if not caught:
         return
-    for w in caught:
-        logfile.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage}: warning {w.category.__name__}: "
-                      f"{' '.join(str(w.message).split())} ({w.filename}:{w.lineno})\n")
-    logfile.flush()
+    with open(logfile, "a", encoding="utf-8") as f:
+        for w in caught:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage}: warning {w.category.__name__}: "
+                    f"{' '.join(str(w.message).split())} ({w.filename}:{w.lineno})\n")
     kinds = Counter(w.category.__name__ for w in caught)
-    log(f"{stage}: {len(caught)} warning(s) ({', '.join(f'{n} {k}' for k, n in kinds.most_common())}) "
-        f"written to {Path(logfile.name).name}")
+    logger.info(f"{stage}: {len(caught)} warning(s) ({', '.join(f'{n} {k}' for k, n in kinds.most_common())}) "
+                f"written to {logfile.name}")
 
 
 def run_pipeline(spec: dict, *, out=None, scheduler: str | None = None, workers: int | None = None,
-                 log: Callable[[str], None] = print, progress=None) -> dict[str, Path]:
+                 progress=None) -> dict[str, Path]:
     """Run a pipeline spec (see `load_pipeline`); returns output name -> path.
 
     ``out`` overrides the spec's output folder. ``progress``: progress bars of the long stages
-    (None, True / ``"tqdm"`` for notebooks, ``"rich"``; see `cellkit._progress`).
+    (None, True / ``"tqdm"`` for notebooks, ``"rich"``; see `cellkit._progress`). Messages go to
+    ``logging.getLogger("cellkit")`` and, time-stamped, to ``pipeline.log`` in the output folder (with
+    each stage's warnings).
     """
     spec = check_pipeline(spec)
     out = Path(out or spec["output"])
@@ -120,14 +123,13 @@ def run_pipeline(spec: dict, *, out=None, scheduler: str | None = None, workers:
 def _run(spec: dict, out: Path, scheduler, workers, log, progress) -> dict[str, Path]:
     state_path = out / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    logfile = open(out / "pipeline.log", "a")
+    with log_to(out / "pipeline.log"):
+        return _run(spec, out, state_path, state,
+                    Context(out=out, scheduler=scheduler, workers=workers, progress=progress))
 
-    def say(message: str):
-        logfile.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-        logfile.flush()
-        log(message)
 
-    ctx = Context(out=out, scheduler=scheduler, workers=workers, log=say, progress=progress)
+def _run(spec: dict, out: Path, state_path: Path, state: dict, ctx: Context) -> dict[str, Path]:
+    say = logger.info
     input_kind, input_options = next(iter(spec["input"].items()))
     input_options = {"kind": input_kind, **(input_options or {})}
     if input_kind in ("index", "omezarr"):  # a changed index file (plate metadata) makes every stage run again
@@ -137,36 +139,33 @@ def _run(spec: dict, out: Path, scheduler, workers, log, progress) -> dict[str, 
     plan = [("input", input_options)] + spec["stages"]
     provenance = {"cellkit_version": __version__, "pipeline": spec.get("name"), "stages": []}
     upstream = ""
-    try:
-        for name, options in plan:
-            stage = STAGES[name]
-            key = _key(name, options, upstream)
-            upstream = key
-            record = state.get(name, {})
-            paths = [out / p for p in stage.outputs]
-            if record.get("key") == key and record.get("complete") and all(p.exists() for p in paths):
-                say(f"{name}: up to date, skipped")
-            else:
-                if record.get("key") not in (None, key):
-                    say(f"{name}: inputs or options changed, running again")
-                    for p in paths:
-                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-                state[name] = {"key": key, "complete": False}
-                state_path.write_text(json.dumps(state, indent=2))
-                started = time.time()
-                say(f"{name}: running {options}")
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    try:
-                        stage.run(ctx, **{k: v for k, v in options.items() if not k.startswith("_")})
-                    finally:
-                        _log_warnings(name, caught, logfile, log)
-                state[name] = {"key": key, "complete": True, "seconds": round(time.time() - started, 2)}
-                state_path.write_text(json.dumps(state, indent=2))
-                say(f"{name}: done in {state[name]['seconds']} s")
-            ctx.outputs.update({Path(p).stem: out / p for p in stage.outputs})
-            provenance["stages"].append({"name": name, "options": options, "key": key})
-    finally:
-        logfile.close()
+    for name, options in plan:
+        stage = STAGES[name]
+        key = _key(name, options, upstream)
+        upstream = key
+        record = state.get(name, {})
+        paths = [out / p for p in stage.outputs]
+        if record.get("key") == key and record.get("complete") and all(p.exists() for p in paths):
+            say(f"{name}: up to date, skipped")
+        else:
+            if record.get("key") not in (None, key):
+                say(f"{name}: inputs or options changed, running again")
+                for p in paths:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            state[name] = {"key": key, "complete": False}
+            state_path.write_text(json.dumps(state, indent=2))
+            started = time.time()
+            say(f"{name}: running {options}")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    stage.run(ctx, **{k: v for k, v in options.items() if not k.startswith("_")})
+                finally:
+                    _log_warnings(name, caught, out / "pipeline.log")
+            state[name] = {"key": key, "complete": True, "seconds": round(time.time() - started, 2)}
+            state_path.write_text(json.dumps(state, indent=2))
+            say(f"{name}: done in {state[name]['seconds']} s")
+        ctx.outputs.update({Path(p).stem: out / p for p in stage.outputs})
+        provenance["stages"].append({"name": name, "options": options, "key": key})
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
     return dict(ctx.outputs)

@@ -20,7 +20,10 @@ import numpy as np
 import pandas as pd
 
 from .. import pp, tl
+from .._logging import get_logger
 from ..get import control_mask
+
+logger = get_logger(__name__)
 
 CONTROL = "compound == 'DMSO'"
 TREATMENT = ("compound", "concentration")
@@ -216,7 +219,7 @@ def evaluate_profiles(profiles: ad.AnnData, out_dir: str | os.PathLike | None = 
 
 
 def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, cells_zarr=None,
-                  max_cluster_cells: int = 5000, seed: int = 0, log=print) -> dict[str, Path]:
+                  max_cluster_cells: int = 5000, seed: int = 0) -> dict[str, Path]:
     """The demo's profiling stage: cells.h5ad -> wells, treatments, scores, clusters, figures.
 
     Writes under ``out_dir``: ``wells.h5ad``,
@@ -240,7 +243,7 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
     with atomic_path(out / "treatments.h5ad") as tmp:
         treatments.write_h5ad(tmp)
     summary = evaluate_profiles(treatments, out / "evaluation")
-    log(f"profiles: {wells.n_obs} wells, {treatments.n_obs} treatments; NSC {100 * summary['NSC']:.1f}%, "
+    logger.info(f"profiles: {wells.n_obs} wells, {treatments.n_obs} treatments; NSC {100 * summary['NSC']:.1f}%, "
         f"NSCB {100 * (summary['NSCB'] or float('nan')):.1f}%, mAP {summary['mAP']:.3f}")
 
     cells = all_cells.copy()  # clustering adds X_pca / X_umap: not representations to compare
@@ -266,10 +269,10 @@ def demo_profiles(cells_h5ad: str | os.PathLike, out_dir: str | os.PathLike, *, 
         made.append(pl.example_cells(cells_zarr, groupby="moa", save=figs / "example_cells_moa.png"))
     for fig in made:
         plt.close(fig)
-    log(f"profiles: {cells.obs['leiden'].nunique()} Leiden clusters on {cells.n_obs} cells; figures in {figs}")
+    logger.info(f"profiles: {cells.obs['leiden'].nunique()} Leiden clusters on {cells.n_obs} cells; figures in {figs}")
     table = compare_representations(all_cells, scored={"X": _scores_row(summary, wells)})
     table.to_csv(out / "representations.csv")
-    log("profiles: MOA accuracy by representation\n" + table.round(3).to_string())
+    logger.info("profiles: MOA accuracy by representation\n" + table.round(3).to_string())
     return {"wells": out / "wells.h5ad", "treatments": out / "treatments.h5ad",
             "evaluation": out / "evaluation", "cells_clustered": out / "cells_clustered.h5ad",
             "markers": out / "markers.csv", "figures": figs, "representations": out / "representations.csv"}

@@ -10,15 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .._logging import get_logger
+
+logger = get_logger(__name__)
+
 
 @dataclass
 class Context:
-    """What a stage sees: the output folder, the dask scheduler address, a logger and a progress setting."""
+    """What a stage sees: the output folder, the dask scheduler address or worker count, and a progress
+    setting. Stages log to ``logging.getLogger("cellkit")`` (the pipeline copies it to ``pipeline.log``)."""
 
     out: Path
     scheduler: str | None = None
     workers: int | None = None
-    log: Callable[[str], None] = print
     outputs: dict[str, Path] = field(default_factory=dict)
     progress: object = None  # progress bars of long stages: None, True/"tqdm", "rich" (cellkit._progress)
 
@@ -73,7 +77,7 @@ def input_stage(ctx: Context, kind: str, **options) -> None:
     else:
         index = io.read_index(options["path"], check_files=True)
     io.write_index(index, ctx.out / "index.parquet")
-    ctx.log(f"input: {len(index)} fields, {index.plate.nunique()} plates")
+    logger.info(f"input: {len(index)} fields, {index.plate.nunique()} plates")
 
 
 def current_index(ctx: Context) -> Path:
@@ -103,7 +107,7 @@ def qc_stage(ctx: Context, exclude: bool = False, saturation: float | None = Non
               **{f: int(fields[f].sum()) for f in ("blurry", "saturated", "empty")}}
     (ctx.out / "qc" / "counts.json").write_text(json.dumps(counts, indent=2))
     write_index(kept.reset_index(drop=True), ctx.out / "qc" / "index.parquet")
-    ctx.log(f"qc: {counts['flagged']} of {counts['fields']} fields flagged ({counts['blurry']} blurry, "
+    logger.info(f"qc: {counts['flagged']} of {counts['fields']} fields flagged ({counts['blurry']} blurry, "
             f"{counts['saturated']} saturated, {counts['empty']} empty), {counts['excluded']} excluded")
 
 
@@ -124,7 +128,7 @@ def illumination_stage(ctx: Context, aggregate: str = "median", smoothing: str =
                       attrs={"aggregate": aggregate, "smoothing": smoothing, "size": size})
     corrected = correct_index(index, fields, folder / "corrected", workers=ctx.workers or 2)
     write_index(corrected, folder / "index.parquet")
-    ctx.log(f"illumination: {len(fields)} plates corrected, {len(corrected)} fields")
+    logger.info(f"illumination: {len(fields)} plates corrected, {len(corrected)} fields")
 
 
 @register_stage("segment", outputs=["labels.zarr", "labels.qc.csv"])
@@ -154,7 +158,7 @@ def segment_stage(ctx: Context, backend: str = "classical", model: str | None = 
         raise CellkitError(f"segmentation failed for {len(failed)} of {len(qc)} fields (e.g. {first.field_id}: "
                            f"{first.error}); see {qc_path(labels)}",
                            "fix or remove those images, then run the pipeline again (finished fields are kept)")
-    ctx.log(f"segment: {int(qc.n_cells.sum())} cells in {len(qc)} fields")
+    logger.info(f"segment: {int(qc.n_cells.sum())} cells in {len(qc)} fields")
 
 
 @register_stage("extract", outputs=["cells.zarr", "cells.h5ad"])
@@ -166,7 +170,7 @@ def extract_stage(ctx: Context, size: int = 64, border: str = "inside", mask_nei
 
     extract_cells(current_index(ctx), ctx.out / "labels.zarr", ctx.out / "cells.zarr", size=size,
                   border=border, mask_neighbors=mask_neighbors, measure=measure_field if features else None,
-                  adata=ctx.out / "cells.h5ad", workers=ctx.workers or 2, scheduler=ctx.scheduler, log=ctx.log,
+                  adata=ctx.out / "cells.h5ad", workers=ctx.workers or 2, scheduler=ctx.scheduler, log=logger.info,
                   progress=ctx.progress)
 
 
@@ -177,7 +181,7 @@ def profile_stage(ctx: Context, max_cluster_cells: int = 5000, seed: int = 0) ->
 
     # an interrupted run is finished by the pipeline running this stage again (it overwrites)
     demo_profiles(ctx.out / "cells.h5ad", ctx.out / "profiles", cells_zarr=ctx.out / "cells.zarr",
-                  max_cluster_cells=max_cluster_cells, seed=seed, log=ctx.log)
+                  max_cluster_cells=max_cluster_cells, seed=seed)
 
 
 @register_stage("embed", outputs=["models"])
@@ -196,8 +200,8 @@ def embed_stage(ctx: Context, methods: tuple = ("simclr", "pixel_pca"), config: 
         try:
             load_model(model_dir)
         except (FileNotFoundError, IncompleteModelError):
-            ctx.log(f"embed: training {method}")
+            logger.info(f"embed: training {method}")
             resume = (model_dir / CHECKPOINT).exists()  # an earlier run finished at least one epoch
-            train(cells, model_dir, method=method, config=config, resume=resume, overwrite=not resume, log=ctx.log)
+            train(cells, model_dir, method=method, config=config, resume=resume, overwrite=not resume, log=logger.info)
         embed_h5ad(cells, model_dir, ctx.out / "cells.h5ad")
-        ctx.log(f"embed: obsm['{EMBEDDING_KEYS[method]}'] -> cells.h5ad")
+        logger.info(f"embed: obsm['{EMBEDDING_KEYS[method]}'] -> cells.h5ad")
