@@ -102,7 +102,7 @@ def store_bytes(path: Path) -> int:
 
 def stage_breakdown(index, labels, out, size=64) -> dict:
     """Seconds for each step of the pass run alone, one thread: plan, read+cut, write."""
-    from cellkit.extract.pipeline import _cut_field
+    from cellkit.extract.run import _cut_field
     from cellkit.extract.plan import plan_field
     from cellkit.io.cells import write_cells
 

@@ -236,7 +236,7 @@ def _copy_fields(index, labels, out_labels, times):
 def test_memory_bounded_by_fields_in_flight(plate, tmp_path, monkeypatch):
     """Field cuts (the bulk of memory) are released once their blocks are written: the number
     alive at once stays a few, however many fields there are (peak RSS: benchmarks/extract.py)."""
-    import cellkit.extract.pipeline as pipeline
+    import cellkit.extract.run as pipeline
 
     index, labels = plate
     big = _copy_fields(index, labels, tmp_path / "labels.zarr", 3)  # 60 fields, ~600 cells
@@ -335,7 +335,7 @@ def test_unreadable_image_leaves_incomplete_store_then_resumes(plate, reference,
 
 
 def test_each_chunk_has_one_writer(plate, tmp_path, monkeypatch):
-    import cellkit.extract.pipeline as pipeline
+    import cellkit.extract.run as pipeline
 
     index, labels = plate
     written, original = [], pipeline._write_block

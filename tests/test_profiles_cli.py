@@ -120,6 +120,7 @@ def test_demo_profiles_and_plots(cells_h5ad, tmp_path):
     wells, _ = profile_cells(cells_h5ad)
     np.testing.assert_array_equal(ad.read_h5ad(outputs["wells"]).X, wells.X)
     table = pd.read_csv(outputs["representations"], index_col=0)
+    assert list(table.index) == ["X"]  # the cells' own representations, not the clustering's X_pca / X_umap
     assert table.loc["X", "NSC"] == pytest.approx(scores["NSC"])
     assert compare_representations(cells).loc["X", "NSC"] == pytest.approx(scores["NSC"])
     result = runner.invoke(app, ["profile", str(cells_h5ad), "--out", str(tmp_path / "w.h5ad")])

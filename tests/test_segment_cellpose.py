@@ -103,7 +103,7 @@ def test_narrow_network_trains_loads_by_path_and_resumes(tmp_path):
     import torch
 
     from cellkit.segment import ModelArchitectureError
-    from cellkit.segment.cellpose_backend import load_model
+    from cellkit.segment.cellpose_backend import load_cellpose
 
     images = _small_pairs(tmp_path)
     model, ckpt = tmp_path / "narrow.cp", tmp_path / "ckpt"
@@ -121,7 +121,7 @@ def test_narrow_network_trains_loads_by_path_and_resumes(tmp_path):
 
     # the backend rebuilds the narrow network from the file and holds exactly the saved weights
     seg = get_segmenter("cellpose", model=str(model), cell_model=None, diameter="auto", gpu=False)
-    net = load_model(str(model), False).net
+    net = load_cellpose(str(model), False).net
     assert net.nbase == [2, 8, 16, 32, 64]
     saved = torch.load(model, map_location="cpu", weights_only=True)
     assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())
@@ -142,7 +142,7 @@ def test_narrow_network_trains_loads_by_path_and_resumes(tmp_path):
     # a report that does not match its weights, and a file that is not a CPnet, are clear errors
     (tmp_path / "resumed.cp.json").write_text(json.dumps({"architecture": {"nbase": [2, 32, 64, 128, 256]}}))
     with pytest.raises(ModelArchitectureError, match="do not belong together"):
-        load_model(str(resumed), False)
+        load_cellpose(str(resumed), False)
     (tmp_path / "junk.cp").write_bytes(b"not weights")
     with pytest.raises(ModelArchitectureError, match="not a readable Cellpose weight file"):
         get_segmenter("cellpose", model=str(tmp_path / "junk.cp"), cell_model=None, gpu=False).segment_nuclei(

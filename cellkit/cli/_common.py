@@ -9,6 +9,10 @@ from rich.console import Console
 
 console = Console(stderr=True)
 
+# --workers and --scheduler mean the same in every command (`cellkit._parallel.Runner`).
+WORKERS_HELP = "Local dask workers: tasks (fields) run at once on this machine; 1 runs in this process."
+SCHEDULER_HELP = "Address of a running dask distributed scheduler (tcp://host:8786); overrides --workers."
+
 
 @contextmanager
 def progress_bar(description: str, total: int | None = None):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, fail, parse_pairs, progress_bar
+from ._common import WORKERS_HELP, console, fail, parse_pairs, progress_bar
 
 
 def synth(
@@ -23,7 +23,7 @@ def synth(
     seed: int = typer.Option(0, help="Random seed."),
     batch_effect: float = typer.Option(1.0, help="Strength of the batch effects (stain, background, illumination, "
                                        "focus, cell state), 0-3; 0 = none."),
-    jobs: int = typer.Option(2, help="Fields rendered in parallel."),
+    workers: int = typer.Option(2, help=WORKERS_HELP + " Threads."),
 ):
     """Write a synthetic BBBC021-like plate set with ground-truth labels."""
     from ..datasets import SyntheticConfig, write_synthetic_plate
@@ -34,7 +34,7 @@ def synth(
                                  dmso_wells=dmso_wells, sites=sites, height=height, width=width, seed=seed,
                                  batch_effect=batch_effect).validate()
         with progress_bar("rendering fields") as update:
-            write_synthetic_plate(out, config, n_jobs=jobs, progress=update)
+            write_synthetic_plate(out, config, workers=workers, progress=update)
     except (ValueError, FileExistsError) as err:
         fail(str(err))
     console.print(f"plate set written to {out}")

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import typer
 
-from ._common import console
+from ._common import WORKERS_HELP, console
 
 
 def demo(out: Path = typer.Argument(Path("demo_out"), help="Output folder."),
          seed: int = typer.Option(0, help="Random seed of the synthetic plate set."),
-         workers: int = typer.Option(None, help="Local dask workers (default: one per core).")):
+         workers: int = typer.Option(None, help=WORKERS_HELP + " Default: 1 for segment, 2 for extract and "
+                                     "rendering.")):
     """Generate a synthetic plate set and run every cellkit stage on it (pipelines/demo.yaml)."""
     from dataclasses import replace
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..extract.plan import BORDER_HELP
-from ._common import console, fail, progress_bar
+from ._common import SCHEDULER_HELP, WORKERS_HELP, console, fail, progress_bar
 
 
 def _feature_function():
@@ -31,9 +31,9 @@ def extract(
     features: bool = typer.Option(True, "--features/--no-features",
                                   help="Measure per-cell morphology in the same pass and write an AnnData."),
     adata: Path = typer.Option(None, help="AnnData to write with the features (default: OUT with suffix .h5ad)."),
-    workers: int = typer.Option(1, help="Local workers (fields in parallel)."),
+    workers: int = typer.Option(1, help=WORKERS_HELP),
     processes: bool = typer.Option(False, "--processes/--threads", help="Local workers are processes or threads."),
-    scheduler: str = typer.Option(None, help="Address of a dask distributed scheduler (instead of local workers)."),
+    scheduler: str = typer.Option(None, help=SCHEDULER_HELP),
     overwrite: bool = typer.Option(False, help="Replace a store at OUT made from other inputs or parameters."),
 ):
     """Cut every cell out of a plate into a single-cell Zarr store (resumes an interrupted run)."""

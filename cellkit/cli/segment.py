@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, fail, progress_bar
+from ._common import SCHEDULER_HELP, WORKERS_HELP, console, fail, progress_bar
 
 BACKEND_HELP = "classical, cellpose, or auto (Cellpose when its weights are available, else classical)."
 
@@ -70,8 +70,8 @@ def segment(
                                                  "else none)."),
     cell_expand: int = typer.Option(None, help="Without cell channels: cells = nuclei grown by this many px "
                                                "(CellProfiler 'Distance - N'); default 0: cells are the nuclei."),
-    workers: int = typer.Option(1, help="Local dask worker processes."),
-    scheduler: str = typer.Option(None, help="Address of a running dask scheduler (overrides --workers)."),
+    workers: int = typer.Option(1, help=WORKERS_HELP + " Processes."),
+    scheduler: str = typer.Option(None, help=SCHEDULER_HELP),
     gpu: bool = typer.Option(None, "--gpu/--cpu", help="Cellpose device (default: GPU when torch sees one)."),
     threshold_method: str = typer.Option(None, help="Classical nuclei threshold: local (default), otsu, li, log_otsu."),
     nucleus_diameter: float = typer.Option(None, help="Classical: nucleus diameter in px (default: estimated)."),

@@ -28,7 +28,6 @@ import json
 import os
 import uuid
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import pandas as pd
 import tifffile
 
 from .. import __version__
+from .._parallel import Runner
 from .._atomic import atomic_path
 from .phenotypes import CONTROL, MAX_COMPOUNDS_PER_MOA, MOAS, compound_signature, compounds_for, dose_fraction, phenotype
 from .render import illumination_field, render_field
@@ -190,11 +190,12 @@ def _file_uuid(config: SyntheticConfig, *keys) -> str:
 
 
 def write_synthetic_plate(out: str | os.PathLike, config: SyntheticConfig | None = None, *,
-                          n_jobs: int = 2, progress=None) -> Path:
+                          workers: int = 2, progress=None) -> Path:
     """Write a synthetic plate set under ``out`` in BBBC021's layout (see module docstring).
 
     The set is written to a temporary folder and moved to ``out`` at the end, so ``out`` is
-    never left half-written. ``progress(n_done, n_total)`` is called after each field.
+    never left half-written. ``workers`` fields are rendered at once (`cellkit._parallel.Runner`, local
+    threads; the files do not depend on it). ``progress(n_done, n_total)`` is called after each field.
     Returns ``out``.
     """
     config = (config or SyntheticConfig()).validate()
@@ -222,10 +223,7 @@ def write_synthetic_plate(out: str | os.PathLike, config: SyntheticConfig | None
             tifffile.imwrite(gt / f"{f.well}_s{f.site}_nuclei.tif", nuclei, compression="zlib")
             tifffile.imwrite(gt / f"{f.well}_s{f.site}_cells.tif", cells, compression="zlib")
 
-        with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-            for done, _ in enumerate(pool.map(write, rows), 1):
-                if progress:
-                    progress(done, len(rows))
+        Runner(workers=max(1, workers)).map(write, rows, progress=progress)
         _write_tables(tmp, layout, rows, config)
     return out
 

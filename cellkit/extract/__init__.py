@@ -1,13 +1,13 @@
 """The per-field pass: cut every cell out of a plate into cells.zarr, with per-cell features.
 
 ``cellkit.extract.extract_cells(index, labels, out, ...)`` is the library function behind
-``cellkit extract``; see `cellkit.extract.pipeline` for how writing stays parallel, safe and
+``cellkit extract``; see `cellkit.extract.run` for how writing stays parallel, safe and
 resumable.
 """
 
 from .adata import cells_adata, write_cells_adata
 from .crops import crop_origins, cut_crops, nucleus_centroids, touches_border
-from .pipeline import ExtractResult, extract_cells
+from .run import ExtractResult, extract_cells
 from .plan import ExtractInputError, FieldPlan, plan_field, plan_obs
 
 __all__ = [

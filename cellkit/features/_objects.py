@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._numba_kernels import geodesic_from_centre
+from ._numba_intensity import geodesic_from_centre
 
 
 def _sort_small_ints(values: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba_kernels import intensity_stats
+from ._numba_intensity import intensity_stats
 from ._objects import Objects
 
 INTENSITY = ["IntegratedIntensity", "MeanIntensity", "StdIntensity", "MinIntensity", "MaxIntensity",

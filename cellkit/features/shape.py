@@ -11,8 +11,8 @@ from math import factorial
 
 import numpy as np
 
-from ._numba_kernels import hull_measures as _hull_measures
-from ._numba_kernels import central_moment_sums, perimeter_codes, zernike_monomials
+from ._numba_shape import hull_measures as _hull_measures
+from ._numba_shape import central_moment_sums, perimeter_codes, zernike_monomials
 from ._objects import Objects
 
 # Perimeter weights of skimage.measure.perimeter (4-neighbourhood), indexed by the convolution

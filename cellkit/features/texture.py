@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba_kernels import haralick_objects
+from ._numba_intensity import haralick_objects
 from ._objects import Objects
 
 HARALICK = ["AngularSecondMoment", "Contrast", "Correlation", "Variance", "InverseDifferenceMoment",

@@ -137,7 +137,7 @@ def embed_mae(adata, cells, model_name: str, *, channel_mode: str = "rgb", pool:
     from .. import __version__
     from ..io.cells import open_cells
     from .data import CellChunks, channel_stats
-    from .embed import embed_store, store_embedding
+    from .inference import embed_store, store_embedding
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     root = open_cells(cells)

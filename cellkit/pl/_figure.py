@@ -21,7 +21,7 @@ def _finish(fig, show: bool, save: str | os.PathLike | None, *, tight: bool = Tr
         fig.tight_layout()
     if save:
         Path(save).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save, dpi=120)
+        fig.savefig(save, dpi=120, bbox_inches="tight")  # legends and long labels outside the axes stay in
     if show:
         plt.show()
     return fig

@@ -8,6 +8,7 @@ import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from ._figure import PALETTE_SIZE, _finish, _palette, categories, row_kind
 
@@ -176,6 +177,8 @@ def channel_comparison(adata: ad.AnnData, *, channels: Sequence[str] = ("DNA", "
         data = [values[(labels == g) & np.isfinite(values)] for g in groups]
         ax.boxplot(data, vert=False, showfliers=False)
         ax.set_yticks(range(1, len(groups) + 1), groups if ax is axes[0, 0] else [""] * len(groups), fontsize=7)
+        ax.set_ylim(len(groups) + 0.5, 0.5)  # first group on top
+        ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_title(f"{channel}: {feature.replace('_', ' ')} per {compartment.lower().rstrip('s')}", fontsize=9)
         ax.set_xlabel(f"{name} ({unit})", fontsize=8)
     return _finish(fig, show, save)

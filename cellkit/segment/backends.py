@@ -237,7 +237,7 @@ class CellposeSegmenter(Segmenter):
         return cpb.default_gpu() if self.gpu is None else bool(self.gpu)
 
     def _run(self, path, images, diameter, channels):
-        return cpb.run_cellpose(cpb.load_model(path, self._use_gpu()), images, diameter=diameter, channels=channels,
+        return cpb.run_cellpose(cpb.load_cellpose(path, self._use_gpu()), images, diameter=diameter, channels=channels,
                                 batch_size=self.batch_size, flow_threshold=self.flow_threshold,
                                 cellprob_threshold=self.cellprob_threshold)
 

@@ -3,7 +3,7 @@
 Cellpose downloads missing weights on first use; these machines (and many clusters) have no
 network, so cellkit resolves a model name to its cached file first and fails with a clear
 message when it is absent. Models trained by cellkit may use a narrower CPnet than Cellpose's
-(``train_cellpose(nbase=...)``); `load_model` builds the network their weights describe.
+(``train_cellpose(nbase=...)``); `load_cellpose` builds the network their weights describe.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def new_model(nbase, diam_mean: float, gpu: bool):
 
 
 @lru_cache(maxsize=4)
-def load_model(path: str, gpu: bool):
+def load_cellpose(path: str, gpu: bool):
     """A `cellpose.models.CellposeModel` loaded from a weight file (cached per process).
 
     Built-in models load as Cellpose does; any other file gets the network its weights describe

@@ -18,6 +18,8 @@ from scipy import ndimage as ndi
 from skimage import filters, measure, morphology, segmentation
 from skimage.feature import peak_local_max
 
+from .objects import relabel_raster
+
 
 @dataclass(frozen=True)
 class ClassicalParams:
@@ -213,11 +215,7 @@ def _segment_nuclei(image: np.ndarray, params: ClassicalParams) -> np.ndarray:
     distance = ndi.distance_transform_edt(mask)
     relief = ndi.gaussian_filter(distance, max(1.0, 0.1 * diameter)) * \
         np.sqrt(np.clip(corrected / max(threshold, 1e-6), 0, 4))
-    min_distance = max(2, int(params.declump_min_distance * diameter))
-    peaks = peak_local_max(relief, min_distance=min_distance, labels=measure.label(mask), exclude_border=False)
-    markers = np.zeros(image.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    labels = segmentation.watershed(-relief, markers, mask=mask)
+    labels = declump(relief, mask, max(2, int(params.declump_min_distance * diameter)))
     return _size_filter(labels, params.min_nucleus_area, params.max_nucleus_area)
 
 
@@ -276,12 +274,18 @@ def segment_nuclei_local(dna: np.ndarray, params: ClassicalParams = ClassicalPar
     min_area = max(params.min_nucleus_area, int(0.25 * np.pi * diameter ** 2 / 4))
     mask = remove_small(mask, min_area)
     relief = ndi.gaussian_filter(ndi.distance_transform_edt(mask), max(1.0, 0.1 * diameter))
-    min_distance = max(2, int(params.declump_min_distance * diameter))
-    peaks = peak_local_max(relief, min_distance=min_distance, labels=measure.label(mask), exclude_border=False)
-    markers = np.zeros(image.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    labels = segmentation.watershed(-relief, markers, mask=mask)
+    labels = declump(relief, mask, max(2, int(params.declump_min_distance * diameter)))
     return _size_filter(labels, min_area, params.max_nucleus_area)
+
+
+def declump(relief: np.ndarray, mask: np.ndarray, min_distance: int) -> np.ndarray:
+    """Split touching objects of ``mask`` (H, W) bool: seeds at the maxima of ``relief`` (H, W) float at least
+    ``min_distance`` px apart (one set per connected component), then a seeded watershed of ``-relief``.
+    Returns (H, W) int32 labels (not yet size-filtered)."""
+    peaks = peak_local_max(relief, min_distance=min_distance, labels=measure.label(mask), exclude_border=False)
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return segmentation.watershed(-relief, markers, mask=mask)
 
 
 def _size_filter(labels: np.ndarray, min_area: int, max_area: int | None) -> np.ndarray:
@@ -293,14 +297,6 @@ def _size_filter(labels: np.ndarray, min_area: int, max_area: int | None) -> np.
     keep[0] = False
     return relabel_raster(np.where(keep[labels], labels, 0))
 
-
-def relabel_raster(labels: np.ndarray) -> np.ndarray:
-    """Number objects 1..N in raster order of their first pixel, uint32."""
-    ids, first = np.unique(labels.ravel(), return_index=True)
-    ids, first = ids[ids > 0], first[ids > 0]
-    table = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.uint32)
-    table[ids[np.argsort(first)]] = np.arange(1, len(ids) + 1, dtype=np.uint32)
-    return table[labels]
 
 
 def _normalized_plane(channel: np.ndarray, radius: float, name: str) -> np.ndarray:

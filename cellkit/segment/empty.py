@@ -118,7 +118,7 @@ def drop_faint(labels: np.ndarray, evidence: np.ndarray, min_snr: float = DEFAUL
     faint = np.flatnonzero(np.asarray(peak) <= min_snr) + 1
     if not len(faint):
         return labels
-    from .classical import relabel_raster
+    from .objects import relabel_raster
 
     return relabel_raster(np.where(np.isin(labels, faint), 0, labels))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classical import relabel_raster
 
 
 def pair_nuclei_cells(nuclei: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,3 +63,12 @@ def border_labels(labels: np.ndarray) -> np.ndarray:
     edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     ids = np.unique(edge)
     return ids[ids > 0].astype(np.int64)
+
+
+def relabel_raster(labels: np.ndarray) -> np.ndarray:
+    """Number objects 1..N in raster order of their first pixel, uint32."""
+    ids, first = np.unique(labels.ravel(), return_index=True)
+    ids, first = ids[ids > 0], first[ids > 0]
+    table = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.uint32)
+    table[ids[np.argsort(first)]] = np.arange(1, len(ids) + 1, dtype=np.uint32)
+    return table[labels]

@@ -18,6 +18,7 @@ from .. import __version__
 from .._atomic import atomic_path
 from .._lock import output_lock
 from .._progress import progress_bar
+from .._parallel import Runner
 from ..io.images import read_field
 from ..io.labels import field_complete, open_labels, write_field_labels
 from ..io.plate_index import channels_of
@@ -106,7 +107,8 @@ def segment_plate(index: pd.DataFrame, out: str | os.PathLike, segmenter: Segmen
         From `get_segmenter`. Its channel roles are resolved for the index's channels
         (`Segmenter.with_roles`) and recorded in the store attributes (``segmentation``).
     workers
-        Local dask worker processes (1: run in this process). Ignored with ``scheduler``.
+        Fields segmented at once on this machine (`cellkit._parallel.Runner`, local processes; 1: in
+        this process). Ignored with ``scheduler``.
     scheduler
         Address of a running dask scheduler (``tcp://host:8786``).
     fields_per_task
@@ -147,13 +149,10 @@ def _segment_plate(index, out, segmenter, workers, scheduler, fields_per_task, p
     tasks = [todo[i:i + size] for i in range(0, len(todo), size)]
     with progress_bar(progress, "segmenting fields", total) as report:
         report(len(results), total)
-        if tasks and (workers > 1 or scheduler):
-            results += _run_distributed(tasks, channels, segmenter, out, workers, scheduler,
-                                        lambda n: report(len(done) + n, total))
-        else:
-            for task in tasks:
-                results += segment_index_rows(task, channels, segmenter, out)
-                report(len(results), total)
+        runner = Runner(workers=workers, processes=True, address=scheduler)
+        for part in runner.map(_segment_task, tasks, channels, out, shared=segmenter, weights=[len(t) for t in tasks],
+                               progress=lambda n, _: report(len(done) + n, total)):
+            results += part
     _verify_fields(out, [r for r in results if r["status"] == "ok"])
     order = {r["field_id"]: i for i, r in enumerate(rows)}
     qc = pd.DataFrame(results, columns=QC_COLUMNS).sort_values("field_id", key=lambda s: s.map(order))
@@ -175,27 +174,8 @@ def _verify_fields(out: str, ok: list[dict]) -> None:
             "give workers the same file system and absolute paths (cellkit resolves them), then rerun")
 
 
-def _run_distributed(tasks, channels, segmenter, out, workers, scheduler, report) -> list[dict]:
-    from distributed import Client, LocalCluster, as_completed
-
-    if scheduler:
-        client, cluster = Client(scheduler), None
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
-        client = Client(cluster)
-    try:
-        seg = client.scatter(segmenter, broadcast=True)
-        futures = [client.submit(segment_index_rows, task, channels, seg, out,
-                                 key=f"segment-{task[0]['field_id']}", pure=False) for task in tasks]
-        results = []
-        for future in as_completed(futures):
-            results += future.result()
-            report(len(results))
-        return results
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+def _segment_task(rows: list[dict], segmenter: Segmenter, channels: list[str], out: str) -> list[dict]:
+    return segment_index_rows(rows, channels, segmenter, out)
 
 
 def _versions() -> dict:

@@ -95,7 +95,7 @@ def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str |
     nbase
         Channel widths of the CPnet's four levels; default Cellpose's ``(32, 64, 128, 256)`` (or the
         pretrained model's). ``(16, 32, 64, 128)`` has a quarter of the weights and trains about 10x
-        faster per step on a CPU; `cellpose_backend.load_model` rebuilds it from the weights.
+        faster per step on a CPU; `cellpose_backend.load_cellpose` rebuilds it from the weights.
     images_per_epoch
         Patches per epoch (Cellpose's ``nimg_per_epoch``); default one per training image.
     checkpoint_dir, checkpoint_every
@@ -124,7 +124,7 @@ def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str |
     use_gpu = cpb.default_gpu() if gpu is None else gpu
     if pretrained:
         # an uncached copy: inference converts cached networks, training changes this one
-        model = cpb.load_model.__wrapped__(str(cpb.resolve_model(pretrained)), use_gpu)
+        model = cpb.load_cellpose.__wrapped__(str(cpb.resolve_model(pretrained)), use_gpu)
         arch = {"nbase": list(model.nbase), "diam_mean": float(model.diam_mean)}
         if nbase is not None and [arch["nbase"][0], *nbase] != arch["nbase"]:
             raise ValueError(f"nbase {list(nbase)} differs from the pretrained model's {arch['nbase'][1:]}; "
@@ -150,7 +150,7 @@ def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str |
         seconds = time.perf_counter() - start
         with atomic_path(out) as target:
             shutil.copyfile(path, target)
-    cpb.load_model.cache_clear()
+    cpb.load_cellpose.cache_clear()
     fit = {"seconds": round(seconds, 1), "steps": n_steps, "seconds_per_step": round(seconds / max(n_steps, 1), 3),
            "final_train_loss": _last_recorded(train_losses),
            "final_test_loss": _last_recorded(test_losses) if test_images is not None else None,

@@ -57,7 +57,7 @@ def input_stage(ctx: Context, kind: str, **options) -> None:
     if kind == "synthetic":
         plate = ctx.out / "plate"
         if not (plate / "synthetic.json").exists():
-            write_synthetic_plate(plate, SyntheticConfig(**options), n_jobs=ctx.workers or 2)
+            write_synthetic_plate(plate, SyntheticConfig(**options), workers=ctx.workers or 2)
         index = synthetic_index(plate)
     elif kind == "bbbc021":
         root = Path(options["root"])

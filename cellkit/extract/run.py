@@ -51,7 +51,7 @@ from ..io.labels import read_field_labels
 from ..io.plate_index import PATH_PREFIX, channels_of, read_index
 from .crops import cut_crops
 from .plan import BORDER_POLICIES, ExtractInputError, FieldPlan, plan_field, plan_obs
-from .schedule import Scheduler
+from .._parallel import Runner
 
 Measure = Callable[[np.ndarray, np.ndarray, np.ndarray, list], pd.DataFrame]
 
@@ -317,7 +317,7 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
     if not Path(labels).exists():
         raise ExtractInputError([f"no label store at {labels}"])
     channels = channels_of(index)
-    run = Scheduler(workers=workers, processes=processes, address=scheduler)
+    run = Runner(workers=workers, processes=processes, address=scheduler)
 
     rows = index.to_dict("records")
     log(f"plan: reading labels of {len(rows)} fields ({run.describe()})")
