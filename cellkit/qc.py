@@ -29,13 +29,11 @@ A field fails QC when any of its channels is flagged.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
+
+from ._parallel import Runner
 
 BLUR_Z = 3.0
 SATURATED_FRACTION = 1e-3
@@ -157,7 +155,7 @@ def qc_plate(index: pd.DataFrame, *, channels=None, saturation: float | None = N
     """Measure and flag every field of a plate index: one row per field and channel.
 
     Columns: the index metadata, ``channel``, `MEASURES`, robust z-scores, `FLAGS`, ``qc_pass``.
-    Fields are read in threads (``workers``); the result does not depend on ``workers``.
+    Fields are read in ``workers`` threads (`cellkit._parallel.Runner`); the result does not depend on it.
     """
     from .io.images import read_field
     from .io.plate_index import METADATA_COLUMNS, channels_of
@@ -173,12 +171,7 @@ def qc_plate(index: pd.DataFrame, *, channels=None, saturation: float | None = N
         return t[meta + ["channel", *MEASURES]]
 
     rows = [r for _, r in index.iterrows()]
-    parts = []
-    with ThreadPoolExecutor(max(1, int(workers))) as pool:
-        for done, part in enumerate(pool.map(one, rows), 1):
-            parts.append(part)
-            if progress:
-                progress(done, len(rows))
+    parts = Runner(workers=max(1, int(workers))).map(one, rows, progress=progress)
     if not parts:
         raise ValueError("the plate index has no fields")
     return flag_fields(pd.concat(parts, ignore_index=True), **flag_options)
@@ -208,27 +201,3 @@ def exclude_flagged(adata, fields: pd.DataFrame, *, key: str = "field_id", copy:
     target = out if copy else adata
     target.uns.setdefault("cellkit", {})["qc"] = counts
     return target
-
-
-def write_qc(table: pd.DataFrame, out: str | os.PathLike, *, figure: bool = True) -> dict[str, Path]:
-    """Write ``qc.csv`` (per field and channel), ``qc_fields.csv`` (per field) and ``qc_plate_map.png``."""
-    from ._atomic import atomic_path
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"table": out / "qc.csv", "fields": out / "qc_fields.csv"}
-    with atomic_path(paths["table"]) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(paths["fields"]) as tmp:
-        field_table(table).to_csv(tmp, index=False)
-    if figure:
-        import matplotlib.pyplot as plt
-
-        from .pl import qc_plate_map
-
-        paths["figure"] = out / "qc_plate_map.png"
-        fig = qc_plate_map(table)
-        fig.savefig(paths["figure"], dpi=110, bbox_inches="tight")
-
-        plt.close(fig)
-    return paths

@@ -11,6 +11,7 @@ from scipy import ndimage as ndi
 from cellkit import qc
 from cellkit.datasets import synthetic_index
 from cellkit.io import from_folder
+from cellkit.workflows.qc import write_qc
 
 from .conftest import real_path
 
@@ -84,7 +85,7 @@ def test_qc_plate_table_figure_and_exclusion(small_plate, tmp_path):
     pd.testing.assert_frame_equal(one, two)
     assert len(one) == 8 * 3 and set(one.channel) == {"DNA", "Tubulin", "Actin"}
     assert one[["blurry", "saturated", "empty"]].sum().sum() == 0  # clean synthetic fields
-    paths = qc.write_qc(one, tmp_path / "qc")
+    paths = write_qc(one, tmp_path / "qc")
     assert paths["figure"].stat().st_size > 5000
     assert len(pd.read_csv(paths["fields"])) == 8
     # exclusion: flag one field by hand, drop its cells, count them

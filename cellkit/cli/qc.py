@@ -23,7 +23,8 @@ def qc(
     figure: bool = typer.Option(True, "--figure/--no-figure", help="Write the plate-map figure."),
 ):
     """Measure image quality of every field and channel, flag blurry, saturated and empty fields."""
-    from ..qc import FLAGS, qc_plate, write_qc
+    from ..qc import FLAGS, qc_plate
+    from ..workflows.qc import write_qc
 
     try:
         index = _read_index(source, regex)

@@ -10,7 +10,7 @@ See ``cellkit/features/README.md`` for definitions and how they compare to CellP
 
 from .crops import measure_crops
 from .measure import COMPARTMENTS, GROUPS, compartment_labels, default_options, measure_field, undefined_report
-from .table import to_anndata
+from .table import to_anndata, to_pycytominer
 
 __all__ = ["COMPARTMENTS", "GROUPS", "compartment_labels", "default_options", "measure_crops", "measure_field",
-           "to_anndata", "undefined_report"]
+           "to_anndata", "to_pycytominer", "undefined_report"]

@@ -94,7 +94,8 @@ def qc_stage(ctx: Context, exclude: bool = False, saturation: float | None = Non
     import json
 
     from ..io import read_index, write_index
-    from ..qc import field_table, qc_plate, write_qc
+    from ..qc import field_table, qc_plate
+    from .qc import write_qc
 
     index = read_index(current_index(ctx))
     table = qc_plate(index, saturation=saturation, workers=ctx.workers or 2, blur_z=blur_z, saturated=saturated,
