@@ -57,7 +57,8 @@ def embedding_prefix(key: str) -> str:
     return key[2:] if key.startswith("X_") else key
 
 
-def to_pycytominer(adata, obsm: list[str] | None = None, features: bool = True) -> pd.DataFrame:
+def to_pycytominer(adata, obsm: list[str] | None = None, features: bool = True, *, prefix: str = "Metadata_",
+                   id_column: str | None = "cell_id") -> pd.DataFrame:
     """Flat table for pycytominer / copairs: ``Metadata_<column>`` for every obs column (and the cell id),
     then the feature columns unchanged (float32), then each ``obsm`` embedding as ``<rep>_0..<rep>_{D-1}``.
 
@@ -70,12 +71,17 @@ def to_pycytominer(adata, obsm: list[str] | None = None, features: bool = True) 
         Each must be 2-D numeric with one row per observation.
     features
         Include the features of ``X`` (False: metadata and embeddings only).
+    prefix
+        Prefix of the metadata columns (``""``: obs columns under their own names).
+    id_column
+        Name of the column holding the obs names (before the prefix); None: no such column.
 
     Raises ValueError for a missing or non-numeric embedding, and for column names that clash.
     """
     meta = adata.obs.copy()
-    meta.insert(0, "cell_id", adata.obs_names.astype(str))
-    meta = meta.rename(columns=lambda c: c if str(c).startswith("Metadata_") else f"Metadata_{c}")
+    if id_column is not None:
+        meta.insert(0, id_column, adata.obs_names.astype(str))
+    meta = meta.rename(columns=lambda c: c if str(c).startswith(prefix) else f"{prefix}{c}")
     for column in meta.columns:  # categoricals -> plain values (parquet and pycytominer friendly)
         if isinstance(meta[column].dtype, pd.CategoricalDtype):
             meta[column] = meta[column].astype(meta[column].cat.categories.dtype)

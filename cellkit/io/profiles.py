@@ -195,10 +195,11 @@ def join_bbbc021(adata: ad.AnnData, image_csv: str | os.PathLike, moa_csv: str |
     return adata
 
 
-def to_table(adata: ad.AnnData, *, obsm: list[str] | None = None, features: bool = True) -> pd.DataFrame:
-    """Profiles (cells, wells) as a pycytominer-style table: ``Metadata_<obs column>`` (and the cell id),
-    the features of ``X``, the ``obsm`` embeddings. The one profile-table writer is
-    `cellkit.features.to_pycytominer` (its parameters); this is its name beside `read_profiles`."""
+def to_table(adata: ad.AnnData, *, prefix: str = "Metadata_", id_column: str | None = None,
+             obsm: list[str] | None = None, features: bool = True) -> pd.DataFrame:
+    """Profiles (cells, wells) as a table: ``<prefix><obs column>`` then one column per feature (and per
+    embedding dimension of ``obsm``). The one profile-table writer is `cellkit.features.to_pycytominer`
+    (parameters there); this is its name beside `read_profiles`, without the id column by default."""
     from ..features.table import to_pycytominer
 
-    return to_pycytominer(adata, obsm=obsm, features=features)
+    return to_pycytominer(adata, obsm=obsm, features=features, prefix=prefix, id_column=id_column)
