@@ -87,7 +87,7 @@ def main():
     if not args.skip_synthetic:
         demo = args.out / "synthetic"
         t = time.time()
-        run_demo(demo, PLATES, log=lambda *a: None)
+        run_demo(demo, PLATES)
         print(f"demo built in {time.time() - t:.0f} s")
         models = train_missing(demo / "cells.zarr", demo / "models", DEMO_TRAINING, methods)
         results["synthetic"] = measure("synthetic", demo / "cells.zarr", models, demo, args.max_cells, args.seed)

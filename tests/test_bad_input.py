@@ -227,7 +227,7 @@ def test_replacing_a_store_invalidates_what_was_derived_from_it(plate, labels, t
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # a kill in the middle of writing the new store
 
-    monkeypatch.setattr("cellkit.extract.pipeline._write_block", killed)
+    monkeypatch.setattr("cellkit.extract.run._write_block", killed)
     result = run("extract", index, labels, "--out", store, "--size", 32, "--overwrite")
     assert result.exit_code == 130  # interrupted
     monkeypatch.undo()

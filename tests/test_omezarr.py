@@ -107,7 +107,7 @@ def test_converted_plate_segments_to_the_same_labels(tiff_run, converted, tmp_pa
     # ... and extracts to the same cells (crops) and features
     import anndata as ad
 
-    from cellkit.extract.pipeline import extract_cells
+    from cellkit.extract import extract_cells
     from cellkit.io import read_cells
 
     runs = [(root / "index.parquet", root / "labels.zarr", tmp_path / "tiff"),
@@ -130,7 +130,7 @@ def test_pipeline_reads_an_omezarr_plate(tiff_run, converted, tmp_path):
     root, index = tiff_run
     spec = {"name": "omezarr", "output": str(tmp_path / "run"), "input": {"omezarr": {"path": str(converted)}},
             "stages": [{"segment": {"backend": "classical"}}]}
-    run_pipeline(spec, log=lambda m: None)
+    run_pipeline(spec)
     run_index = read_index(tmp_path / "run" / "index.parquet", check_files=True)
     pd.testing.assert_frame_equal(_meta(run_index), _meta(index))
     for field_id in index["field_id"]:

@@ -304,7 +304,7 @@ def test_progress_and_pipeline_roles(tmp_path, monkeypatch):
     spec = {"input": {"index": {"path": str(tmp_path / "index.parquet")}}, "output": str(tmp_path / "run"),
             "stages": [{"segment": {"nuclei_channel": "Hoechst", "cell_channels": "none", "cell_expand": 4}},
                        {"extract": {"size": 32, "features": False}}]}
-    run_pipeline(spec, log=lambda m: None)
+    run_pipeline(spec)
     attrs = zarr.open_group(str(tmp_path / "run" / "labels.zarr"), mode="r").attrs["segmentation"]
     assert attrs["nuclear_channel"] == "Hoechst" and attrs["cells_from"] == "nuclei expanded by 4 px"
     assert len(ck.io.read_cells(tmp_path / "run" / "cells.zarr")[2]) > 5
@@ -335,9 +335,21 @@ def test_pipeline_warnings_go_to_the_log(tmp_path):
     crop_copy(sorted(src.glob("*d0.tif")), tmp_path / "images", box=(slice(0, 64), slice(0, 64)))
     index = ck.io.from_pattern(tmp_path / "images", "AS_09125_{plate}_{well}f{site}d{channel}.tif", channels={"0": "DNA"})
     ck.io.write_index(index, tmp_path / "index.parquet")
+    import logging
+
     screen = []
-    run_pipeline({"input": {"index": {"path": str(tmp_path / "index.parquet")}}, "output": str(tmp_path / "run"),
-                  "stages": ["warn_test"]}, log=screen.append)
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: screen.append(record.getMessage())
+    logger = logging.getLogger("cellkit")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        run_pipeline({"input": {"index": {"path": str(tmp_path / "index.parquet")}}, "output": str(tmp_path / "run"),
+                      "stages": ["warn_test"]})
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     said = [m for m in screen if "warning(s)" in m]
     assert said == ["warn_test: 6 warning(s) (5 RuntimeWarning, 1 UserWarning) written to pipeline.log"]
     log = (tmp_path / "run" / "pipeline.log").read_text()
