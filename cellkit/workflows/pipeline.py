@@ -116,20 +116,15 @@ def run_pipeline(spec: dict, *, out=None, scheduler: str | None = None, workers:
     spec = check_pipeline(spec)
     out = Path(out or spec["output"])
     out.mkdir(parents=True, exist_ok=True)
-    with output_lock(out):  # one run per output folder (a second refuses, or waits with CELLKIT_LOCK_WAIT)
-        return _run(spec, out, scheduler, workers, log, progress)
+    with output_lock(out), log_to(out / "pipeline.log"):  # one run per output folder (a second refuses, or
+        # waits with CELLKIT_LOCK_WAIT)
+        return _run(spec, out, Context(out=out, scheduler=scheduler, workers=workers, progress=progress))
 
 
-def _run(spec: dict, out: Path, scheduler, workers, log, progress) -> dict[str, Path]:
+def _run(spec: dict, out: Path, ctx: Context) -> dict[str, Path]:
+    say = logger.info
     state_path = out / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    with log_to(out / "pipeline.log"):
-        return _run(spec, out, state_path, state,
-                    Context(out=out, scheduler=scheduler, workers=workers, progress=progress))
-
-
-def _run(spec: dict, out: Path, state_path: Path, state: dict, ctx: Context) -> dict[str, Path]:
-    say = logger.info
     input_kind, input_options = next(iter(spec["input"].items()))
     input_options = {"kind": input_kind, **(input_options or {})}
     if input_kind in ("index", "omezarr"):  # a changed index file (plate metadata) makes every stage run again
