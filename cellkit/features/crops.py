@@ -9,7 +9,9 @@ import pandas as pd
 
 from .measure import GROUPS, measure_field
 
-CROP_GROUPS = tuple(g for g in GROUPS if g != "Neighbors")  # a crop shows one cell: no neighbours to count
+# a crop shows one cell: no neighbours to count; granularity is a whole-field spectrum (background
+# removal and subsampling over the field), which a crop cannot reproduce
+CROP_GROUPS = tuple(g for g in GROUPS if g not in ("Neighbors", "Granularity"))
 
 
 def measure_crops(images: np.ndarray, masks: np.ndarray, channels: list[str], *, groups=CROP_GROUPS,
@@ -28,7 +30,8 @@ def measure_crops(images: np.ndarray, masks: np.ndarray, channels: list[str], *,
     channels
         C channel names.
     groups, options
-        As `measure_field`; Neighbors is not measured (a crop holds one cell).
+        As `measure_field`; Neighbors (a crop holds one cell) and Granularity (a whole-field spectrum)
+        are not measured.
 
     Returns
     -------
@@ -40,6 +43,8 @@ def measure_crops(images: np.ndarray, masks: np.ndarray, channels: list[str], *,
         raise ValueError(f"images must be (B, C, S, S) and masks (B, 2, S, S); got {images.shape} and {masks.shape}")
     if "Neighbors" in groups:
         raise ValueError("Neighbors cannot be measured on crops: each crop holds one cell")
+    if "Granularity" in groups:
+        raise ValueError("Granularity cannot be measured on crops: it is a spectrum of the whole field")
     b, c, h, w = images.shape
     cols = max(1, math.ceil(math.sqrt(b)))
     rows = math.ceil(b / cols)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ._objects import Objects, cellprofiler_scale, present_labels
 from .correlation import correlation_features
+from .granularity import granularity_features, granularity_spectrum
 from .intensity import intensity_features
 from .neighbors import neighbor_features
 from .radial import radial_features
@@ -16,7 +17,7 @@ from .shape import shape_features
 from .texture import texture_features
 
 COMPARTMENTS = ("Nuclei", "Cells", "Cytoplasm")
-GROUPS = ("AreaShape", "Intensity", "Texture", "RadialDistribution", "Correlation", "Neighbors")
+GROUPS = ("AreaShape", "Intensity", "Texture", "Granularity", "RadialDistribution", "Correlation", "Neighbors")
 
 
 def compartment_labels(nuclei: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
@@ -48,7 +49,9 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
                   compartments: tuple[str, ...] = COMPARTMENTS, groups: tuple[str, ...] = GROUPS,
                   texture_scale: int = 3, texture_levels: int = 256, radial_bins: int = 4,
                   zernike_degree: int = 9, moments: bool = True, manders_threshold: float = 0.15,
-                  neighbor_distance: float | None = None) -> pd.DataFrame:
+                  neighbor_distance: float | None = None, granularity_length: int = 16,
+                  granularity_subsample: float = 0.25, granularity_background_sample: float = 0.25,
+                  granularity_element_size: int = 10) -> pd.DataFrame:
     """Handcrafted morphology of every cell of one field.
 
     Parameters
@@ -64,8 +67,8 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
     compartments
         Subset of ``("Nuclei", "Cells", "Cytoplasm")``; Cytoplasm = cell minus its nucleus.
     groups
-        Subset of ``("AreaShape", "Intensity", "Texture", "RadialDistribution", "Correlation",
-        "Neighbors")``. Neighbors is measured on Cells (and Nuclei with ``neighbor_distance``).
+        Subset of ``("AreaShape", "Intensity", "Texture", "Granularity", "RadialDistribution",
+        "Correlation", "Neighbors")``. Neighbors is measured on Cells (and Nuclei with ``neighbor_distance``).
     texture_scale, texture_levels
         Haralick co-occurrence distance (pixels) and gray levels.
     radial_bins
@@ -76,6 +79,10 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
         Fraction of the per-object maximum used by Manders / overlap.
     neighbor_distance
         Also count nuclei whose centres lie within this many pixels (``Nuclei_Neighbors_...``).
+    granularity_length, granularity_subsample, granularity_background_sample, granularity_element_size
+        CellProfiler MeasureGranularity's spectrum length, subsampling factor, background
+        subsampling factor and background element radius (its defaults). The spectrum is computed
+        once per channel and image, and averaged over the objects of each compartment.
 
     Returns
     -------
@@ -92,6 +99,7 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
     scaled = [cellprofiler_scale(im) for im in images]
     columns: dict[str, np.ndarray] = {}
     labels = compartment_labels(nuclei, cells)
+    spectra: dict[int, np.ndarray | None] = {}  # granularity: one image-level spectrum per channel
     for comp in compartments:
         objects = Objects(labels[comp], index)
 
@@ -110,6 +118,13 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
                 add(intensity_features(objects, scaled[c]), c=channel)
             if "Texture" in groups:
                 add(texture_features(objects, scaled[c], scale=texture_scale, levels=texture_levels), c=channel)
+            if "Granularity" in groups:
+                if c not in spectra:
+                    spectra[c] = granularity_spectrum(scaled[c], subsample=granularity_subsample,
+                                                      image_sample=granularity_background_sample,
+                                                      element_size=granularity_element_size,
+                                                      length=granularity_length)
+                add(granularity_features(objects, scaled[c], spectra[c], length=granularity_length), c=channel)
             if "RadialDistribution" in groups:
                 add(radial_features(objects, scaled[c], bins=radial_bins), c=channel)
         if "Correlation" in groups:
