@@ -71,7 +71,7 @@ def test_search_cli_cells_and_wells(tmp_path):
     from typer.testing import CliRunner
 
     from cellkit.cli import app
-    from cellkit.tl._search import index_path
+    from cellkit.workflows.search import index_path
 
     x = _clustered(400, 16, seed=2)
     obs = pd.DataFrame({"plate": np.repeat(["P1", "P2"], 200), "well": np.tile(np.repeat([f"W{i}" for i in range(8)], 25), 2),

@@ -114,7 +114,8 @@ def example_cells(cells: str | os.PathLike, *, groupby: str | None = "moa", grou
     shared by all the cells shown (``percentiles`` of their pixels), so brightness can be compared across
     cells and groups. A scale bar is drawn in the first cell: in µm when ``pixel_size`` (µm per pixel, or
     the store's ``pixel_size_um`` attribute) is known, else in pixels. ``outlines`` draws each cell's
-    outline. Returns the Figure (one image axes).
+    outline. Reads the store's ``images`` (only the crops shown), ``masks`` (with ``outlines``), ``obs`` and
+    attributes (``channels``, ``pixel_size_um``); writes nothing. Returns the Figure (one image axes).
     """
     from ..io.cells import open_cells, read_obs, read_rows
 

@@ -180,6 +180,7 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
         embedding, clean and perturbed, is averaged over the rows of each group before measuring, so
         drift is image-level; ``max_cells`` then counts groups (all rows of the sampled groups are used).
 
+    Reads the store's images, masks, obs and channel statistics (`cellkit.io.read_cells`); writes nothing.
     Returns a `RobustnessResult`. Results depend only on the seed, not on ``batch_size``.
     """
     from ..io.cells import open_cells, read_cells

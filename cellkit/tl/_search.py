@@ -123,41 +123,14 @@ def build_index(adata, *, use_rep: str | None = None, kind: str = "exact", key_a
     return index
 
 
-def index_path(h5ad: str | os.PathLike, *, use_rep: str | None = None, kind: str = "exact",
-               level: str = "cell") -> Path:
-    """Where the index of an h5ad is kept: beside it, ``<name>.<level>.<use_rep>.<kind>.faiss`` (+ ``.json``)."""
-    h5ad = Path(h5ad)
-    return h5ad.with_name(f"{h5ad.stem}.{level}.{_rep_name(use_rep)}.{kind}.faiss")
-
-
-def load_or_build_index(adata, path: str | os.PathLike, *, use_rep: str | None = None, kind: str = "exact",
-                        rebuild: bool = False, **options) -> tuple[SimilarityIndex, bool]:
-    """The saved index at ``path`` when it is complete and was built from the same rows (ids),
-    representation and kind; otherwise build it over ``adata`` and save it there.
-
-    Returns ``(index, built)``.
-    """
-    path, use_rep = Path(path), _rep_name(use_rep)
-    if not rebuild and path.exists() and Path(str(path) + ".json").exists():
-        index = SimilarityIndex.load(path)
-        same = (index.params.get("use_rep") == use_rep and index.params.get("kind") == kind
-                and len(index.ids) == adata.n_obs and (index.ids == adata.obs_names.to_numpy(dtype=object)).all())
-        if same:
-            return index, False
-    index = build_index(adata, use_rep=use_rep, kind=kind, **options)
-    index.params["use_rep"] = use_rep
-    Path(str(path) + ".json").unlink(missing_ok=True)  # the old JSON must not vouch for a half-replaced index
-    index.save(path)
-    return index, True
-
-
 def search(adata, query, *, index: SimilarityIndex | None = None, use_rep: str | None = None, k: int = 10,
            exclude_self: bool = True, query_names=None) -> pd.DataFrame:
     """Nearest neighbours of ``query`` with their metadata.
 
     ``query``: an obs name (cell id or well), a list of obs names, or vectors (n, d) (for example the
     embedding of a new crop, `cellkit.models.embed.recorded_embedder`), named by ``query_names``
-    (default ``query_0 ...``). Returns a DataFrame with ``query, rank, neighbor, similarity`` and the
+    (default ``query_0 ...``). Reads ``X`` / ``obsm[use_rep]`` and ``obs`` (and writes what `build_index`
+    writes when no ``index`` is given). Returns a DataFrame with ``query, rank, neighbor, similarity`` and the
     neighbours' obs columns.
     """
     if index is None:

@@ -16,6 +16,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ..tl._search import SimilarityIndex, _rep_name, build_index
+
 LEVELS = ("cell", "well")
 NO_MODEL_FOR_X = ("new crops need use_rep naming an embedding (e.g. X_simclr): X holds measured features, "
                   "which no model computes from a crop")
@@ -38,6 +40,35 @@ class IndexedRows:
     built: bool
 
 
+def index_path(h5ad: str | os.PathLike, *, use_rep: str | None = None, kind: str = "exact",
+               level: str = "cell") -> Path:
+    """Where the index of an h5ad is kept: beside it, ``<name>.<level>.<use_rep>.<kind>.faiss`` (+ ``.json``)."""
+    h5ad = Path(h5ad)
+    return h5ad.with_name(f"{h5ad.stem}.{level}.{_rep_name(use_rep)}.{kind}.faiss")
+
+
+def load_or_build_index(adata, path: str | os.PathLike, *, use_rep: str | None = None, kind: str = "exact",
+                        rebuild: bool = False, **options) -> tuple[SimilarityIndex, bool]:
+    """The saved index at ``path`` when it is complete and was built from the same rows (ids),
+    representation and kind; otherwise build it over ``adata`` and save it there.
+
+    Returns ``(index, built)``.
+    """
+    path, use_rep = Path(path), _rep_name(use_rep)
+    if not rebuild and path.exists() and Path(str(path) + ".json").exists():
+        index = SimilarityIndex.load(path)
+        same = (index.params.get("use_rep") == use_rep and index.params.get("kind") == kind
+                and len(index.ids) == adata.n_obs and (index.ids == adata.obs_names.to_numpy(dtype=object)).all())
+        if same:
+            return index, False
+    index = build_index(adata, use_rep=use_rep, kind=kind, **options)
+    index.params["use_rep"] = use_rep
+    Path(str(path) + ".json").unlink(missing_ok=True)  # the old JSON must not vouch for a half-replaced index
+    index.save(path)
+    return index, True
+
+
+
 def _rows(cells: ad.AnnData, h5ad: Path, use_rep: str, level: str) -> tuple[ad.AnnData, str]:
     from ..tl import aggregate
 
@@ -56,11 +87,11 @@ def index_h5ad(h5ad: str | os.PathLike, *, use_rep: str = "X", kind: str = "exac
     """Read ``h5ad`` and load (or build and save) the cosine index of its cells (``level="cell"``: one
     vector per row, ``X`` or ``obsm[use_rep]``) or well means (``level="well"``, by plate and well).
 
-    The index lives beside the h5ad (`cellkit.tl._search.index_path`) and is reused while it was built
+    The index lives beside the h5ad (`index_path`) and is reused while it was built
     from the same rows, representation and kind. Raises ValueError for a bad level, kind or key and
     FileNotFoundError for a missing h5ad.
     """
-    from ..tl._search import KINDS, index_path, load_or_build_index
+    from ..tl._search import KINDS
 
     h5ad = Path(h5ad)
     if level not in LEVELS:
