@@ -12,7 +12,8 @@ from cellkit.cli import app
 from cellkit.datasets import SyntheticConfig, synthetic_index, write_synthetic_plate
 from cellkit.io import PlateIndexError, read_field, read_image, read_index, write_index
 from cellkit.io.labels import read_field_labels
-from cellkit.io.omezarr import from_omezarr, plane_shape
+from cellkit.io.omezarr import plane_shape
+from cellkit.io.omezarr_index import from_omezarr
 from cellkit.io.omezarr_write import split_well, write_plate
 
 # 2 plates x 2 wells x 2 sites, 96 x 128 px: small enough for a few seconds per test.

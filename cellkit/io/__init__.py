@@ -4,7 +4,7 @@ from .bbbc021_crops import BBBC021_CROP_CHANNELS, import_bbbc021_crops
 from .cells import IncompleteStoreError, obs_adata, open_cells, read_cells
 from .dataset import CellDataset
 from .images import ImageReadError, image_exists, image_shape, read_crops, read_field, read_image
-from .omezarr import from_omezarr
+from .omezarr_index import from_omezarr
 from .plate_index import (
     BBBC021_CHANNELS,
     METADATA_COLUMNS,

@@ -12,7 +12,7 @@ One plate per ``<out>/<plate>.ome.zarr``, laid out ``<row>/<column>/<site>`` (we
 
 Resumable: each field group's ``cellkit`` attributes hold ``complete`` (images) and
 ``labels_complete``, written last; a rerun skips what is complete and redoes the rest. The plate
-root's ``cellkit.complete`` is set when every field is done; `cellkit.io.omezarr.from_omezarr`
+root's ``cellkit.complete`` is set when every field is done; `cellkit.io.omezarr_index.from_omezarr`
 refuses a plate whose conversion did not finish. The root ``format`` attribute is ``cellkit.ome-zarr``.
 """
 
