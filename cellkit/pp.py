@@ -338,6 +338,9 @@ def combine(adata: ad.AnnData, weights: dict[str | None, float], *, key_added: s
     then each block is scaled by ``weight / sqrt(n_features)``, so that a block's share of the total
     variance is its weight squared, whatever its number of features. Writes ``obsm[key_added]`` float32
     (n_obs, sum of kept features) and ``uns["cellkit"]["combine"]`` (weights, features kept per block).
+
+    Any later per-feature scaling (per-plate z-score, TVN) undoes the weights: combine prepared well
+    profiles (each representation normalized on its own first), as ``benchmarks/ssl_moa.py`` does.
     """
     if not weights or any(w < 0 for w in weights.values()):
         raise ValueError(f"weights must be a non-empty mapping of representation -> weight >= 0, got {weights}")
