@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 from scipy import ndimage as ndi
 
 from cellkit.io.cells import write_cells
-from cellkit.models import (AugmentConfig, augment, blur, cell_view_size, default_config, embed_cells, train, view,
-                            weak_labels)
+from cellkit.models import (MICROSCOPY_AUGMENT, AugmentConfig, augment, blur, cell_view_size, default_config,
+                            embed_cells, train, view, weak_labels)
 from cellkit.models.perturb import perturb
 
 torch.set_num_threads(1)
@@ -92,7 +92,8 @@ def _weights(model_dir):
 
 
 def test_recipe_training_ignores_worker_count(store, tmp_path):
-    options = {**TINY, "preset": "cpu-small", "augment": {"mask_background": True, "center": "cell"}}
+    options = {**TINY, "preset": "cpu-small",
+               "augment": {**MICROSCOPY_AUGMENT, "mask_background": True, "center": "cell"}}
     for w in (0, 2):
         train(store, tmp_path / f"w{w}", method="simclr", config={**options, "num_workers": w})
     a, b = _weights(tmp_path / "w0"), _weights(tmp_path / "w2")
