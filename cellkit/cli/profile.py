@@ -17,6 +17,7 @@ def _split(text: str) -> list[str]:
 
 def _load_profiles(path: Path, metadata: list[str], bbbc021_image: Path | None, bbbc021_moa: Path | None,
                    metadata_cols: str = ""):
+    from ..errors import CellkitError
     from ..io import ProfileTableError, join_bbbc021, read_profiles
 
     rename = parse_pairs(metadata, "--metadata")
@@ -27,6 +28,8 @@ def _load_profiles(path: Path, metadata: list[str], bbbc021_image: Path | None, 
         adata = read_profiles(path, **kwargs)
         if bbbc021_image is not None:
             join_bbbc021(adata, bbbc021_image, bbbc021_moa)
+    except CellkitError:  # stale or unreadable: one line with its hint (the CLI's handler)
+        raise
     except (FileNotFoundError, ProfileTableError, ValueError) as err:
         fail(str(err))
     return adata

@@ -16,7 +16,7 @@ from skimage import segmentation
 
 from . import cellpose_backend as cpb
 from .classical import ClassicalParams, segment_cells, segment_nuclei
-from .empty import drop_faint, field_is_empty, foreground_evidence, has_foreground
+from .empty import drop_faint, evidence_maps, field_is_empty, has_foreground
 from .objects import border_labels, pair_nuclei_cells
 
 BACKENDS = ("classical", "cellpose", "auto")
@@ -247,16 +247,17 @@ class CellposeSegmenter(Segmenter):
         evidence stays under ``min_snr`` are dropped."""
         images = [np.asarray(im) for im in images]
         snr, area = self.params.min_snr, self.params.min_nucleus_area
-        keep = [not snr or has_foreground(foreground_evidence(im), area, snr) for im in images]
+        maps = [evidence_maps(im) if snr else None for im in images]
+        keep = [not snr or has_foreground(m[0], area, snr) for m in maps]
         labels = iter(self._run(self.model_path, [im for im, k in zip(images, keep) if k], self.diameter, (0, 0))
                       if any(keep) else [])
         out = []
-        for im, k in zip(images, keep):
+        for im, k, m in zip(images, keep, maps):
             if not k:
                 out.append(np.zeros(im.shape, np.uint32))
             else:
                 found = next(labels)
-                out.append(drop_faint(found, foreground_evidence(im, 10), snr) if snr else found)
+                out.append(drop_faint(found, m[1], snr) if snr else found)
         return out
 
     def _raw_fields(self, fields, nuc, cyto):

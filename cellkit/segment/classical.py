@@ -193,11 +193,12 @@ def segment_nuclei(dna: np.ndarray, params: ClassicalParams = ClassicalParams())
         return np.zeros(image.shape, np.uint32)
     if not params.min_snr:
         return _segment_nuclei(image, params)
-    from .empty import drop_faint, foreground_evidence, has_foreground
+    from .empty import drop_faint, evidence_maps, has_foreground
 
-    if not has_foreground(foreground_evidence(dna), params.min_nucleus_area, params.min_snr):
+    field, local = evidence_maps(dna)
+    if not has_foreground(field, params.min_nucleus_area, params.min_snr):
         return np.zeros(image.shape, np.uint32)
-    return drop_faint(_segment_nuclei(image, params), foreground_evidence(dna, 10), params.min_snr)
+    return drop_faint(_segment_nuclei(image, params), local, params.min_snr)
 
 
 def _segment_nuclei(image: np.ndarray, params: ClassicalParams) -> np.ndarray:
