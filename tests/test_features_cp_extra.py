@@ -60,3 +60,50 @@ def test_granularity_matches_cp_measure_synthetic(field):
 
 def test_granularity_matches_cp_measure_real():
     _check_granularity(*_real_field(), ["DNA"])
+
+
+def _check_radial_zernikes(images, nuclei, cells, channels):
+    """Magnitudes within 4 pixel weights (max intensity / area: one pixel lying on the enclosing
+    circle, kept here and kept or dropped by CellProfiler's round-off, see the README); phases
+    within arcsin(4 / 20) where the magnitude exceeds 20 pixel weights."""
+    from cellkit.features._objects import Objects, cellprofiler_scale
+    from cp_measure.core.measureobjectintensitydistribution import get_radial_zernikes
+
+    df = measure_field(images, nuclei, cells, channels, groups=("RadialZernikes",))
+    assert df.shape[1] == 3 * len(channels) * 30 * 2
+    for comp, lab in compartment_labels(nuclei.astype(np.int64), cells.astype(np.int64)).items():
+        present = np.unique(lab)
+        present = present[present > 0]
+        objects = Objects(lab, present)
+        for c, channel in enumerate(channels):
+            pixels = cellprofiler_scale(images[c])
+            weight = objects.reduce(np.maximum, pixels.ravel()[objects.flat]) / objects.counts
+            ref = get_radial_zernikes(lab.astype(np.int32), pixels)
+            for key, values in ref.items():
+                name = key.replace("Magnitude_", f"Magnitude_{channel}_").replace("Phase_", f"Phase_{channel}_")
+                mine = df.loc[present, f"{comp}_{name}"].to_numpy(np.float64)
+                theirs = np.asarray(values, np.float64)[present - 1]
+                if "Magnitude" in key:
+                    assert np.all(np.abs(mine - theirs) <= 4 * weight), (comp, name)
+                else:
+                    magnitude = df.loc[present, f"{comp}_{name.replace('Phase', 'Magnitude')}"].to_numpy(np.float64)
+                    big = magnitude > 20 * weight
+                    gap = np.abs(np.angle(np.exp(1j * (mine - theirs))))[big]
+                    assert np.all(gap <= np.arcsin(4 / 20)), (comp, name)
+
+
+def test_radial_zernikes_match_cp_measure_synthetic(field):
+    _check_radial_zernikes(*field, CHANNELS)
+    small = measure_field(*field, CHANNELS, groups=("RadialZernikes",), radial_zernike_degree=3,
+                          radial_zernike_phase=False, compartments=("Nuclei",))
+    assert list(small.columns[:3]) == [f"Nuclei_RadialDistribution_ZernikeMagnitude_DNA_{n}_{m}"
+                                       for n, m in [(0, 0), (1, 1), (2, 0)]]
+    assert small.shape[1] == 6 * 3
+    # the 0_0 magnitude is the mean intensity (V_00 = 1 inside the circle)
+    mean = measure_field(*field, CHANNELS, groups=("Intensity",), compartments=("Nuclei",))
+    np.testing.assert_allclose(small["Nuclei_RadialDistribution_ZernikeMagnitude_DNA_0_0"],
+                               mean["Nuclei_Intensity_MeanIntensity_DNA"], rtol=1e-5)
+
+
+def test_radial_zernikes_match_cp_measure_real():
+    _check_radial_zernikes(*_real_field(), ["DNA"])

@@ -12,12 +12,13 @@ from .correlation import correlation_features
 from .granularity import granularity_features, granularity_spectrum
 from .intensity import intensity_features
 from .neighbors import neighbor_features
-from .radial import radial_features
+from .radial import radial_features, radial_zernike_features
 from .shape import shape_features
 from .texture import texture_features
 
 COMPARTMENTS = ("Nuclei", "Cells", "Cytoplasm")
-GROUPS = ("AreaShape", "Intensity", "Texture", "Granularity", "RadialDistribution", "Correlation", "Neighbors")
+GROUPS = ("AreaShape", "Intensity", "Texture", "Granularity", "RadialDistribution", "RadialZernikes", "Correlation",
+          "Neighbors")
 
 
 def compartment_labels(nuclei: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
@@ -51,7 +52,8 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
                   zernike_degree: int = 9, moments: bool = True, manders_threshold: float = 0.15,
                   neighbor_distance: float | None = None, granularity_length: int = 16,
                   granularity_subsample: float = 0.25, granularity_background_sample: float = 0.25,
-                  granularity_element_size: int = 10) -> pd.DataFrame:
+                  granularity_element_size: int = 10, radial_zernike_degree: int = 9,
+                  radial_zernike_phase: bool = True) -> pd.DataFrame:
     """Handcrafted morphology of every cell of one field.
 
     Parameters
@@ -68,7 +70,7 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
         Subset of ``("Nuclei", "Cells", "Cytoplasm")``; Cytoplasm = cell minus its nucleus.
     groups
         Subset of ``("AreaShape", "Intensity", "Texture", "Granularity", "RadialDistribution",
-        "Correlation", "Neighbors")``. Neighbors is measured on Cells (and Nuclei with ``neighbor_distance``).
+        "RadialZernikes", "Correlation", "Neighbors")``. Neighbors is measured on Cells (and Nuclei with ``neighbor_distance``).
     texture_scale, texture_levels
         Haralick co-occurrence distance (pixels) and gray levels.
     radial_bins
@@ -83,6 +85,10 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
         CellProfiler MeasureGranularity's spectrum length, subsampling factor, background
         subsampling factor and background element radius (its defaults). The spectrum is computed
         once per channel and image, and averaged over the objects of each compartment.
+    radial_zernike_degree, radial_zernike_phase
+        RadialZernikes (``RadialDistribution_ZernikeMagnitude_<Channel>_<n>_<m>``, intensity
+        Zernikes of MeasureObjectIntensityDistribution): highest order, and whether the phases
+        (``..._ZernikePhase_...``) are reported too.
 
     Returns
     -------
@@ -127,6 +133,11 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
                 add(granularity_features(objects, scaled[c], spectra[c], length=granularity_length), c=channel)
             if "RadialDistribution" in groups:
                 add(radial_features(objects, scaled[c], bins=radial_bins), c=channel)
+        if "RadialZernikes" in groups:
+            per_channel = radial_zernike_features(objects, scaled, degree=radial_zernike_degree,
+                                                  phase=radial_zernike_phase)
+            for channel, feats in zip(channels, per_channel):
+                add(feats, c=channel)
         if "Correlation" in groups:
             for a, b in combinations(range(len(channels)), 2):
                 add(correlation_features(objects, scaled[a], scaled[b], threshold=manders_threshold),

@@ -92,11 +92,15 @@ def zernike(objects: Objects, circles: tuple[np.ndarray, np.ndarray],
 
 
 def hull_measures(objects: Objects) -> dict[str, np.ndarray]:
-    """Convex area, minimum enclosing circle and Feret diameters of every object (numba, one pass)."""
+    """Convex area, minimum enclosing circle and Feret diameters of every object (numba, one pass;
+    kept on ``objects`` for the other groups that need the circle)."""
+    if "_hull" in objects.__dict__:
+        return objects.__dict__["_hull"]
     out = np.empty((objects.n, 6))
     _hull_measures(objects.rows, objects.cols, objects.starts, objects.counts, out)
-    return {"convex_area": out[:, 0], "centres": out[:, 1:3], "radii": out[:, 3],
-            "min_feret": out[:, 4], "max_feret": out[:, 5]}
+    objects.__dict__["_hull"] = {"convex_area": out[:, 0], "centres": out[:, 1:3], "radii": out[:, 3],
+                                 "min_feret": out[:, 4], "max_feret": out[:, 5]}
+    return objects.__dict__["_hull"]
 
 
 def radii(objects: Objects) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
