@@ -117,7 +117,7 @@ def synthetic(seed: int) -> dict:
 
 
 def real() -> dict:
-    from cellkit.io.plate_index import from_folder
+    from cellkit.io import from_folder
     from cellkit.qc import qc_plate
 
     if not REAL.exists():

@@ -10,15 +10,12 @@ from .plate_index import (
     METADATA_COLUMNS,
     PlateIndexError,
     channels_of,
-    from_bbbc021,
-    from_csv,
-    from_folder,
-    from_pattern,
     join_metadata,
     read_index,
     validate_index,
     write_index,
 )
+from .plate_sources import from_bbbc021, from_csv, from_folder, from_pattern
 from .profiles import ProfileTableError, from_table, join_bbbc021, read_profiles, to_table
 
 __all__ = [
