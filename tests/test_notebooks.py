@@ -24,7 +24,7 @@ from cellkit.workflows.demo import run_demo  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # 2 plates in 2 batches, 4 MOAs x 3 compounds x 2 concentrations, 3 DMSO wells per plate: about 120 cells,
-# 24 scored treatments, every MOA with compounds in both batches (NSCB defined).
+# up to 24 scored treatments, every MOA with compounds in both batches (NSCB defined).
 CONFIG = SyntheticConfig(n_batches=2, plates_per_batch=1, compounds_per_moa=3, n_moas=4, n_concentrations=2,
                          dmso_wells=3, sites=1, height=256, width=320, seed=7)
 KERNEL = "cellkit-test-python"
@@ -131,7 +131,12 @@ def test_04_pca_baseline(kernel_env, demo_out):
     execute("04_pca_baseline")
     baseline = pd.read_csv(kernel_env / "pca_baseline.csv", index_col=0)
     assert list(baseline.index) == ["CellProfiler features", "pixel PCA"]
-    assert (baseline.n_treatments == 24).all() and baseline[["NSC", "NSCB", "mAP"]].stack().between(0, 1).all()
+    # every treatment with at least one cell is scored (a tiny 256x320 field can lose all its cells at the border)
+    obs = ad.read_h5ad(demo_out / "cells.h5ad", backed="r").obs
+    treated = obs[obs.compound != "DMSO"][["compound", "concentration"]].drop_duplicates()
+    assert len(treated) >= 20
+    assert (baseline.n_treatments == len(treated)).all()
+    assert baseline[["NSC", "NSCB", "mAP"]].stack().between(0, 1).all()
     # the demo's profile stage scored the same representations: the notebook must agree with it
     demo = pd.read_csv(demo_out / "profiles" / "representations.csv", index_col=0)
     assert baseline.loc["CellProfiler features", "NSC"] == pytest.approx(demo.loc["X", "NSC"])
