@@ -80,8 +80,11 @@ def atomic_path(path: str | os.PathLike, kind: str | None = None, store: str | N
     path = Path(path)
     if kind is not None:
         check_output(path, kind, store)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:  # name the output, not our temporary folder
+        raise OSError(err.errno, err.strerror, str(path)) from None
     target = tmp / path.name
     try:
         yield target

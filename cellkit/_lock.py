@@ -35,8 +35,11 @@ def output_lock(path: str | os.PathLike, wait: float | None = None):
         if parent.exists() and not parent.is_dir():
             raise OutputPathError(f"{parent} is a file, but the output {Path(path)} needs it to be a folder",
                                   "choose another output path")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock, "a+")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+")
+    except OSError as err:  # name the output, not its lock file
+        raise OSError(err.errno, err.strerror, str(path)) from None
     try:
         deadline = time.monotonic() + wait
         while True:

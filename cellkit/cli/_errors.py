@@ -59,6 +59,13 @@ def _stores_in(args: list[str]) -> list[str]:
     return names
 
 
+def _outputs_in(args: list[str]) -> list[str]:
+    """The values of the command's output options (--out, -o, --adata, --treatments)."""
+    names = {"--out", "-o", "--adata", "--treatments", "--out-dir"}
+    found = [b for a, b in zip(args, args[1:]) if a in names]
+    return found + [a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in names and "=" in a]
+
+
 def report(err: BaseException, args: list[str] | None = None) -> int:
     """Print ``err`` as one line (plus a hint line) on stderr; return the exit status. ``args``:
     the command line, to name the stores it reads when a damaged chunk gives no file name."""
@@ -69,6 +76,8 @@ def report(err: BaseException, args: list[str] | None = None) -> int:
         message, hint = described
         if errors.is_corrupt(err) and _stores_in(args or []):
             message += f" (this command reads {', '.join(_stores_in(args or []))})"
+        elif isinstance(err, OSError) and err.filename is None and _outputs_in(args or []):
+            message += f" (while writing {', '.join(_outputs_in(args or []))})"
         console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
         if hint:
             console.print(f"  hint: {hint}", markup=False, highlight=False, soft_wrap=True)
