@@ -2,12 +2,12 @@
 
 Prints and writes ``benchmarks/results/features.json``:
 
-- cells/s of `measure_field` (full feature set, 3 compartments x 3 channels) on 1024x1280
-  synthetic fields with ~100 cells, and of cp_measure 0.3 on the same fields and masks in the
-  same run: its matching feature groups (sizeshape + zernike + feret per compartment; intensity,
-  texture, radial distribution per channel; Pearson and Manders per channel pair) and its whole
-  core set (adds granularity and radial Zernikes, timed on the first field and extrapolated).
-  Each field is measured by both in turn (interleaved), since the machine may be shared;
+- per group, seconds of `measure_field(groups=(group,))` (3 compartments x 3 channels) on 1024x1280
+  synthetic fields with ~100 cells and of cp_measure 0.3's matching functions on the same fields
+  and masks in the same run (sizeshape + zernike + feret per compartment; intensity, texture,
+  granularity, radial distribution, radial Zernikes per channel; Pearson and Manders per channel
+  pair), and the ratio; each group is measured by both in turn (interleaved), since the machine
+  may be shared; then cells/s of cellkit's full set in one call against the sum of cp_measure's;
 - the largest relative difference to cp_measure per AreaShape / Intensity feature on those fields
   (Zernike: absolute difference in pixel weights 1 / (pi r^2), see cellkit/features/README.md);
 - leave-compound-out 1-NN MOA accuracy of treatment profiles from morphology alone on a
@@ -41,8 +41,16 @@ def synthetic_fields(n: int, seed: int = 0):
 
 
 CP_SHAPE = ("sizeshape", "zernike", "feret")
-CP_CHANNEL = ("intensity", "texture", "radial_distribution")
-CP_EXTRA = ("granularity", "radial_zernikes")  # in cp_measure's core set, not computed by cellkit
+CP_CHANNEL = ("intensity", "texture", "granularity", "radial_distribution", "radial_zernikes")
+# cellkit group -> what cp_measure computes for it (shape functions per compartment, channel
+# functions per compartment and channel, correlation per compartment and channel pair)
+GROUP_MAP = {"AreaShape": dict(shape_fns=CP_SHAPE, channel_fns=(), correlation=False),
+             "Intensity": dict(shape_fns=(), channel_fns=("intensity",), correlation=False),
+             "Texture": dict(shape_fns=(), channel_fns=("texture",), correlation=False),
+             "Granularity": dict(shape_fns=(), channel_fns=("granularity",), correlation=False),
+             "RadialDistribution": dict(shape_fns=(), channel_fns=("radial_distribution",), correlation=False),
+             "RadialZernikes": dict(shape_fns=(), channel_fns=("radial_zernikes",), correlation=False),
+             "Correlation": dict(shape_fns=(), channel_fns=(), correlation=True)}
 
 
 def cp_measure_field(images, nuclei, cells, *, channel_fns=CP_CHANNEL, shape_fns=CP_SHAPE, correlation=True):
@@ -76,6 +84,10 @@ def _our_name(comp: str, key: str) -> str | None:
         return f"{comp}_{name}"
     if group == "Intensity":
         return f"{comp}_{name}_{chan}"
+    if group == "Granularity":  # Granularity_3|DNA
+        return f"{comp}_{name}_{chan}"
+    if group == "RadialDistribution" and "Zernike" in name:  # tested in tests/test_features_cp_extra.py
+        return None
     if group == "RadialDistribution":  # RadialDistribution_FracAtD_1of4
         _, feature, ring = name.split("_")
         return f"{comp}_RadialDistribution_{feature}_{chan}_{ring}"
@@ -121,35 +133,46 @@ def _timed(fn):
 
 
 def speed(n_fields: int) -> dict:
-    """Per field, interleaved (so that load on a shared machine hits both alike): cellkit's full
-    set, cp_measure's matching groups, and cp_measure's remaining core groups (extrapolated from
-    the first field)."""
+    """Per field and per group, interleaved (so that load on a shared machine hits both alike):
+    cellkit's `measure_field` restricted to the group, then cp_measure's matching functions on the
+    same compartments and channels; then cellkit's full set in one call (Neighbors included)."""
     fields = synthetic_fields(n_fields)
     measure_field(*fields[0], CHANNELS)  # numba compile / cache load, not timed
     n_cells = sum(len(np.unique(f[2])) - 1 for f in fields)
-    ours_s = cp_s = 0.0
+    ours_s = 0.0
+    per_group = {g: {"cellkit_s": 0.0, "cp_measure_s": 0.0} for g in GROUP_MAP}
     worst: dict[str, float] = {}
     per_field = []
-    for i, f in enumerate(fields):
-        frame, t_ours = _timed(lambda: measure_field(*f, CHANNELS))
-        ref, t_cp = _timed(lambda: cp_measure_field(*f))
-        if i == 0:
-            _, t_extra = _timed(lambda: cp_measure_field(*f, channel_fns=CP_EXTRA, shape_fns=(), correlation=False))
-        ours_s, cp_s = ours_s + t_ours, cp_s + t_cp
-        per_field.append({"cells": len(frame), "cellkit_s": t_ours, "cp_measure_matching_s": t_cp})
+    for f in fields:
+        ref: dict[str, dict] = {}
+        for group, cp_args in GROUP_MAP.items():
+            _, t_ours = _timed(lambda: measure_field(*f, CHANNELS, groups=(group,)))
+            part, t_cp = _timed(lambda: cp_measure_field(*f, **cp_args))
+            per_group[group]["cellkit_s"] += t_ours
+            per_group[group]["cp_measure_s"] += t_cp
+            for comp, res in part.items():
+                ref.setdefault(comp, {}).update(res)
+        frame, t_full = _timed(lambda: measure_field(*f, CHANNELS))
+        ours_s += t_full
+        per_field.append({"cells": len(frame), "cellkit_full_s": t_full})
         for k, v in agreement(frame, ref, compartment_labels(f[1], f[2])).items():
             worst[k] = max(worst.get(k, 0.0), v)
-    cp_full_s = cp_s + t_extra * n_fields
+    for g in per_group.values():
+        g["speedup"] = g["cp_measure_s"] / g["cellkit_s"]
+    cp_s = sum(g["cp_measure_s"] for g in per_group.values())
     zernike = {k: v for k, v in worst.items() if "Zernike" in k}
     groups = {g: {k: v for k, v in worst.items() if k.split("_")[1] == g and "Zernike" not in k}
-              for g in ("AreaShape", "Intensity", "Texture", "RadialDistribution", "Correlation")}
+              for g in ("AreaShape", "Intensity", "Texture", "Granularity", "RadialDistribution", "Correlation")}
+    print("group               cellkit_s  cp_measure_s  speedup")
+    for g, v in per_group.items():
+        print(f"{g:<19} {v['cellkit_s']:9.2f}  {v['cp_measure_s']:12.2f}  {v['speedup']:7.1f}x")
+    print(f"{'all (full set)':<19} {ours_s:9.2f}  {cp_s:12.2f}  {cp_s / ours_s:7.1f}x")
     return {
         "fields": n_fields, "field_shape": [1024, 1280], "cells": int(n_cells), "features": frame.shape[1],
-        "load_average_1min": os.getloadavg()[0], "per_field": per_field,
+        "load_average_1min": os.getloadavg()[0], "per_field": per_field, "per_group": per_group,
         "cellkit_s": ours_s, "cellkit_cells_per_s": n_cells / ours_s,
-        "cp_measure_matching_s": cp_s, "cp_measure_matching_cells_per_s": n_cells / cp_s,
-        "speedup_vs_matching": cp_s / ours_s,
-        "cp_measure_full_core_s": cp_full_s, "speedup_vs_full_core": cp_full_s / ours_s,
+        "cp_measure_core_s": cp_s, "cp_measure_core_cells_per_s": n_cells / cp_s,
+        "speedup_vs_core": cp_s / ours_s,
         "agreement_features_compared": {g: len(v) for g, v in groups.items()} | {"Zernike": len(zernike)},
         "agreement_max_rel_diff": {g: max(v.values()) for g, v in groups.items() if v},
         "agreement_over_1e-3": {k: v for g in groups.values() for k, v in sorted(g.items()) if v > 1e-3},

@@ -13,8 +13,9 @@ The spectrum is a property of the whole image, so it is computed once per channe
    object's mean of reconstruction ``k`` mapped back to full resolution (bilinear) and ``mean_0``
    the object's mean of the original image (not background-subtracted).
 
-The reconstruction is a numba hybrid (raster + queue) algorithm (Vincent 1993); it gives
-exactly the values of ``skimage.morphology.reconstruction`` (it only copies pixel values).
+The reconstructions use one max-tree of the image (``skimage.morphology.max_tree``, 4-connected):
+each is then two numba passes over the pixels (`_reconstruct_from_tree`), and gives exactly the
+values of ``skimage.morphology.reconstruction`` (tested).
 """
 
 from __future__ import annotations
@@ -22,64 +23,40 @@ from __future__ import annotations
 import numba
 import numpy as np
 import scipy.ndimage as ndi
+import scipy.sparse
 import skimage.morphology
 
 from ._objects import Objects
 
 
 @numba.njit(cache=True, nogil=True)
-def _reconstruct_4(marker, mask):
-    """Grey reconstruction by dilation of ``marker`` under ``mask`` (2-D float64, 4-connectivity);
-    ``marker`` is overwritten and returned."""
-    h, w = marker.shape
-    j = marker
-    for r in range(h):
-        for c in range(w):
-            v = j[r, c]
-            if r > 0 and j[r - 1, c] > v:
-                v = j[r - 1, c]
-            if c > 0 and j[r, c - 1] > v:
-                v = j[r, c - 1]
-            j[r, c] = min(v, mask[r, c])
-    queue = np.empty(2 * h * w + 4, dtype=np.int64)
-    head = 0
-    tail = 0
-    for r in range(h - 1, -1, -1):
-        for c in range(w - 1, -1, -1):
-            v = j[r, c]
-            if r < h - 1 and j[r + 1, c] > v:
-                v = j[r + 1, c]
-            if c < w - 1 and j[r, c + 1] > v:
-                v = j[r, c + 1]
-            v = min(v, mask[r, c])
-            j[r, c] = v
-            if ((r < h - 1 and j[r + 1, c] < v and j[r + 1, c] < mask[r + 1, c])
-                    or (c < w - 1 and j[r, c + 1] < v and j[r, c + 1] < mask[r, c + 1])):
-                queue[tail] = r * w + c
-                tail += 1
-    size = queue.size
-    while head != tail:
-        p = queue[head]
-        head = (head + 1) % size
-        r, c = p // w, p % w
-        v = j[r, c]
-        for k in range(4):
-            rr, cc = r, c
-            if k == 0:
-                rr = r - 1
-            elif k == 1:
-                rr = r + 1
-            elif k == 2:
-                cc = c - 1
-            else:
-                cc = c + 1
-            if rr < 0 or rr >= h or cc < 0 or cc >= w:
-                continue
-            if j[rr, cc] < v and j[rr, cc] != mask[rr, cc]:
-                j[rr, cc] = min(v, mask[rr, cc])
-                queue[tail] = rr * w + cc
-                tail = (tail + 1) % size
-    return j
+def _reconstruct_from_tree(marker, levels, parent, order, out):
+    """Grey reconstruction by dilation of ``marker`` (<= ``levels``) under ``levels``, from the
+    max-tree of ``levels`` (flat arrays; ``parent``, ``order``: `skimage.morphology.max_tree`).
+
+    A component (max-tree node) at level l is reconstructed up to l iff the marker reaches l
+    somewhere inside it; a pixel takes the level of its deepest such component. Two passes over
+    the pixels; the result holds only values of ``levels``, as the classical algorithms.
+    """
+    n = marker.size
+    reach = marker.copy()  # max of the marker over each pixel's subtree
+    for i in range(n - 1, 0, -1):
+        p = order[i]
+        q = parent[p]
+        if reach[p] > reach[q]:
+            reach[q] = reach[p]
+    for i in range(n):
+        p = order[i]
+        q = parent[p]
+        if p == q:  # the root: the marker reaches the image minimum
+            out[p] = levels[p]
+        elif levels[q] == levels[p]:  # same component as its canonical pixel
+            out[p] = out[q]
+        elif reach[p] >= levels[p]:
+            out[p] = levels[p]
+        else:
+            out[p] = out[q]
+    return out
 
 
 def _resample(image: np.ndarray, factor: float) -> np.ndarray:
@@ -132,12 +109,38 @@ def granularity_spectrum(image: np.ndarray, *, subsample: float = 0.25, image_sa
         back = ndi.map_coordinates(back, (i, j), order=1)
     pixels = np.maximum(pixels - back, 0)
     cross = skimage.morphology.disk(1, dtype=bool)
+    parent, order = skimage.morphology.max_tree(pixels, connectivity=1)
+    parent, order, levels = parent.ravel(), order.ravel(), pixels.ravel()
     out = np.empty((length,) + pixels.shape)
     ero = pixels
     for k in range(length):
         ero = skimage.morphology.erosion(ero, footprint=cross)
-        out[k] = _reconstruct_4(ero.copy(), pixels)
+        _reconstruct_from_tree(ero.ravel(), levels, parent, order, out[k].reshape(-1))
     return out
+
+
+def _restore_operator(objects: Objects, small_shape: tuple[int, int]):
+    """(N, h*w) sparse matrix: row o sums, over object o's pixels, the bilinear weights of the
+    subsampled pixels it is restored from (CellProfiler's restore step, as cp_measure's fused
+    operator); pixels mapped just outside the grid by round-off weigh 0, as map_coordinates gives
+    them. Built once per compartment and kept on ``objects``."""
+    key = ("_granularity_restore", tuple(small_shape))
+    if key in objects.__dict__:
+        return objects.__dict__[key]
+    h, w = objects.shape
+    nh, nw = small_shape
+    r = objects.rows * (float(nh - 1) / float(h - 1)) if h > 1 else np.zeros(objects.rows.size)
+    c = objects.cols * (float(nw - 1) / float(w - 1)) if w > 1 else np.zeros(objects.cols.size)
+    inside = (r >= 0) & (r <= nh - 1) & (c >= 0) & (c <= nw - 1)
+    r, c, seg = r[inside], c[inside], objects.seg[inside]
+    r0, c0 = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
+    fr, fc = r - r0, c - c0
+    r1, c1 = np.minimum(r0 + 1, nh - 1), np.minimum(c0 + 1, nw - 1)
+    cols = np.concatenate([r0 * nw + c0, r0 * nw + c1, r1 * nw + c0, r1 * nw + c1])
+    weights = np.concatenate([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc])
+    op = scipy.sparse.coo_matrix((weights, (np.tile(seg, 4), cols)), shape=(objects.n, nh * nw)).tocsr()
+    objects.__dict__[key] = op
+    return op
 
 
 def granularity_features(objects: Objects, image: np.ndarray, spectrum: np.ndarray | None, *,
@@ -160,27 +163,16 @@ def granularity_features(objects: Objects, image: np.ndarray, spectrum: np.ndarr
     n = objects.n
     if spectrum is None or n == 0:
         return {f"Granularity_{k}_{{c}}": np.full(n, np.nan) for k in range(1, length + 1)}
-    h, w = objects.shape
-    nh, nw = spectrum.shape[1:]
-    # bilinear source coordinates of each object pixel on the subsampled grid (CellProfiler's
-    # restore step); pixels mapped just outside the grid by round-off read 0, as map_coordinates does
-    r = objects.rows * (float(nh - 1) / float(h - 1)) if h > 1 else np.zeros(objects.rows.size)
-    c = objects.cols * (float(nw - 1) / float(w - 1)) if w > 1 else np.zeros(objects.cols.size)
-    inside = (r >= 0) & (r <= nh - 1) & (c >= 0) & (c <= nw - 1)
-    r0, c0 = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
-    fr, fc = r - r0, c - c0
-    r0, c0 = np.minimum(r0, nh - 1), np.minimum(c0, nw - 1)
-    r1, c1 = np.minimum(r0 + 1, nh - 1), np.minimum(c0 + 1, nw - 1)
-    idx = np.stack([r0 * nw + c0, r0 * nw + c1, r1 * nw + c0, r1 * nw + c1])
-    wts = np.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc]) * inside
-    flat = spectrum.reshape(len(spectrum), -1)
+    restore = _restore_operator(objects, spectrum.shape[1:])
+    means = np.asarray(restore @ spectrum.reshape(len(spectrum), -1).T)  # (N, length) sums
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = means / objects.counts[:, None]
     values = np.nan_to_num(image.ravel()[objects.flat], nan=0.0)
     current = objects.mean(values)
     start = np.maximum(current, np.finfo(float).eps)
     out = {}
     for k in range(len(spectrum)):
-        rec = flat[k]
-        new = objects.mean((rec[idx] * wts).sum(0))
+        new = means[:, k]
         out[f"Granularity_{k + 1}_{{c}}"] = (current - new) * 100 / start
         current = new
     return out
