@@ -28,46 +28,53 @@ def zernike_monomials(seg, y, x, n_objects, degree):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def weighted_zernike_monomials(seg, y, x, weights, n_objects, degree):
     """As `zernike_monomials`, each pixel weighted by ``weights[c, p]`` for C channels at once
     (pixels grouped by object: ``seg`` non-decreasing). Returns (C, N, degree+1, degree+1) complex128."""
     n_channels = weights.shape[0]
     d1 = degree + 1
+    n_terms = 0
+    for m in range(d1):
+        for j in range(m, d1, 2):
+            n_terms += 1
     out = np.zeros((n_channels, n_objects, d1, d1), dtype=np.complex128)
-    acc_re = np.zeros((n_channels, d1, d1))
-    acc_im = np.zeros((n_channels, d1, d1))
-    wc = np.empty(n_channels)
+    acc = np.zeros((n_channels, 2 * n_terms))
+    basis = np.empty(2 * n_terms)
     current = -1
     for p in range(seg.size + 1):
         o = seg[p] if p < seg.size else -2
         if o != current:
             if current >= 0:
                 for c in range(n_channels):
-                    for j in range(d1):
-                        for m in range(d1):
-                            out[c, current, j, m] = complex(acc_re[c, j, m], acc_im[c, j, m])
-                acc_re[:] = 0.0
-                acc_im[:] = 0.0
+                    t = 0
+                    for m in range(d1):
+                        for j in range(m, d1, 2):
+                            out[c, current, j, m] = complex(acc[c, 2 * t], acc[c, 2 * t + 1])
+                            t += 1
+                acc[:] = 0.0
             current = o
         if p == seg.size:
             break
         r2 = x[p] * x[p] + y[p] * y[p]
         if not (r2 <= 1.0 + 1e-9):
             continue
-        for c in range(n_channels):
-            wc[c] = weights[c, p]
         yr, xi = y[p], x[p]
         wm_re, wm_im = 1.0, 0.0
+        t = 0
         for m in range(d1):
             t_re, t_im = wm_re, wm_im
             for j in range(m, d1, 2):
-                for c in range(n_channels):
-                    acc_re[c, j, m] += t_re * wc[c]
-                    acc_im[c, j, m] += t_im * wc[c]
+                basis[2 * t] = t_re
+                basis[2 * t + 1] = t_im
+                t += 1
                 t_re *= r2
                 t_im *= r2
             wm_re, wm_im = wm_re * yr - wm_im * xi, wm_re * xi + wm_im * yr
+        for c in range(n_channels):
+            wc = weights[c, p]
+            for t in range(2 * n_terms):
+                acc[c, t] += basis[t] * wc
     return out
 
 
