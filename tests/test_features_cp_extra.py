@@ -125,3 +125,25 @@ def test_max_tree_reconstruction_is_exact():
         out = np.empty(image.size)
         _reconstruct_from_tree(marker.ravel(), image.ravel(), parent.ravel(), order.ravel(), out)
         assert np.array_equal(out.reshape(image.shape), reconstruction(marker, image, footprint=disk(1, dtype=bool)))
+
+
+def test_euler_number_matches_cp_measure(field):
+    from cp_measure.bulk import get_core_measurements
+    from skimage.measure import regionprops
+
+    from cellkit.features._objects import Objects
+    from cellkit.features.shape import euler_number
+
+    df = measure_field(*field, CHANNELS, groups=("AreaShape",))
+    sizeshape = get_core_measurements()["sizeshape"]
+    for comp, lab in compartment_labels(field[1].astype(np.int64), field[2].astype(np.int64)).items():
+        present = np.unique(lab)
+        present = present[present > 0]
+        ref = np.asarray(sizeshape(lab.astype(np.int32), None)["EulerNumber"])[present - 1]
+        np.testing.assert_array_equal(df.loc[present, f"{comp}_AreaShape_EulerNumber"], ref)
+    assert (df["Cytoplasm_AreaShape_EulerNumber"] == 0).any()  # rings: one component, one hole
+    # fragmented objects with holes and touching labels (many components per label)
+    rng = np.random.default_rng(0)
+    noise = (rng.random((60, 70)) > 0.5) * rng.integers(1, 4, (60, 70))
+    np.testing.assert_array_equal(euler_number(Objects(noise, np.arange(1, 4))),
+                                  [r.euler_number for r in regionprops(noise)])

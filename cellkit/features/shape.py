@@ -109,6 +109,26 @@ def radii(objects: Objects) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return objects.reduce(np.maximum, dist), objects.mean(dist), objects.median(dist)
 
 
+def euler_number(objects: Objects) -> np.ndarray:
+    """Euler number (connected components minus holes, 8-connected foreground) of every object, by
+    counting 2x2 bit-quads over the whole label image at once (Gray 1971):
+    ``E = (Q1 - Q3 - 2 QD) / 4`` per object, as ``skimage.measure.regionprops(...).euler_number``."""
+    img = np.pad(objects.image, 1)
+    quad = [img[:-1, :-1], img[:-1, 1:], img[1:, :-1], img[1:, 1:]]  # a b / c d
+    touched = np.flatnonzero((quad[0] | quad[1] | quad[2] | quad[3]).ravel())  # windows with an object pixel
+    quad = [q.ravel()[touched] for q in quad]
+    score = np.zeros(objects.n + 1)
+    for i, owner in enumerate(quad):
+        first = owner > 0
+        for prev in quad[:i]:
+            first &= prev != owner  # count each label once per window, at its first position
+        matches = sum((q == owner).astype(np.int64) for q in quad)
+        diagonal = (matches == 2) & (((quad[0] == owner) & (quad[3] == owner)) | ((quad[1] == owner) & (quad[2] == owner)))
+        weight = np.where(matches == 1, 1.0, 0.0) - (matches == 3) - 2.0 * diagonal
+        score += np.bincount(owner[first], weights=weight[first], minlength=objects.n + 1)
+    return score[1:] / 4
+
+
 def shape_features(objects: Objects, *, zernike_degree: int = 9, moments: bool = True) -> dict[str, np.ndarray]:
     """AreaShape features of every object.
 
@@ -159,6 +179,7 @@ def shape_features(objects: Objects, *, zernike_degree: int = 9, moments: bool =
             "MedianRadius": median_r,
             "MinFeretDiameter": hull["min_feret"],
             "MaxFeretDiameter": hull["max_feret"],
+            "EulerNumber": euler_number(objects),
         }
         if moments:
             for p in range(3):
