@@ -1,7 +1,7 @@
 """Illumination correction on synthetic plates whose true illumination is known.
 
 Plates: `SyntheticConfig` below (2 batches x 2 plates, 12 MOAs, 512 x 640 fields). Each plate and
-channel has its own vignetting (`cellkit.datasets.synthetic._plate_effects`, 20-40 % fall-off).
+channel has its own vignetting (`cellkit.datasets.synthetic._plate_effects`: a batch pattern, 20-50 % fall-off, times a plate one, 5-15 %).
 Per plate and channel the flat field is estimated from the plate's 40 fields (`cellkit.illumination`):
 aggregate = per-pixel mean (CellProfiler's Regular method) or per-pixel median, smoothing =
 Gaussian sigma min(H, W)/8 or median window min(H, W)/4 (all four combinations), then:
@@ -110,7 +110,7 @@ def main():
     corrected_cells = {"+".join(k): [] for k in PROFILED}
     for plate, fields in layout.groupby("plate", sort=False):
         effects = _plate_effects(config, int(fields.batch_index.iloc[0]), plate)
-        truth = effects[1]
+        truth = effects["illumination"]
         rendered = [render_layout_field(config, f, effects) for f in fields.to_dict("records")]
         flats = {}
         for aggregate in ("mean", "median"):

@@ -88,7 +88,8 @@ def synthetic(seed: int) -> dict:
                 severity = float(rng.choice(SATURATED))
                 images = saturate(images, severity, int(rng.integers(3)))
             elif kind[i] == "empty":
-                gains, illum, _ = effects[plate]
+                gains = effects[plate]["gains"] * effects[plate]["background"]  # the plate's own background level
+                illum = effects[plate]["illumination"]
                 images = empty(images.shape[1:], gains, illum, rng)
             t = measure_field(images, channels)
             t["plate"], t["well"], t["field_id"] = plate, f.well, f"{plate}/{f.well}/{f.site}"
