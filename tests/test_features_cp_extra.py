@@ -127,7 +127,7 @@ def test_max_tree_reconstruction_is_exact():
         assert np.array_equal(out.reshape(image.shape), reconstruction(marker, image, footprint=disk(1, dtype=bool)))
 
 
-def test_euler_number_matches_cp_measure(field):
+def test_euler_number_and_inertia_match_cp_measure(field):
     from cp_measure.bulk import get_core_measurements
     from skimage.measure import regionprops
 
@@ -141,6 +141,11 @@ def test_euler_number_matches_cp_measure(field):
         present = present[present > 0]
         ref = np.asarray(sizeshape(lab.astype(np.int32), None)["EulerNumber"])[present - 1]
         np.testing.assert_array_equal(df.loc[present, f"{comp}_AreaShape_EulerNumber"], ref)
+        ref = sizeshape(lab.astype(np.int32), None)
+        for key in ["InertiaTensor_0_0", "InertiaTensor_0_1", "InertiaTensor_1_0", "InertiaTensor_1_1",
+                    "InertiaTensorEigenvalues_0", "InertiaTensorEigenvalues_1"]:
+            np.testing.assert_allclose(df.loc[present, f"{comp}_AreaShape_{key}"],
+                                       np.asarray(ref[key])[present - 1], rtol=1e-5, atol=1e-6, err_msg=key)
     assert (df["Cytoplasm_AreaShape_EulerNumber"] == 0).any()  # rings: one component, one hole
     # fragmented objects with holes and touching labels (many components per label)
     rng = np.random.default_rng(0)

@@ -139,7 +139,7 @@ def shape_features(objects: Objects, *, zernike_degree: int = 9, moments: bool =
     zernike_degree
         Highest Zernike order n (CellProfiler: 9, 30 features); < 0 skips them.
     moments
-        Also report central, normalised and Hu moments.
+        Also report central, normalised and Hu moments and the inertia tensor and its eigenvalues.
 
     Returns
     -------
@@ -193,6 +193,10 @@ def shape_features(objects: Objects, *, zernike_degree: int = 9, moments: bool =
                         out[f"NormalizedMoment_{p}_{q}"] = nu[:, p, q]
             for k, hu in enumerate(hu_moments(nu).T):
                 out[f"HuMoment_{k}"] = hu
+            # skimage's inertia tensor (row/col axes swapped, as CellProfiler reports it)
+            out["InertiaTensor_0_0"], out["InertiaTensor_1_1"] = c, a
+            out["InertiaTensor_0_1"] = out["InertiaTensor_1_0"] = -b
+            out["InertiaTensorEigenvalues_0"], out["InertiaTensorEigenvalues_1"] = eig1, eig2
     if zernike_degree >= 0:
         indexes, scores = zernike(objects, (hull["centres"], hull["radii"]), zernike_degree)
         for k, (n, m) in enumerate(indexes):
