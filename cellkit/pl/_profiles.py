@@ -175,7 +175,7 @@ def channel_comparison(adata: ad.AnnData, *, channels: Sequence[str] = ("DNA", "
     for ax, name, channel in zip(axes[0], names, channels):
         values = np.asarray(adata[:, name].X).ravel()
         data = [values[(labels == g) & np.isfinite(values)] for g in groups]
-        ax.boxplot(data, vert=False, showfliers=False)
+        ax.boxplot(data, orientation="horizontal", showfliers=False)
         ax.set_yticks(range(1, len(groups) + 1), groups if ax is axes[0, 0] else [""] * len(groups), fontsize=7)
         ax.set_ylim(len(groups) + 0.5, 0.5)  # first group on top
         ax.xaxis.set_major_locator(MaxNLocator(5))
