@@ -52,7 +52,7 @@ def train_missing(cells: Path, models_dir: Path, config: dict, methods=METHODS) 
         folder = models_dir / method
         if not (folder / "model.safetensors").exists():
             t = time.time()
-            train(cells, folder, method=method, config=config, device="cpu", log=lambda *a: None)
+            train(cells, folder, method=method, config=config, device="cpu")
             print(f"trained {method} in {time.time() - t:.0f} s")
         out[method] = folder
     return out

@@ -119,7 +119,7 @@ def main():
             resume = not args.retrain and (model_dir / "checkpoint.pt").exists()  # an interrupted run goes on
             start = time.perf_counter()
             train(cells, model_dir, method=method, config=None if resume else config, resume=resume,
-                  overwrite=not resume, log=print)
+                  overwrite=not resume)
             print(f"{method}: trained in {time.perf_counter() - start:.0f}s", flush=True)
         if not done or args.retrain or EMBEDDING_KEYS[method] not in ad.read_h5ad(h5ad).obsm:
             start = time.perf_counter()
@@ -159,4 +159,7 @@ def main():
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # cellkit's log (epochs, extraction)
     main()

@@ -63,7 +63,7 @@ def plate_config(seed: int, cells: int) -> SyntheticConfig:
                               "width": max(240, 16 * round(base.width * scale / 16))})
 
 
-def build_cells(out: Path, config: SyntheticConfig, size: int, log=print) -> tuple[Path, Path]:
+def build_cells(out: Path, config: SyntheticConfig, size: int) -> tuple[Path, Path]:
     from cellkit.extract import extract_cells
     from cellkit.features import measure_field
 
@@ -74,7 +74,7 @@ def build_cells(out: Path, config: SyntheticConfig, size: int, log=print) -> tup
         write_ground_truth_labels(plate, labels)
     if not h5ad.exists():
         result = extract_cells(synthetic_index(plate), labels, cells, size=size, border="drop", measure=measure_field,
-                               workers=1, adata=h5ad, log=log)
+                               workers=1, adata=h5ad)
         h5ad = Path(result.adata or h5ad)
     return cells, h5ad
 
@@ -99,7 +99,7 @@ def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_c
         epochs = int(left * rate // n_cells)
         plan = {"epochs": max(1, epochs)} if epochs >= 1 else {"epochs": 1, "max_cells": max(batch, int(left * rate))}
     probe_s = time.perf_counter() - start
-    train(cells, model_dir, method=method, overwrite=True, config={**options, **plan}, log=log)
+    train(cells, model_dir, method=method, overwrite=True, config={**options, **plan})
     saved = json.loads(done.read_text())
     train_s = sum(h["seconds"] for h in saved["history"]) if saved["history"] else 0.0
     timing = {"probe_s": probe_s, "train_s": train_s, "wall_s": time.perf_counter() - start, **plan,
@@ -143,7 +143,7 @@ def main():
     out = args.out or Path(f"/tmp/cellkit_ssl_moa/seed{args.seed}_cells{args.cells}")
     config = plate_config(args.seed, args.cells)
     start = time.perf_counter()
-    cells, h5ad = build_cells(out, config, args.crop_size, log=lambda m: None)
+    cells, h5ad = build_cells(out, config, args.crop_size)
     n_cells = ad.read_h5ad(h5ad, backed="r").n_obs
     print(f"{n_cells} cells ready in {time.perf_counter() - start:.0f}s ({config.sites} sites per well)", flush=True)
     options = {"preset": args.preset, "seed": 0, "num_workers": 0}
@@ -193,4 +193,7 @@ def main():
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # cellkit's log (epochs, extraction)
     main()

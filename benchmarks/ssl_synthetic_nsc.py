@@ -43,7 +43,7 @@ def build_cells(out: Path, config: SyntheticConfig, log=print) -> tuple[Path, Pa
     h5ad = out / "cells.h5ad"
     if not h5ad.exists():
         result = extract_cells(index, labels, cells, size=64, border="drop", measure=measure_field, workers=2,
-                               adata=h5ad, log=log)
+                               adata=h5ad)
         h5ad = Path(result.adata or h5ad)
     return cells, h5ad
 
@@ -79,7 +79,7 @@ def main():
         config_file = model_dir / "config.json"
         if not (config_file.exists() and json.loads(config_file.read_text()).get("complete")):
             start = time.perf_counter()
-            train(cells, model_dir, method=method, overwrite=True, log=print,
+            train(cells, model_dir, method=method, overwrite=True,
                   config={"epochs": args.epochs, "width": args.width, "num_workers": 1, "seed": 0})
             print(f"{method}: trained in {time.perf_counter() - start:.0f}s", flush=True)
             present.discard(EMBEDDING_KEYS[method])
@@ -100,4 +100,7 @@ def main():
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # cellkit's log (epochs, extraction)
     main()

@@ -179,8 +179,10 @@ def slow_measure(*args):
 slow_measure.__qualname__ = "measure_area_intensity"
 slow_measure.__module__ = measure_area_intensity.__module__
 
+import logging
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # cellkit's log, line by line
 extract_cells(synthetic_index({plate!r}), {labels!r}, {out!r}, measure=slow_measure, workers=2,
-              log=lambda message: print(message, flush=True), **(OPTIONS | dict(block_cells=16, chunk_cells=8)))
+              **(OPTIONS | dict(block_cells=16, chunk_cells=8)))
 print("DONE")
 """
 

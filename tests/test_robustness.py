@@ -25,7 +25,7 @@ def setup(tmp_path_factory, tiny_cells):
     root = tmp_path_factory.mktemp("robust")
     cells = tiny_cells
     for method in ("pixel_pca", "random"):
-        train(cells, root / method, method=method, config=TINY, device="cpu", log=lambda *a: None)
+        train(cells, root / method, method=method, config=TINY, device="cpu")
     return cells, root
 
 

@@ -119,7 +119,7 @@ def test_search_cli_by_new_crop(tmp_path, tiny_cells):
     config = {"input_size": 16, "shuffle_cells": 64, "num_workers": 0}
     for name, n_components in (("pca", 6), ("other", 5)):
         train(tiny_cells, tmp_path / name, method="pca", config={**config, "n_components": n_components},
-              device="cpu", log=lambda *a: None)
+              device="cpu")
     h5ad = embed_h5ad(tiny_cells, tmp_path / "pca", tmp_path / "cells.h5ad")
     images, _, obs = read_cells(tiny_cells)
     np.save(tmp_path / "one.npy", np.asarray(images[9]))  # (C, S, S), as in the store

@@ -50,7 +50,7 @@ def extract(
         with progress_bar("extracting cells") as update:
             result = extract_cells(index, labels, out, size=size, border=border, mask_neighbors=mask_neighbors,
                                    measure=measure, adata=adata, workers=workers, processes=processes,
-                                   scheduler=scheduler, overwrite=overwrite, log=console.print, progress=update)
+                                   scheduler=scheduler, overwrite=overwrite, progress=update)
     except (ExtractInputError, PlateIndexError, ImageReadError, ValueError, OSError) as err:
         fail(f"{err}\n{out} is left incomplete or unchanged; fix the problem and run the same command again"
              if out.exists() else str(err))

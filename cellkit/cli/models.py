@@ -55,7 +55,7 @@ def train(
 
         try:
             models.train(cells, out, method=method, config=options, resume=resume, overwrite=overwrite,
-                         device=device, progress=progress, log=bar.console.print)
+                         device=device, progress=progress)
         except (FileNotFoundError, FileExistsError, IncompleteStoreError, ValueError, FloatingPointError,
                 ImportError) as err:
             fail(str(err))

@@ -44,6 +44,8 @@ import zarr
 
 from .._atomic import atomic_path, check_output
 from .._lock import output_lock
+from .._logging import get_logger
+from .._parallel import Runner
 from .._progress import progress_bar
 from ..io import cells as cellstore
 from ..io.images import INTENSITY_RULE, read_field, to_uint16
@@ -51,7 +53,8 @@ from ..io.labels import read_field_labels
 from ..io.plate_index import PATH_PREFIX, channels_of, read_index
 from .crops import cut_crops
 from .plan import BORDER_POLICIES, ExtractInputError, FieldPlan, plan_field, plan_obs
-from .._parallel import Runner
+
+logger = get_logger(__name__)
 
 Measure = Callable[[np.ndarray, np.ndarray, np.ndarray, list], pd.DataFrame]
 
@@ -231,8 +234,7 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
                   measure: Measure | None = None, adata: str | os.PathLike | None = None,
                   workers: int = 1, processes: bool = False, scheduler: str | None = None,
                   chunk_cells: int = cellstore.DEFAULT_CHUNK_CELLS, block_cells: int = cellstore.DEFAULT_BLOCK_CELLS,
-                  sharded: bool = False, overwrite: bool = False, log: Callable[[str], None] | None = None,
-                  progress=None) -> ExtractResult:
+                  sharded: bool = False, overwrite: bool = False, progress=None) -> ExtractResult:
     """Cut every segmented cell out of a plate into a single-cell store ``out`` (cells.zarr).
 
     Parameters
@@ -272,8 +274,8 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
         Pack each block into one Zarr shard file (fewer files, slower random reads).
     overwrite
         Replace a store at ``out`` made from other inputs or parameters.
-    log, progress
-        ``log(message)``; ``progress``: None, True / ``"tqdm"`` (a notebook bar), ``"rich"``, or
+    progress
+        Messages go to ``logging.getLogger("cellkit")``; ``progress``: None, True / ``"tqdm"`` (a notebook bar), ``"rich"``, or
         ``progress(cells_done, cells_total)`` (see `cellkit._progress`), counting cells written.
 
     Returns
@@ -293,12 +295,12 @@ def extract_cells(index: pd.DataFrame | str | os.PathLike, labels: str | os.Path
         return _extract(index, labels, out, size=size, border=border, mask_neighbors=mask_neighbors, measure=measure,
                         adata=adata, workers=workers, processes=processes, scheduler=scheduler,
                         chunk_cells=chunk_cells, block_cells=block_cells, sharded=sharded, overwrite=overwrite,
-                        log=log, progress=progress)
+                        progress=progress)
 
 
 def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata, workers, processes, scheduler,
-             chunk_cells, block_cells, sharded, overwrite, log, progress) -> ExtractResult:
-    log = log or (lambda message: None)
+             chunk_cells, block_cells, sharded, overwrite, progress) -> ExtractResult:
+    log = logger.info
     if border not in BORDER_POLICIES:
         raise ValueError(f"border must be one of {BORDER_POLICIES}, got {border!r}")
     if size < 2:

@@ -18,11 +18,14 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .._logging import get_logger
 from .augment import AugmentConfig, augment
 from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_exist, read_config, remove_model_files,
                          save_checkpoint, save_weights, write_json)
 from .data import CellChunks, cell_view_size, channel_stats, iter_batches
 from .encoders import build_model
+
+logger = get_logger(__name__)
 
 METHODS = ("simclr", "byol", "autoencoder", "mae", "weak", "pixel_pca", "random")
 # "pca" (the earlier name of the PCA of crop pixels): accepted, and read from older model folders
@@ -166,7 +169,7 @@ def _training_chunks(data: CellChunks, max_cells) -> list[int]:
 
 
 def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None, resume: bool = False,
-          overwrite: bool = False, device=None, progress=None, log=None) -> Path:
+          overwrite: bool = False, device=None, progress=None) -> Path:
     """Train an encoder of ``method`` on the crops of a complete cells.zarr; return ``out_dir``.
 
     Parameters
@@ -183,12 +186,12 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     overwrite : replace an existing model folder. Without it (and without ``resume``) an
         existing one is refused.
     progress : ``progress(epoch, epochs, step, steps, loss)`` after each step.
-    log : ``log(message)`` after each epoch.
+    Each epoch's loss and speed go to ``logging.getLogger("cellkit")``.
     """
     out_dir = Path(out_dir)
     method = METHOD_ALIASES.get(method, method)
     device = _device(device)
-    log = log or (lambda message: None)
+    log = logger.info
     if resume:
         saved = read_config(out_dir)
         extra = {k: v for k, v in (config or {}).items() if k in saved and saved[k] != v}

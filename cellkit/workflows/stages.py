@@ -171,7 +171,7 @@ def extract_stage(ctx: Context, size: int = 64, border: str = "inside", mask_nei
 
     extract_cells(current_index(ctx), ctx.out / "labels.zarr", ctx.out / "cells.zarr", size=size,
                   border=border, mask_neighbors=mask_neighbors, measure=measure_field if features else None,
-                  adata=ctx.out / "cells.h5ad", workers=ctx.workers or 2, scheduler=ctx.scheduler, log=logger.info,
+                  adata=ctx.out / "cells.h5ad", workers=ctx.workers or 2, scheduler=ctx.scheduler,
                   progress=ctx.progress)
 
 
@@ -203,6 +203,6 @@ def embed_stage(ctx: Context, methods: tuple = ("simclr", "pixel_pca"), config: 
         except (FileNotFoundError, IncompleteModelError):
             logger.info(f"embed: training {method}")
             resume = (model_dir / CHECKPOINT).exists()  # an earlier run finished at least one epoch
-            train(cells, model_dir, method=method, config=config, resume=resume, overwrite=not resume, log=logger.info)
+            train(cells, model_dir, method=method, config=config, resume=resume, overwrite=not resume)
         embed_h5ad(cells, model_dir, ctx.out / "cells.h5ad")
         logger.info(f"embed: obsm['{EMBEDDING_KEYS[method]}'] -> cells.h5ad")
