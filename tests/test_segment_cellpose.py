@@ -77,12 +77,17 @@ def test_train_tiny_model_then_use_it(tmp_path):
     images = _small_pairs(tmp_path)
     model = tmp_path / "nuclei.cp"
     result = runner.invoke(app, ["train-segmenter", str(tmp_path / "im"), str(tmp_path / "mk"), "--out", str(model),
-                                 "--epochs", "1", "--batch-size", "2", "--patch-size", "64", "--cpu"])
+                                 "--epochs", "2", "--batch-size", "2", "--patch-size", "64", "--images-per-epoch", "4",
+                                 "--validation-fraction", "0.34", "--eval-every", "1", "--nbase", "8,16,32,64",
+                                 "--flow-cache", str(tmp_path / "flows"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert 0.0 <= summary["validation_ap@0.5"] <= 1.0 and model.exists()
     report = json.loads((tmp_path / "nuclei.cp.json").read_text())
     assert len(report["validation_names"]) == 1 and not set(report["validation_names"]) & set(report["train_names"])
+    assert [h["epoch"] for h in report["learning_curve"]] == [1, 2] and report["exported_epoch"] in (1, 2)
+    assert report["sha256"] == summary["sha256"] and len(report["size_model"]["A"]) == 64
+    assert (tmp_path / "nuclei.cp.ckpt").is_file()
 
     # the saved model loads in the Cellpose backend and segments fields and single images
     seg = get_segmenter("cellpose", model=str(model), cell_model=None, gpu=False)
@@ -99,25 +104,26 @@ def test_train_tiny_model_then_use_it(tmp_path):
     assert scores["pooled"]["n_images"] == 3 and scores["segmenter"]["model_path"] == str(model)
 
 
-def test_narrow_network_trains_loads_by_path_and_resumes(tmp_path):
+def test_narrow_network_trains_loads_by_path_and_continues(tmp_path):
     import torch
 
     from cellkit.segment import ModelArchitectureError
     from cellkit.segment.cellpose_backend import load_cellpose
 
     images = _small_pairs(tmp_path)
-    model, ckpt = tmp_path / "narrow.cp", tmp_path / "ckpt"
+    model = tmp_path / "narrow.cp"
     common = [str(tmp_path / "im"), str(tmp_path / "mk"), "--epochs", "3", "--batch-size", "2", "--patch-size", "64",
-              "--validation-fraction", "0", "--cpu"]
+              "--images-per-epoch", "4", "--validation-fraction", "0", "--no-size-model",
+              "--flow-cache", str(tmp_path / "flows")]
     result = runner.invoke(app, ["train-segmenter", *common, "--out", str(model), "--nbase", "8,16,32,64",
-                                 "--checkpoint-dir", str(ckpt), "--checkpoint-every", "1"])
+                                 "--checkpoint", str(tmp_path / "run.ckpt")])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["nbase"] == [2, 8, 16, 32, 64] and summary["validation_ap@0.5"] is None
     report = json.loads((tmp_path / "narrow.cp.json").read_text())
     assert report["architecture"] == {"nbase": [2, 8, 16, 32, 64], "diam_mean": 17.0}
-    assert len(report["train_names"]) == 3 and report["steps"] == 6
-    assert (ckpt / "models" / "cellkit_model_epoch_0001").is_file()
+    assert len(report["train_names"]) == 3 and report["steps"] == 6 and report["size_model"] is None
+    assert (tmp_path / "run.ckpt").is_file()
 
     # the backend rebuilds the narrow network from the file and holds exactly the saved weights
     seg = get_segmenter("cellpose", model=str(model), cell_model=None, diameter="auto", gpu=False)
@@ -128,7 +134,7 @@ def test_narrow_network_trains_loads_by_path_and_resumes(tmp_path):
     labels = seg.segment_nuclei([images[5][:160, :200], images[6][:96, :96]])
     assert [lab.shape for lab in labels] == [(160, 200), (96, 96)] and labels[0].dtype == np.uint32
 
-    # training continues from the narrow model: same network, new weights
+    # training starts from the narrow model's weights: same network, new weights
     resumed = tmp_path / "resumed.cp"
     result = runner.invoke(app, ["train-segmenter", *common, "--out", str(resumed), "--pretrained", str(model)])
     assert result.exit_code == 0, result.output
@@ -138,6 +144,10 @@ def test_narrow_network_trains_loads_by_path_and_resumes(tmp_path):
     result = runner.invoke(app, ["train-segmenter", *common, "--out", str(tmp_path / "x.cp"), "--pretrained",
                                  str(model), "--nbase", "16,32,64,128"])
     assert result.exit_code == 1 and "differs from the pretrained" in result.output
+    # resuming with other settings is refused with the reason
+    result = runner.invoke(app, ["train-segmenter", *common, "--out", str(model), "--nbase", "8,16,32,64",
+                                 "--checkpoint", str(tmp_path / "run.ckpt"), "--resume", "--batch-size", "4"])
+    assert result.exit_code == 1 and "different batch_size" in result.output
 
     # a report that does not match its weights, and a file that is not a CPnet, are clear errors
     (tmp_path / "resumed.cp.json").write_text(json.dumps({"architecture": {"nbase": [2, 32, 64, 128, 256]}}))

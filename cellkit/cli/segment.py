@@ -121,25 +121,33 @@ def train_segmenter(
     images: Path = typer.Argument(..., help="Folder of single-channel training images."),
     masks: Path = typer.Argument(..., help="Folder of label images with the same file stems."),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write (plus MODEL.json with the report)."),
-    epochs: int = typer.Option(100, help="Training epochs (passes of --images-per-epoch patches)."),
+    checkpoint: Path = typer.Option(None, help="Checkpoint file, overwritten as training goes (default MODEL.ckpt)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the checkpoint (same data and settings; "
+                                                        "--epochs may grow)."),
+    epochs: int = typer.Option(100, help="Training epochs in total (passes of --images-per-epoch patches)."),
+    stop_after_epoch: int = typer.Option(None, help="Stop at this epoch with a checkpoint (resume later)."),
+    export_only: bool = typer.Option(False, "--export-only", help="Write MODEL from the checkpoint's best "
+                                                                  "weights without training."),
     batch_size: int = typer.Option(8, help="Patches per optimisation step."),
-    learning_rate: float = typer.Option(0.005, help="Learning rate."),
-    patch_size: int = typer.Option(224, help="Training patch side in px (multiple of 16)."),
-    nbase: str = typer.Option(None, help="CPnet channel widths, e.g. 16,32,64,128 (about 10x faster per step "
-                                         "on a CPU); default Cellpose's 32,64,128,256 or the pretrained's."),
-    images_per_epoch: int = typer.Option(None, help="Patches per epoch (default: one per training image)."),
-    validation_fraction: float = typer.Option(0.2, help="Fraction of pairs held out for validation (0: none)."),
-    diam_mean: float = typer.Option(None, help="Object diameter (px) the network works at (default 17)."),
-    pretrained: str = typer.Option(None, help="Continue from these Cellpose weights (name or path, e.g. a model "
-                                              "from this command); default: scratch."),
-    checkpoint_dir: Path = typer.Option(None, help="Keep the weights every --checkpoint-every epochs here."),
-    checkpoint_every: int = typer.Option(50, help="Epochs between checkpoints."),
-    seed: int = typer.Option(0, help="Random seed (split, initialisation, patches)."),
-    gpu: bool = typer.Option(None, "--gpu/--cpu", help="Device (default: GPU when torch sees one)."),
-    threads: int = typer.Option(None, help="CPU threads for torch (default: torch's; 1 is fastest on a busy "
-                                           "machine)."),
+    learning_rate: float = typer.Option(0.005, help="Peak learning rate (Cellpose's schedule)."),
+    patch_size: int = typer.Option(128, help="Training patch side in px (multiple of 16)."),
+    nbase: str = typer.Option(None, help="CPnet channel widths, default 16,32,64,128 (Cellpose's own: "
+                                         "32,64,128,256, about 3x slower per step on a CPU)."),
+    images_per_epoch: int = typer.Option(64, help="Patches per epoch."),
+    validation_fraction: float = typer.Option(0.1, help="Seeded fraction of pairs held out for the learning "
+                                                         "curve and the best weights (0: none)."),
+    eval_every: int = typer.Option(10, help="Epochs between held-out evaluations."),
+    checkpoint_every: int = typer.Option(5, help="Epochs between checkpoints."),
+    diam_mean: float = typer.Option(17.0, help="Object diameter (px) the network works at."),
+    pretrained: str = typer.Option(None, help="Start from these weights (a model file) instead of scratch."),
+    seed: int = typer.Option(0, help="Random seed (split, initialisation, patches, augmentation)."),
+    flow_cache: Path = typer.Option(None, help="Folder caching the Cellpose flows of the masks "
+                                               "(default ~/.cache/cellkit/flows)."),
+    no_size_model: bool = typer.Option(False, "--no-size-model", help="Skip fitting the size model."),
+    threads: int = typer.Option(None, help="CPU threads for torch (1 is fastest on a busy machine)."),
+    gpu: bool = typer.Option(None, "--gpu/--cpu", help="Accepted for compatibility; training runs on the CPU."),
 ):
-    """Train a Cellpose model from image/mask pairs and report held-out validation accuracy."""
+    """Train a Cellpose model from image/mask pairs, resumably, and report held-out accuracy."""
     from ..segment import ModelArchitectureError, WeightsNotFoundError
     from ..segment.train import train_segmenter as train
 
@@ -158,17 +166,24 @@ def train_segmenter(
     if widths is not None and (len(widths) != 4 or min(widths) < 1):
         fail(f"--nbase needs 4 positive channel widths (one per CPnet level), got {nbase!r}")
     try:
-        report = train(images, masks, out, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                       patch_size=patch_size, nbase=widths, images_per_epoch=images_per_epoch,
-                       validation_fraction=validation_fraction, diam_mean=diam_mean, pretrained=pretrained,
-                       checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, seed=seed, gpu=gpu,
-                       log=console.print)
+        report = train(images, masks, out, checkpoint=checkpoint, resume=resume, epochs=epochs,
+                       stop_after_epoch=stop_after_epoch, export_only=export_only, batch_size=batch_size,
+                       learning_rate=learning_rate, patch_size=patch_size, nbase=widths,
+                       images_per_epoch=images_per_epoch, validation_fraction=validation_fraction,
+                       eval_every=eval_every, checkpoint_every=checkpoint_every, diam_mean=diam_mean,
+                       pretrained=pretrained, seed=seed, size_model=not no_size_model,
+                       flow_cache=str(flow_cache) if flow_cache else "default",
+                       log=lambda m: console.print(m, highlight=False))
     except (WeightsNotFoundError, ModelArchitectureError, FileNotFoundError, ValueError) as err:
         fail(str(err))
-    pooled = (report["validation"] or {}).get("pooled", {})
-    typer.echo(json.dumps({"model": str(out), "validation_ap@0.5": pooled.get("ap@0.5"),
-                           "validation_ap@0.75": pooled.get("ap@0.75"), "seconds": report["seconds"],
-                           "seconds_per_step": report["seconds_per_step"], "nbase": report["architecture"]["nbase"]}))
+    if not report.get("exported", True):
+        typer.echo(json.dumps(report))
+        return
+    best = report["validation"] or {}
+    typer.echo(json.dumps({"model": str(out), "validation_ap@0.5": best.get("ap@0.5"),
+                           "validation_ap@0.75": best.get("ap@0.75"), "epochs": report["epochs_trained"],
+                           "exported_epoch": report["exported_epoch"], "steps": report["steps"],
+                           "nbase": report["architecture"]["nbase"], "sha256": report["sha256"]}))
 
 
 def score_segmentation(

@@ -187,6 +187,9 @@ def load_cellpose(path: str, gpu: bool):
     model.diam_mean = float(model.net.diam_mean.item())
     model.diam_labels = float(model.net.diam_labels.item())
     model.cellkit_builtin = False
+    sidecar = sidecar_path(path)
+    size = json.loads(sidecar.read_text()).get("size_model") if sidecar.is_file() else None
+    model.cellkit_size = size or None
     return model
 
 
@@ -209,8 +212,10 @@ def run_cellpose(model, images: list[np.ndarray], *, diameter: float | str | Non
     images
         (H, W) single-channel images, or (2, H, W) (cytoplasm, nuclei) stacks with ``channels=(1, 2)``.
     diameter
-        Object diameter in px; None: the model's own (`model_diameter`); ``"auto"``: measured per
-        image, by a first pass at the model's diameter whose masks' median diameter sets the second.
+        Object diameter in px; None: the model's own (`model_diameter`); ``"auto"``: per image,
+        the size model's estimate from the style vector (`size_model`; without one, the model's
+        diameter), a pass at it, and a second pass at the masks' median diameter when that differs
+        by more than `AUTO_TOLERANCE`. A warning says when no diameter could be measured.
 
     Returns
     -------
@@ -222,14 +227,40 @@ def run_cellpose(model, images: list[np.ndarray], *, diameter: float | str | Non
                    flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold, min_size=min_size)
     images = [np.asarray(im, np.float32) for im in images]
     if diameter == "auto":
-        from cellpose.utils import diameters
-
-        first = run_cellpose(model, images, diameter=None, channels=channels, batch_size=batch_size,
-                             flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold, min_size=min_size)
-        measured = [diameters(m)[0] if m.max() > 0 else 0.0 for m in first]
-        return [run_cellpose(model, [im], diameter=d, **{k: v for k, v in options.items() if k != "channel_axis"})[0]
-                if d > 0 else m for im, m, d in zip(images, first, measured)]
+        return [_auto_diameter_one(model, im, k, options) for k, im in enumerate(images)]
     if isinstance(diameter, str):
         raise ValueError(f"diameter must be a number, None or 'auto', got {diameter!r}")
     masks, _flows, _styles = model.eval(images, diameter=diameter or model_diameter(model), **options)
     return [np.asarray(m, np.uint32) for m in masks]
+
+
+AUTO_TOLERANCE = 1.2  # a second pass when the measured diameter is off the first pass's by more than 20 %
+
+
+def _auto_diameter_one(model, image: np.ndarray, k: int, options: dict) -> np.ndarray:
+    """`run_cellpose` with ``diameter="auto"`` for one image (see there); warns, never guesses silently."""
+    import warnings
+
+    from cellpose.utils import diameters
+
+    size = getattr(model, "cellkit_size", None)
+    options = {key: v for key, v in options.items() if key != "channel_axis"}
+    first = model_diameter(model)
+    if size is not None and image.ndim == 2:
+        from .size_model import style_diameter
+
+        estimate = style_diameter(model, image, size)
+        if np.isfinite(estimate):
+            first = estimate
+        else:
+            warnings.warn(f"diameter='auto': the size model could not estimate image {k}'s object size; "
+                          f"first pass at the model's diameter {first:.1f} px", UserWarning, stacklevel=3)
+    masks = run_cellpose(model, [image], diameter=first, **options)[0]
+    if masks.max() == 0:
+        warnings.warn(f"diameter='auto': no objects found in image {k} at {first:.1f} px, so its object size "
+                      "could not be measured; pass --diameter PX if it has objects", UserWarning, stacklevel=3)
+        return masks
+    measured = float(diameters(masks)[0])
+    if max(measured / first, first / measured) > AUTO_TOLERANCE:
+        masks = run_cellpose(model, [image], diameter=measured, **options)[0]
+    return masks

@@ -1,20 +1,17 @@
-"""Train a Cellpose 3 network (CPnet) from image/mask pairs, from scratch or from weights.
+"""Train a Cellpose 3 network (CPnet) from folders of image/mask pairs, resumably.
 
-The model is saved as a Cellpose weight file usable with ``get_segmenter("cellpose", model=path)``
-(and with Cellpose itself when it has Cellpose's standard channel widths), plus ``<model>.json``
-with the training parameters, the network's architecture and the validation scores on a held-out
-split.
+`train_segmenter` reads the pairs, holds out a seeded validation split, runs cellkit's loop
+(`train_loop.train`: Cellpose's network, flows, augmentation and loss; a checkpoint with every
+state needed to resume exactly) and exports the best held-out weights as a Cellpose weight file
+usable with ``get_segmenter("cellpose", model=path)`` (and with Cellpose itself at Cellpose's
+standard widths), plus ``<model>.json``: settings, split, learning curve, size model, sha256.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import hashlib
 import os
-import shutil
-import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -71,173 +68,126 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def train_cellpose(images: list[np.ndarray], masks: list[np.ndarray], out: str | os.PathLike, *,
-                   epochs: int = 100, batch_size: int = 8, learning_rate: float = 0.005,
-                   weight_decay: float = 1e-5, diam_mean: float | None = None, patch_size: int = 224,
-                   nbase: Sequence[int] | None = None, images_per_epoch: int | None = None,
-                   checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 50,
-                   pretrained: str | None = None, seed: int = 0, gpu: bool | None = None,
-                   test_images=None, test_masks=None, log=None) -> dict:
-    """Train a CPnet on (image, mask) pairs and save its weights to ``out``.
-
-    Parameters
-    ----------
-    images, masks
-        (H, W) images and integer label images.
-    epochs, batch_size, learning_rate, weight_decay
-        Cellpose ``train_seg`` options (AdamW; the rate warms up over the first 10 epochs of every
-        run and halves 10 times over the last 100 when ``epochs > 300``).
-    diam_mean
-        Object diameter (px) the network works at: each training image is rescaled by its own
-        masks' median diameter to it. Default 17 (Cellpose's nuclei model), or the pretrained's.
-    patch_size
-        Side of the square training patches (multiple of 16; Cellpose uses 224).
-    nbase
-        Channel widths of the CPnet's four levels; default Cellpose's ``(32, 64, 128, 256)`` (or the
-        pretrained model's). ``(16, 32, 64, 128)`` has a quarter of the weights and trains about 10x
-        faster per step on a CPU; `cellpose_backend.load_cellpose` rebuilds it from the weights.
-    images_per_epoch
-        Patches per epoch (Cellpose's ``nimg_per_epoch``); default one per training image.
-    checkpoint_dir, checkpoint_every
-        Keep a copy of the weights every ``checkpoint_every`` epochs in
-        ``checkpoint_dir/models/cellkit_model_epoch_NNNN`` (loadable like ``out``).
-    pretrained
-        Continue from these weights (name or path) instead of starting from scratch; the network
-        is built as the weights describe. Resuming restarts Cellpose's rate warm-up and its
-        per-epoch seeds (the patch sequence of a run repeats).
-    log
-        Called with Cellpose's progress lines (losses every 10 epochs); None: silent.
-
-    Returns
-    -------
-    dict: seconds, seconds_per_step, steps, final train and test loss, architecture
-    (``nbase`` with the input channels first, ``diam_mean``). ``<out>.json`` gets these and the
-    options.
-    """
-    import torch
-    from cellpose import train
-
-    from . import cellpose_backend as cpb
-
-    torch.manual_seed(seed)
-    np.random.seed(seed)  # cellpose draws its patches and augmentations with numpy's global state
-    use_gpu = cpb.default_gpu() if gpu is None else gpu
-    if pretrained:
-        # an uncached copy: inference converts cached networks, training changes this one
-        model = cpb.load_cellpose.__wrapped__(str(cpb.resolve_model(pretrained)), use_gpu)
-        arch = {"nbase": list(model.nbase), "diam_mean": float(model.diam_mean)}
-        if nbase is not None and [arch["nbase"][0], *nbase] != arch["nbase"]:
-            raise ValueError(f"nbase {list(nbase)} differs from the pretrained model's {arch['nbase'][1:]}; "
-                             "leave it unset to continue training that network")
-        if diam_mean is not None and diam_mean != arch["diam_mean"]:
-            raise ValueError(f"diam_mean {diam_mean} differs from the pretrained model's {arch['diam_mean']}")
-    else:
-        arch = {"nbase": [2, *(nbase or cpb.STANDARD_NBASE)], "diam_mean": float(diam_mean or 17.0)}
-        model = cpb.new_model(arch["nbase"], arch["diam_mean"], use_gpu)
-    n_steps = epochs * -(-(images_per_epoch or len(images)) // batch_size)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        save_path = Path(checkpoint_dir) if checkpoint_dir else Path(tmp)
-        save_path.mkdir(parents=True, exist_ok=True)
-        with _forward_log(train.train_logger, log):
-            path, train_losses, test_losses = train.train_seg(
-                model.net, train_data=[np.asarray(i, np.float32) for i in images], train_labels=list(masks),
-                test_data=None if test_images is None else [np.asarray(i, np.float32) for i in test_images],
-                test_labels=test_masks, channels=[0, 0], normalize=True, n_epochs=epochs, batch_size=batch_size,
-                learning_rate=learning_rate, weight_decay=weight_decay, save_path=str(save_path),
-                save_every=checkpoint_every if checkpoint_dir else max(epochs, 1), save_each=bool(checkpoint_dir),
-                nimg_per_epoch=images_per_epoch, bsize=patch_size, min_train_masks=1, model_name="cellkit_model")
-        seconds = time.perf_counter() - start
-        with atomic_path(out) as target:
-            shutil.copyfile(path, target)
-    cpb.load_cellpose.cache_clear()
-    fit = {"seconds": round(seconds, 1), "steps": n_steps, "seconds_per_step": round(seconds / max(n_steps, 1), 3),
-           "final_train_loss": _last_recorded(train_losses),
-           "final_test_loss": _last_recorded(test_losses) if test_images is not None else None,
-           "architecture": arch}
-    options = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-               "weight_decay": weight_decay, "patch_size": patch_size, "images_per_epoch": images_per_epoch,
-               "pretrained": pretrained, "seed": seed, "n_train_images": len(images)}
-    with atomic_path(sidecar_path(out)) as target:
-        target.write_text(json.dumps({**options, **fit}, indent=2))
-    return fit
-
-
-@contextmanager
-def _forward_log(logger, log):
-    """Pass ``logger``'s INFO records to ``log`` while the block runs (nothing when ``log`` is None)."""
-    if log is None:
-        yield
-        return
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: log(record.getMessage())
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-def _last_recorded(losses) -> float | None:
-    """Last non-zero loss (Cellpose records the test loss only every few epochs, zeros between)."""
-    losses = np.asarray(losses, float)
-    recorded = losses[losses > 0]
-    return float(recorded[-1]) if recorded.size else None
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def train_segmenter(images: str | os.PathLike, masks: str | os.PathLike, out: str | os.PathLike, *,
-                    epochs: int = 100, validation_fraction: float = 0.2, diameter: float | str | None = "auto",
-                    seed: int = 0, gpu: bool | None = None, log=print, **options) -> dict:
-    """Train a Cellpose nucleus model from folders of image/mask pairs and validate it on a hold-out.
+                    checkpoint: str | os.PathLike | None = None, resume: bool = False, epochs: int = 100,
+                    validation_fraction: float = 0.1, seed: int = 0, nbase: Sequence[int] | None = None,
+                    diam_mean: float = 17.0, patch_size: int = 128, batch_size: int = 8,
+                    images_per_epoch: int = 64, learning_rate: float = 0.005, weight_decay: float = 1e-5,
+                    eval_every: int = 10, checkpoint_every: int = 5, stop_after_epoch: int | None = None,
+                    pretrained: str | None = None, export_only: bool = False, size_model: bool = True,
+                    flow_cache: str | os.PathLike | None = "default", log=print) -> dict:
+    """Train a Cellpose nucleus model from folders of image/mask pairs and export it to ``out``.
 
     Parameters
     ----------
     images, masks
         Folders of single-channel images and integer label images, matched by file stem.
     out
-        Model file to write; ``<out>.json`` gets the report.
+        Model file to write (the best weights by held-out AP@0.5, or the last without a hold-out);
+        ``<out>.json`` gets the report.
+    checkpoint
+        Checkpoint file (default ``<out>.ckpt``), overwritten every ``checkpoint_every`` epochs;
+        ``resume=True`` continues it (same data and settings; ``epochs`` may grow).
     validation_fraction
-        Fraction of the pairs held out (seeded by ``seed``), never trained on; 0 trains on all
-        pairs and skips the validation (score such a model only on other images).
-    diameter
-        Diameter used when validating (see `CellposeSegmenter`; ``"auto"`` measures it per image).
-    options
-        `train_cellpose` options (``batch_size``, ``learning_rate``, ``patch_size``, ``nbase``,
-        ``images_per_epoch``, ``diam_mean``, ``pretrained``, ``checkpoint_dir``...).
+        Seeded fraction of pairs held out (never trained on) for the learning curve and the choice
+        of the best weights; 0 trains on all.
+    stop_after_epoch
+        Stop after this many epochs in total (checkpointed) without exporting, to split a run.
+    pretrained
+        Start from these weights (a cellkit or Cellpose model file) instead of from scratch; its
+        architecture is kept.
+    export_only
+        Export ``out`` from the checkpoint without training.
+    size_model
+        Fit the style -> diameter regression (`size_model.fit_size_model`) into ``<out>.json``.
 
     Returns
     -------
-    dict report: parameters, train/validation names, seconds, architecture, ``validation`` (pooled
-    AP@0.5 and AP@0.75 and per image; None without a hold-out).
+    dict report (also in ``<out>.json``).
     """
-    from .backends import CellposeSegmenter
-    from .matching import score_images
+    from . import train_loop
+    from .train_data import prepare
 
+    checkpoint = Path(checkpoint) if checkpoint else Path(str(out) + ".ckpt")
     names, ims, mks = load_image_mask_pairs(images, masks)
     if validation_fraction > 0:
         train_idx, val_idx = split_holdout(len(names), validation_fraction, seed)
     else:
         train_idx, val_idx = np.arange(len(names)), np.arange(0)
-    log(f"training on {len(train_idx)} images, validating on {len(val_idx)} held-out images, {epochs} epochs")
-    fit = train_cellpose([ims[i] for i in train_idx], [mks[i] for i in train_idx], out, epochs=epochs, seed=seed,
-                         gpu=gpu, log=log, test_images=[ims[i] for i in val_idx] or None,
-                         test_masks=[mks[i] for i in val_idx] or None, **options)
-    scores = None
-    if len(val_idx):
-        segmenter = CellposeSegmenter(model=str(out), cell_model=None, diameter=diameter, gpu=gpu)
-        predictions = segmenter.segment_nuclei([ims[i] for i in val_idx])
-        scores = score_images([(mks[i], p) for i, p in zip(val_idx, predictions)],
-                              names=[names[i] for i in val_idx])
-    sidecar = json.loads(sidecar_path(out).read_text())
-    report = {"model": str(out), "images": str(images), "masks": str(masks), **sidecar, "diameter": diameter,
-              "validation_fraction": validation_fraction, "train_names": [names[i] for i in train_idx],
-              "validation_names": [names[i] for i in val_idx], "validation": scores}
-    with atomic_path(sidecar_path(out)) as target:
-        target.write_text(json.dumps(report, indent=2))
-    if scores:
-        log(f"validation (held out): AP@0.5 = {scores['pooled']['ap@0.5']:.3f}, "
-            f"AP@0.75 = {scores['pooled']['ap@0.75']:.3f} over {len(val_idx)} images")
+    log(f"{len(train_idx)} training images, {len(val_idx)} held out for validation")
+    data = prepare([ims[i] for i in train_idx], [mks[i] for i in train_idx], [names[i] for i in train_idx],
+                   cache=flow_cache, log=log)
+    validation = ([ims[i] for i in val_idx], [mks[i] for i in val_idx], [names[i] for i in val_idx]) \
+        if len(val_idx) else None
+    init = None
+    if pretrained:
+        from . import cellpose_backend as cpb
+        import torch
+
+        path = cpb.resolve_model(pretrained)
+        arch = cpb.model_architecture(path)
+        if nbase is not None and [arch["nbase"][0], *nbase] != arch["nbase"]:
+            raise ValueError(f"nbase {list(nbase)} differs from the pretrained model's {arch['nbase'][1:]}; "
+                             "leave it unset to continue training that network")
+        nbase, diam_mean = arch["nbase"][1:], arch["diam_mean"]
+        init = torch.load(str(path), map_location="cpu", weights_only=True)
+    config = train_loop.TrainConfig(
+        nbase=[2, *(nbase or (16, 32, 64, 128))], diam_mean=float(diam_mean), patch_size=patch_size,
+        batch_size=batch_size, images_per_epoch=images_per_epoch, epochs=epochs, learning_rate=learning_rate,
+        weight_decay=weight_decay, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every)
+    if export_only:
+        state = train_loop.load_checkpoint(checkpoint)
+    else:
+        state = train_loop.train(data, config, checkpoint, validation=validation, resume=resume,
+                                 stop_after_epoch=stop_after_epoch, init=init, log=log)
+        if state["epoch"] < state["config"]["epochs"]:
+            log(f"stopped at epoch {state['epoch']} of {state['config']['epochs']}; checkpoint {checkpoint}")
+            return {"checkpoint": str(checkpoint), "epoch": state["epoch"], "exported": False}
+    return export_model(state, out, data=data, images=images, masks=masks, checkpoint=checkpoint,
+                        size_model=size_model, log=log)
+
+
+def export_model(state: dict, out: str | os.PathLike, *, data=None, images=None, masks=None, checkpoint=None,
+                 size_model: bool = True, log=print) -> dict:
+    """Write the checkpoint's best weights (its last without a validation) as a Cellpose weight file
+    ``out`` and the report ``<out>.json`` (settings, split, learning curve, sha256, size model)."""
+    import torch
+
+    from . import train_loop
+    from .cellpose_backend import load_cellpose
+
+    best = state["best"]
+    weights = best["net"] if best else state["net"]
+    sizes = None
+    if size_model and data is not None:
+        from .size_model import fit_size_model
+
+        sizes = fit_size_model(train_loop.model_for(state, weights), data, seed=state["config"]["seed"])
+        log(f"size model: train correlation {sizes['train_correlation']:.3f}")
+    with atomic_path(out) as tmp:
+        torch.save(weights, tmp)
+    cfg = state["config"]
+    report = {"model": str(out), "sha256": file_sha256(out), "images": str(images), "masks": str(masks),
+              "checkpoint": str(checkpoint), **{k: cfg[k] for k in cfg if k != "nbase"},
+              "architecture": {"nbase": cfg["nbase"], "diam_mean": cfg["diam_mean"]},
+              "epochs_trained": state["epoch"], "exported_epoch": best["epoch"] if best else state["epoch"],
+              "steps": state["epoch"] * -(-cfg["images_per_epoch"] // cfg["batch_size"]),
+              "n_train_images": len(state["train_names"]), "train_names": state["train_names"],
+              "validation_names": state["validation_names"],
+              "validation": None if not best else {k: v for k, v in best.items() if k != "net"},
+              "learning_curve": state["history"], "size_model": sizes}
+    with atomic_path(sidecar_path(out)) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    load_cellpose.cache_clear()
+    if best:
+        log(f"exported epoch {best['epoch']}: held-out AP@0.5 = {best['ap@0.5']:.3f}, AP@0.75 = {best['ap@0.75']:.3f}")
     return report
