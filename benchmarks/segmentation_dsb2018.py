@@ -148,13 +148,13 @@ def main():
         RESULTS.mkdir(exist_ok=True)
         model = RESULTS / "dsb_nuclei.cp"
         train_segmenter(args.data / "images", args.data / "masks", model, epochs=args.epochs,
-                        validation_fraction=0.25, seed=args.seed, gpu=False, diameter=diameter,
-                        checkpoint_dir=RESULTS / "dsb_nuclei_checkpoints", **CELLPOSE_SETTINGS)
+                        validation_fraction=0.25, seed=args.seed, checkpoint=RESULTS / "dsb_nuclei.ckpt",
+                        **CELLPOSE_SETTINGS)
         if args.final_epochs:
             final = RESULTS / "dsb_nuclei_all.cp"
             settings = {k: v for k, v in CELLPOSE_SETTINGS.items() if k != "nbase"}
             train_segmenter(args.data / "images", args.data / "masks", final, epochs=args.final_epochs,
-                            validation_fraction=0, seed=args.seed, gpu=False, pretrained=str(model), **settings)
+                            validation_fraction=0, seed=args.seed, pretrained=str(model), **settings)
     if model is not None:
         result["cellpose_trained"] = score_cellpose(model, images, masks, names, sd_image, sd_mask, diameter)
         held = result["cellpose_trained"].get("held_out")

@@ -66,7 +66,7 @@ def test_cli_segment_reports_corrupt_field(small_plate, tmp_path):
     index.loc[1, "path_Actin"] = str(bad)
     write_index(index, tmp_path / "index.parquet")
     out = tmp_path / "labels.zarr"
-    result = runner.invoke(app, ["segment", str(tmp_path / "index.parquet"), "--out", str(out)])
+    result = runner.invoke(app, ["segment", str(tmp_path / "index.parquet"), "--out", str(out), "--backend", "classical"])
     assert result.exit_code == 1, result.output
     assert "1 of 3 fields failed" in result.output and "Traceback" not in result.output
     qc = pd.read_csv(qc_path(out)).set_index("field_id")

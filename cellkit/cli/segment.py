@@ -10,7 +10,8 @@ import typer
 
 from ._common import SCHEDULER_HELP, WORKERS_HELP, console, fail, progress_bar
 
-BACKEND_HELP = "classical, cellpose, or auto (Cellpose when its weights are available, else classical)."
+BACKEND_HELP = ("auto (default: Cellpose nuclei weights when cached, else cellkit's shipped nucleus model; cells by "
+                "cyto3 when cached, else grown from the nuclei), cellpose, or classical.")
 
 
 def channel_roles(nuclei_channel: str | None, cell_channels: str | None, cell_expand: int | None) -> dict:
@@ -58,7 +59,7 @@ def _segmenter(backend: str, model: str | None, cell_model: str, diameter: str |
 def segment(
     index: Path = typer.Argument(..., help="Plate index (parquet from `cellkit index`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Label store to write (labels.zarr); reruns resume it."),
-    backend: str = typer.Option("classical", help=BACKEND_HELP),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     model: str = typer.Option(None, help="Cellpose nucleus model: name (nuclei) or path to a trained model."),
     cell_model: str = typer.Option("cyto3", help="Cellpose cell model (name or path), or 'classical' to grow "
                                                  "cells from the nuclei by propagation."),
@@ -189,7 +190,7 @@ def train_segmenter(
 def score_segmentation(
     images: Path = typer.Option(..., help="Folder of single-channel images."),
     masks: Path = typer.Option(..., help="Folder of ground-truth label images (same file stems)."),
-    backend: str = typer.Option("classical", help=BACKEND_HELP),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     model: str = typer.Option(None, help="Cellpose nucleus model: name or path."),
     diameter: str = typer.Option(None, help="Cellpose diameter in px, or 'auto'."),
     out: Path = typer.Option(None, "--out", "-o", help="JSON file to write (default: print only)."),

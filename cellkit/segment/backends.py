@@ -230,7 +230,9 @@ class CellposeSegmenter(Segmenter):
     def describe(self):
         d = super().describe()
         d["min_snr"] = d.pop("params")["min_snr"]
-        d.update({"model_path": self.model_path, "cell_model_path": self.cell_model_path})
+        d.update({"model_path": self.model_path, "cell_model_path": self.cell_model_path,
+                  "model_sha256": cpb.model_sha256(self.model_path),
+                  "cell_model_sha256": cpb.model_sha256(self.cell_model_path) if self.cell_model_path else None})
         return d
 
     def _use_gpu(self) -> bool:
@@ -278,7 +280,7 @@ def _cytoplasm_plane(field: np.ndarray, cyto: list[int]) -> np.ndarray:
     return np.mean(planes, axis=0)
 
 
-def get_segmenter(backend: str = "classical", *, model: str | None = None, cell_model: str | None = "cyto3",
+def get_segmenter(backend: str = "auto", *, model: str | None = None, cell_model: str | None = "cyto3",
                   diameter: float | None = None, gpu: bool | None = None, batch_size: int = 8,
                   params: ClassicalParams | None = None, **channel_roles) -> Segmenter:
     """Build a segmenter.
@@ -286,8 +288,11 @@ def get_segmenter(backend: str = "classical", *, model: str | None = None, cell_
     Parameters
     ----------
     backend
-        ``classical``, ``cellpose`` or ``auto`` (Cellpose when its weights are available, else
-        classical with a warning).
+        ``classical``, ``cellpose`` or ``auto`` (the default): nuclei with Cellpose's ``nuclei``
+        weights when they are cached, else cellkit's shipped nucleus model
+        (`cellpose_backend.shipped_nucleus_model`); cells with ``cell_model`` when its weights are
+        cached, else grown from the nuclei by the classical propagation; the classical backend
+        (with a warning) when no nucleus model is available.
     model
         Cellpose nucleus model: built-in name or path (default ``nuclei``).
     cell_model
@@ -300,15 +305,23 @@ def get_segmenter(backend: str = "classical", *, model: str | None = None, cell_
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     params = params or ClassicalParams()
     if backend == "auto":
-        wanted = [model or "nuclei"] + ([cell_model] if cell_model else [])
-        missing = [m for m in wanted if not cpb.weights_available(m)]
-        if missing:
-            warnings.warn(f"Cellpose weights not available for {missing} (looked in {cpb.cellpose_model_dir()}); "
-                          "using the classical backend", UserWarning, stacklevel=2)
-            backend = "classical"
-        else:
-            backend = "cellpose"
+        backend, model, cell_model = _auto_models(model, cell_model)
     if backend == "classical":
         return ClassicalSegmenter(params=params, **channel_roles)
     return CellposeSegmenter(model=model or "nuclei", cell_model=cell_model, diameter=diameter, gpu=gpu,
                              batch_size=batch_size, params=params, **channel_roles)
+
+
+def _auto_models(model: str | None, cell_model: str | None) -> tuple[str, str | None, str | None]:
+    """(backend, nucleus model, cell model) that ``backend="auto"`` resolves to (see `get_segmenter`)."""
+    if model is None:
+        shipped = cpb.shipped_nucleus_model()
+        model = "nuclei" if cpb.weights_available("nuclei") else (str(shipped) if shipped else None)
+    if model is None or not cpb.weights_available(model):
+        warnings.warn(f"no nucleus model available (Cellpose's nuclei weights are not in {cpb.cellpose_model_dir()} "
+                      f"and {cpb.shipped_models_dir() / cpb.SHIPPED_NUCLEUS_MODEL} is missing); using the classical "
+                      "backend", UserWarning, stacklevel=3)
+        return "classical", None, None
+    if cell_model and not cpb.weights_available(cell_model):
+        cell_model = None  # cells grown from the nuclei (the classical propagation), as --cell-model classical
+    return "cellpose", model, cell_model

@@ -20,6 +20,23 @@ BUILTIN_FILES = {"nuclei": "nucleitorch_0", "cyto": "cytotorch_0", "cyto2": "cyt
 SIZE_FILES = {"nuclei": "size_nucleitorch_0.npy", "cyto3": "size_cyto3.npy"}
 
 
+# The nucleus model cellkit ships (models/ at the repository root, or $CELLKIT_MODELS): trained by
+# `cellkit train-segmenter` on the DSB2018 stage-1 training fluorescence images (see models/README.md).
+SHIPPED_NUCLEUS_MODEL = "dsb2018_train_nuclei_cellkit.cp"
+
+
+def shipped_models_dir() -> Path:
+    """``$CELLKIT_MODELS`` or the repository's ``models/`` folder."""
+    env = os.environ.get("CELLKIT_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+
+
+def shipped_nucleus_model() -> Path | None:
+    """Path of the shipped cellkit nucleus model, None when it is not there."""
+    path = shipped_models_dir() / SHIPPED_NUCLEUS_MODEL
+    return path if path.is_file() else None
+
+
 class WeightsNotFoundError(FileNotFoundError):
     """Cellpose weights are neither in the local cache nor at the given path."""
 
@@ -53,6 +70,18 @@ def resolve_model(model: str | os.PathLike) -> Path:
         f"no Cellpose model at {path}: give a built-in name ({', '.join(BUILTIN_FILES)}) with its weights "
         f"in {cellpose_model_dir()}, a path to a model file (e.g. from `cellkit train-segmenter`), "
         f"or use the classical backend (--backend classical).")
+
+
+@lru_cache(maxsize=16)
+def _sha256(path: str, mtime: float) -> str:
+    from .train import file_sha256
+
+    return file_sha256(path)
+
+
+def model_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a model file (cached per path and modification time)."""
+    return _sha256(str(path), os.path.getmtime(path))
 
 
 def weights_available(model: str | os.PathLike) -> bool:
@@ -212,7 +241,8 @@ def run_cellpose(model, images: list[np.ndarray], *, diameter: float | str | Non
     images
         (H, W) single-channel images, or (2, H, W) (cytoplasm, nuclei) stacks with ``channels=(1, 2)``.
     diameter
-        Object diameter in px; None: the model's own (`model_diameter`); ``"auto"``: per image,
+        Object diameter in px; None: the model's own (`model_diameter`), or ``"auto"`` for a model
+        with a size model (cellkit-trained); ``"auto"``: per image,
         the size model's estimate from the style vector (`size_model`; without one, the model's
         diameter), a pass at it, and a second pass at the masks' median diameter when that differs
         by more than `AUTO_TOLERANCE`. A warning says when no diameter could be measured.
@@ -226,8 +256,10 @@ def run_cellpose(model, images: list[np.ndarray], *, diameter: float | str | Non
     options = dict(batch_size=batch_size, channels=list(channels), channel_axis=0 if images[0].ndim == 3 else None,
                    flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold, min_size=min_size)
     images = [np.asarray(im, np.float32) for im in images]
+    if diameter is None and getattr(model, "cellkit_size", None):
+        diameter = "auto"  # a model trained over many object sizes: its size model picks the diameter
     if diameter == "auto":
-        return [_auto_diameter_one(model, im, k, options) for k, im in enumerate(images)]
+        return [auto_diameter(model, im, k, **options)[1] for k, im in enumerate(images)]
     if isinstance(diameter, str):
         raise ValueError(f"diameter must be a number, None or 'auto', got {diameter!r}")
     masks, _flows, _styles = model.eval(images, diameter=diameter or model_diameter(model), **options)
@@ -237,8 +269,11 @@ def run_cellpose(model, images: list[np.ndarray], *, diameter: float | str | Non
 AUTO_TOLERANCE = 1.2  # a second pass when the measured diameter is off the first pass's by more than 20 %
 
 
-def _auto_diameter_one(model, image: np.ndarray, k: int, options: dict) -> np.ndarray:
-    """`run_cellpose` with ``diameter="auto"`` for one image (see there); warns, never guesses silently."""
+def auto_diameter(model, image: np.ndarray, k: int = 0, **options) -> tuple[float, np.ndarray]:
+    """(diameter used, labels) of ``diameter="auto"`` for one image (see `run_cellpose`).
+
+    Warns, never guesses silently, when the size cannot be estimated or measured.
+    """
     import warnings
 
     from cellpose.utils import diameters
@@ -259,8 +294,8 @@ def _auto_diameter_one(model, image: np.ndarray, k: int, options: dict) -> np.nd
     if masks.max() == 0:
         warnings.warn(f"diameter='auto': no objects found in image {k} at {first:.1f} px, so its object size "
                       "could not be measured; pass --diameter PX if it has objects", UserWarning, stacklevel=3)
-        return masks
+        return first, masks
     measured = float(diameters(masks)[0])
     if max(measured / first, first / measured) > AUTO_TOLERANCE:
-        masks = run_cellpose(model, [image], diameter=measured, **options)[0]
-    return masks
+        return measured, run_cellpose(model, [image], diameter=measured, **options)[0]
+    return first, masks

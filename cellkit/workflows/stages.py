@@ -133,7 +133,7 @@ def illumination_stage(ctx: Context, aggregate: str = "median", smoothing: str =
 
 
 @register_stage("segment", outputs=["labels.zarr", "labels.qc.csv"])
-def segment_stage(ctx: Context, backend: str = "classical", model: str | None = None, cell_model: str | None = "cyto3",
+def segment_stage(ctx: Context, backend: str = "auto", model: str | None = None, cell_model: str | None = "cyto3",
                   diameter: float | None = None, nuclei_channel: str | None = None,
                   cell_channels: list[str] | str | None = None, cell_expand: int = 0) -> None:
     """``index.parquet`` -> ``labels.zarr`` (+ QC table). Fails when any field failed.

@@ -1,0 +1,75 @@
+"""The shipped nucleus model (models/dsb2018_train_nuclei_cellkit.cp): accuracy guard, size estimation.
+
+Trained only on dsb2018_stage1_train_fluo; scored here on the 20 images of dsb2018_stage1_test_fluo and
+StarDist's DSB2018 image, which it never saw (figures in models/README.md).
+"""
+
+import numpy as np
+import pytest
+import tifffile
+
+from cellkit.segment import CellposeSegmenter, score_images
+from cellkit.segment.cellpose_backend import auto_diameter, load_model, shipped_nucleus_model
+from cellkit.segment.train import load_image_mask_pairs
+
+from .conftest import real_path
+
+# measured once (models/README.md), the guard sits a little below
+GUARD_TEST20_AP50 = None
+GUARD_STARDIST_AP50 = None
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(tmp_path / "cellpose_cache"))
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model():
+    path = shipped_nucleus_model()
+    if path is None:
+        pytest.skip("the shipped nucleus model is not in models/")
+    return path
+
+
+def test_shipped_model_scores_its_documented_ap_on_unseen_images():
+    path = _model()
+    dsb = real_path("dsb2018_stage1_test_fluo")
+    names, images, masks = load_image_mask_pairs(dsb / "images", dsb / "masks")
+    seg = CellposeSegmenter(model=str(path), cell_model=None, gpu=False)  # default settings: diameter auto
+    pooled = score_images(list(zip(masks, seg.segment_nuclei(images))))["pooled"]
+    assert pooled["n_images"] == 20 and pooled["ap@0.5"] >= GUARD_TEST20_AP50, pooled
+    folder = real_path("stardist_test_nuclei")
+    image, truth = tifffile.imread(folder / "img2d.tif"), tifffile.imread(folder / "mask2d.tif")
+    pooled = score_images([(truth, seg.segment_nuclei([image])[0])])["pooled"]
+    assert pooled["ap@0.5"] >= GUARD_STARDIST_AP50, pooled
+
+
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_size_model_finds_the_diameter_of_rescaled_images(scale):
+    import cv2
+    from cellpose.utils import diameters
+
+    model = load_model(str(_model()), False)
+    assert model.cellkit_size is not None and len(model.cellkit_size["A"]) == model.net.nbase[-1]
+    folder = real_path("stardist_test_nuclei")
+    image, truth = tifffile.imread(folder / "img2d.tif"), tifffile.imread(folder / "mask2d.tif")
+    h, w = round(image.shape[0] * scale), round(image.shape[1] * scale)
+    image = cv2.resize(image.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    truth = cv2.resize(truth.astype(np.uint16), (w, h), interpolation=cv2.INTER_NEAREST)
+    expected = diameters(truth)[0]
+    found, labels = auto_diameter(model, image)
+    assert abs(found / expected - 1) < 0.2, (found, expected)
+    assert labels.max() > 50
+
+
+def test_auto_diameter_warns_when_nothing_is_found():
+    model = load_model(str(_model()), False)
+    with pytest.warns(UserWarning, match="no objects found"):
+        found, labels = auto_diameter(model, np.zeros((64, 64), np.float32))
+    assert labels.max() == 0
