@@ -42,6 +42,13 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     images, masks = _disks()
     data = prepare(images, masks, ["a", "b", "c"], cache=tmp_path / "flows")
     assert len(list((tmp_path / "flows").iterdir())) == 3  # flows cached once per mask
+    # the augmented patches hold the image (channel first), aligned with the cell probability
+    from cellpose.transforms import random_rotate_and_resize
+
+    assert data.images[0].shape == (1, 64, 64) and data.flows[0].shape == (3, 64, 64)
+    x, y = random_rotate_and_resize(data.images[:1], Y=[data.flows[0].astype(np.float32)], xy=(32, 32),
+                                    rescale=np.ones(1))[:2]
+    assert np.corrcoef(x[0, 0].ravel(), y[0, 0].ravel())[0, 1] > 0.8
     val = (images[:1], masks[:1], ["a"])
     cfg = TrainConfig(nbase=[2, 8, 16, 32, 64], patch_size=32, batch_size=2, images_per_epoch=4, epochs=4,
                       checkpoint_every=1, eval_every=2)

@@ -33,7 +33,7 @@ def fit_size_model(model, data, *, n_images: int = 200, scales_per_image: int = 
     styles, targets = [], []
     for i in pick:
         for s in np.exp(rng.uniform(np.log(0.5), np.log(2.0), scales_per_image)):
-            im = data.images[i]
+            im = data.images[i][0]
             h, w = max(16, round(im.shape[0] * s)), max(16, round(im.shape[1] * s))
             styles.append(image_style(model, cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR)))
             targets.append(np.log(data.diameters[i] * w / im.shape[1]) - np.log(model.diam_mean))

@@ -27,7 +27,8 @@ def default_flow_cache() -> Path:
 class TrainingSet:
     """Images ready for `cellpose.transforms.random_rotate_and_resize`.
 
-    images : list of (H, W) float32, normalized to Cellpose's 1st-99th percentile range.
+    images : list of (1, H, W) float32 (channel first, as the augmentation expects), normalized to
+        Cellpose's 1st-99th percentile range.
     flows : list of (3, H, W) float16: cell probability (0/1), Y flow, X flow (Cellpose's labels[1:]).
     diameters : (n,) float64, each image's median object diameter (Cellpose's ``utils.diameters``, >= 5).
     names : image names.
@@ -72,7 +73,7 @@ def prepare(images: list, masks: list, names: list, cache: str | os.PathLike | N
             if log:
                 log(f"skipping {name}: its mask has no objects")
             continue
-        ims.append(transforms.normalize99(np.asarray(im, np.float32)).astype(np.float32))
+        ims.append(transforms.normalize99(np.asarray(im, np.float32)).astype(np.float32)[np.newaxis])
         flows.append(mask_flows(mk, cache))
         diams.append(max(5.0, float(utils.diameters(mk)[0])))
         kept.append(name)
