@@ -41,7 +41,7 @@ def timed_segment(segmenter, images) -> tuple[list, float]:
 
 def validation(model: Path, settings: list[str]) -> dict:
     from cellkit.segment import CellposeSegmenter, score_images
-    from cellkit.segment.cellpose_backend import load_model, model_diameter
+    from cellkit.segment.cellpose_backend import load_cellpose, model_diameter
     from cellkit.segment.train import load_image_mask_pairs
 
     report = json.loads(Path(str(model) + ".json").read_text())
@@ -50,7 +50,7 @@ def validation(model: Path, settings: list[str]) -> dict:
     names, images, masks = load_image_mask_pairs(data / "images", data / "masks")
     idx = [i for i, n in enumerate(names) if n in held]
     assert len(idx) == len(held) and not held & set(report["train_names"])
-    fixed = model_diameter(load_model(str(model), False))
+    fixed = model_diameter(load_cellpose(str(model), False))
     out = {"n_images": len(idx), "model_training_median_diameter": fixed}
     for name in settings:
         opts = dict(SETTINGS[name])

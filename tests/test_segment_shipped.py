@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from cellkit.segment import CellposeSegmenter, score_images
-from cellkit.segment.cellpose_backend import auto_diameter, load_model, shipped_nucleus_model
+from cellkit.segment.cellpose_backend import auto_diameter, load_cellpose, shipped_nucleus_model
 from cellkit.segment.train import load_image_mask_pairs
 
 from .conftest import real_path
@@ -55,7 +55,7 @@ def test_size_model_finds_the_diameter_of_rescaled_images(scale):
     import cv2
     from cellpose.utils import diameters
 
-    model = load_model(str(_model()), False)
+    model = load_cellpose(str(_model()), False)
     assert model.cellkit_size is not None and len(model.cellkit_size["A"]) == model.net.nbase[-1]
     folder = real_path("stardist_test_nuclei")
     image, truth = tifffile.imread(folder / "img2d.tif"), tifffile.imread(folder / "mask2d.tif")
@@ -69,7 +69,7 @@ def test_size_model_finds_the_diameter_of_rescaled_images(scale):
 
 
 def test_auto_diameter_warns_when_nothing_is_found():
-    model = load_model(str(_model()), False)
+    model = load_cellpose(str(_model()), False)
     with pytest.warns(UserWarning, match="no objects found"):
         found, labels = auto_diameter(model, np.zeros((64, 64), np.float32))
     assert labels.max() == 0
