@@ -99,7 +99,8 @@ def test_converted_plate_segments_to_the_same_labels(tiff_run, converted, tmp_pa
     assert result.exit_code == 0, result.output
     zindex = read_index(tmp_path / "index.parquet", check_files=True)
     assert zindex["path_DNA"].str.contains(r"\.ome\.zarr/[A-Z]/\d+/\d+#c=0$").all()
-    result = runner.invoke(app, ["segment", str(tmp_path / "index.parquet"), "--out", str(tmp_path / "labels.zarr")])
+    result = runner.invoke(app, ["segment", str(tmp_path / "index.parquet"), "--out", str(tmp_path / "labels.zarr"),
+                                 "--backend", "classical"])  # as the TIFF run (the default is the Cellpose model)
     assert result.exit_code == 0, result.output
     for field_id in index["field_id"]:
         for a, b in zip(read_field_labels(root / "labels.zarr", field_id),
