@@ -101,6 +101,9 @@ def recorded_embedder(adata, use_rep: str, *, model=None, device="cpu"):
     if source is None:
         raise KeyError(f"adata.uns['cellkit']['embeddings'] has no record of {use_rep!r}; "
                        "give the model folder that made it")
+    if not Path(source).is_dir():
+        raise FileNotFoundError(f"the model folder that made {use_rep}, {source}, is not there (was the run folder "
+                                "moved?): pass model=<its new place>; its weights are checked against the record")
     embedder = ModelEmbedder(source, read_config(source)["channels"], device=device)
     recorded = record.get("weights_sha256")
     if recorded and embedder.config.get("weights_sha256") != recorded:
