@@ -46,7 +46,7 @@ def validation(model: Path, settings: list[str]) -> dict:
 
     report = json.loads(Path(str(model) + ".json").read_text())
     held = set(report["validation_names"])
-    data = Path(report["images"]).parent
+    data = REAL / "dsb2018_stage1_train_fluo"
     names, images, masks = load_image_mask_pairs(data / "images", data / "masks")
     idx = [i for i, n in enumerate(names) if n in held]
     assert len(idx) == len(held) and not held & set(report["train_names"])

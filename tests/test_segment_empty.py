@@ -118,7 +118,7 @@ def test_cellpose_backend_skips_empty_fields(monkeypatch):
     """Noise-only images never reach the network and get 0 nuclei; the others are run."""
     from cellkit.segment.backends import CellposeSegmenter
 
-    model = Path(__file__).resolve().parents[1] / "models" / "dsb2018_nuclei_cellkit.cp"
+    model = Path(__file__).resolve().parents[1] / "models" / "dsb2018_train_nuclei_cellkit.cp"
     segmenter = CellposeSegmenter(model=str(model), cell_model=None, gpu=False)
     seen = []
 
