@@ -289,10 +289,11 @@ def get_segmenter(backend: str = "auto", *, model: str | None = None, cell_model
     ----------
     backend
         ``classical``, ``cellpose`` or ``auto`` (the default): nuclei with Cellpose's ``nuclei``
-        weights when they are cached, else cellkit's shipped nucleus model
-        (`cellpose_backend.shipped_nucleus_model`); cells with ``cell_model`` when its weights are
+        weights (or ``model``) when they are cached; cells with ``cell_model`` when its weights are
         cached, else grown from the nuclei by the classical propagation; the classical backend
-        (with a warning) when no nucleus model is available.
+        (with a warning) when no nucleus weights are cached. cellkit's shipped nucleus model
+        (`cellpose_backend.shipped_nucleus_model`) is used only when named as ``model`` with
+        ``backend="cellpose"``: it does not yet beat the classical backend (models/README.md).
     model
         Cellpose nucleus model: built-in name or path (default ``nuclei``).
     cell_model
@@ -313,14 +314,16 @@ def get_segmenter(backend: str = "auto", *, model: str | None = None, cell_model
 
 
 def _auto_models(model: str | None, cell_model: str | None) -> tuple[str, str | None, str | None]:
-    """(backend, nucleus model, cell model) that ``backend="auto"`` resolves to (see `get_segmenter`)."""
-    if model is None:
-        shipped = cpb.shipped_nucleus_model()
-        model = "nuclei" if cpb.weights_available("nuclei") else (str(shipped) if shipped else None)
-    if model is None or not cpb.weights_available(model):
-        warnings.warn(f"no nucleus model available (Cellpose's nuclei weights are not in {cpb.cellpose_model_dir()} "
-                      f"and {cpb.shipped_models_dir() / cpb.SHIPPED_NUCLEUS_MODEL} is missing); using the classical "
-                      "backend", UserWarning, stacklevel=3)
+    """(backend, nucleus model, cell model) that ``backend="auto"`` resolves to (see `get_segmenter`).
+
+    The shipped cellkit model is not picked here: on the DSB2018 test images and StarDist's image it
+    scores below the classical backend (models/README.md) and is about 12x slower; name it with
+    ``backend="cellpose", model=<its path>``.
+    """
+    model = model or "nuclei"
+    if not cpb.weights_available(model):
+        warnings.warn(f"no cached Cellpose nucleus model ({model!r}; the cache is {cpb.cellpose_model_dir()}): "
+                      "using the classical backend", UserWarning, stacklevel=3)
         return "classical", None, None
     if cell_model and not cpb.weights_available(cell_model):
         cell_model = None  # cells grown from the nuclei (the classical propagation), as --cell-model classical
