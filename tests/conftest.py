@@ -80,3 +80,15 @@ def _seed_global_rngs():
     random.seed(12345)
     np.random.seed(12345)
     torch.manual_seed(12345)
+
+
+@pytest.fixture
+def cellpose_one_thread(monkeypatch, tmp_path):
+    """Cellpose tests: one torch thread, and an empty Cellpose weights cache (nothing is downloaded)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(tmp_path / "cellpose_cache"))
+    yield
+    torch.set_num_threads(threads)

@@ -17,15 +17,7 @@ from .conftest import real_path
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(tmp_path / "cellpose_cache"))
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("cellpose_one_thread")
 
 
 def test_missing_weights_are_a_clear_error_and_auto_falls_back(tmp_path, monkeypatch):

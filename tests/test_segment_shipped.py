@@ -19,15 +19,7 @@ GUARD_TEST20_AP50 = 0.58  # measured 0.606 (AP@0.75 0.354), 2026-11-29
 GUARD_STARDIST_AP50 = 0.66  # measured 0.686 (AP@0.75 0.417)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(tmp_path / "cellpose_cache"))
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("cellpose_one_thread")
 
 
 def _model():
