@@ -293,7 +293,7 @@ def get_segmenter(backend: str = "auto", *, model: str | None = None, cell_model
         cached, else grown from the nuclei by the classical propagation; the classical backend
         (with a warning) when no nucleus weights are cached. cellkit's shipped nucleus model
         (`cellpose_backend.shipped_nucleus_model`) is used only when named as ``model`` with
-        ``backend="cellpose"``: it does not yet beat the classical backend (models/README.md).
+        ``backend="cellpose"`` (more accurate than classical, about 12x slower: models/README.md).
     model
         Cellpose nucleus model: built-in name or path (default ``nuclei``).
     cell_model
@@ -316,9 +316,9 @@ def get_segmenter(backend: str = "auto", *, model: str | None = None, cell_model
 def _auto_models(model: str | None, cell_model: str | None) -> tuple[str, str | None, str | None]:
     """(backend, nucleus model, cell model) that ``backend="auto"`` resolves to (see `get_segmenter`).
 
-    The shipped cellkit model is not picked here: on the DSB2018 test images and StarDist's image it
-    scores below the classical backend (models/README.md) and is about 12x slower; name it with
-    ``backend="cellpose", model=<its path>``.
+    The shipped cellkit model is not picked here. It beats the classical backend on the DSB2018 test
+    images (models/README.md) but is about 12x slower, and it has not been measured as the default in
+    the tests and the demo. Name it with ``backend="cellpose", model=<its path>``.
     """
     model = model or "nuclei"
     if not cpb.weights_available(model):
