@@ -102,8 +102,8 @@ def store_bytes(path: Path) -> int:
 
 def stage_breakdown(index, labels, out, size=64) -> dict:
     """Seconds for each step of the pass run alone, one thread: plan, read+cut, write."""
-    from cellkit.extract.run import _cut_field
     from cellkit.extract.plan import plan_field
+    from cellkit.extract.tasks import cut_field
     from cellkit.io.cells import write_cells
 
     rows = index.to_dict("records")
@@ -111,7 +111,7 @@ def stage_breakdown(index, labels, out, size=64) -> dict:
     plans = [plan_field(row, str(labels), size, "drop") for row in rows]
     plan_s = time.perf_counter() - start
     start = time.perf_counter()
-    cuts = [_cut_field(row, str(labels), plan, size, False, CHANNELS, None) for row, plan in zip(rows, plans)]
+    cuts = [cut_field(row, str(labels), plan, size, "drop", False, CHANNELS, None) for row, plan in zip(rows, plans)]
     cut_s = time.perf_counter() - start
     crops = np.concatenate([c.crops for c in cuts])
     masks = np.concatenate([c.masks for c in cuts])

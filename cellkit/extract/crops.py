@@ -5,36 +5,18 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..io.labels import label_centroids
+
 
 def nucleus_centroids(nuclei: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels present in a nucleus label image and their centroids.
-
-    Parameters
-    ----------
-    nuclei
-        (H, W) integer label image, 0 = background.
+    """Labels present in a nucleus label image and their centroids (`cellkit.io.labels.label_centroids`).
 
     Returns
     -------
     labels : (n,) int64, ascending
     centroids : (n, 2) float64, (y, x) in pixels
     """
-    nuclei = np.asarray(nuclei)
-    ys, xs = np.nonzero(nuclei)  # foreground only: a fraction of the field
-    if len(ys) == 0:
-        return np.zeros(0, np.int64), np.zeros((0, 2))
-    values = nuclei[ys, xs]
-    if int(values.max()) <= 4 * nuclei.size:  # dense label values: bincount directly
-        labels, ids = None, values.astype(np.intp)
-    else:  # sparse label values: relabel to 0..k first
-        labels, ids = np.unique(values, return_inverse=True)
-    counts = np.bincount(ids)
-    sum_y, sum_x = np.bincount(ids, weights=ys), np.bincount(ids, weights=xs)
-    if labels is None:
-        labels = np.arange(len(counts))
-    keep = counts > 0
-    centroids = np.stack([sum_y[keep], sum_x[keep]], axis=1) / counts[keep, None]
-    return labels[keep].astype(np.int64), centroids
+    return label_centroids(nuclei)
 
 
 def crop_origins(centroids: np.ndarray, size: int) -> np.ndarray:
@@ -79,19 +61,28 @@ def cut_crops(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, labels:
     if n == 0:
         return np.zeros((0, c, size, size), images.dtype), np.zeros((0, 2, size, size), bool)
     origins = np.asarray(origins, dtype=np.int64)
-    pad = 0
-    if touches_border(origins, size, images.shape[1:]).any():
-        pad = size
-        images = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
-        nuclei = np.pad(nuclei, pad)
-        cells = np.pad(cells, pad)
-    ys, xs = origins[:, 0] + pad, origins[:, 1] + pad
-    crops = sliding_window_view(images, (size, size), axis=(1, 2))[:, ys, xs].swapaxes(0, 1)
-    crop_cells = sliding_window_view(cells, (size, size))[ys, xs]
-    crop_nuclei = sliding_window_view(nuclei, (size, size))[ys, xs]
+    outside = touches_border(origins, size, images.shape[1:])
+    inner = np.flatnonzero(~outside)
+    crops = np.zeros((n, c, size, size), images.dtype)
+    crop_cells = np.zeros((n, size, size), cells.dtype)
+    crop_nuclei = np.zeros((n, size, size), nuclei.dtype)
+    if len(inner):  # windows inside the field: one vectorized gather
+        ys, xs = origins[inner, 0], origins[inner, 1]
+        crops[inner] = sliding_window_view(images, (size, size), axis=(1, 2))[:, ys, xs].swapaxes(0, 1)
+        crop_cells[inner] = sliding_window_view(cells, (size, size))[ys, xs]
+        crop_nuclei[inner] = sliding_window_view(nuclei, (size, size))[ys, xs]
+    height, width = images.shape[1:]
+    for i in np.flatnonzero(outside):  # the few windows leaving the field: the part inside, zeros elsewhere
+        y, x = origins[i]
+        y0, y1, x0, x1 = max(y, 0), min(y + size, height), max(x, 0), min(x + size, width)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        inside = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+        crops[(i, slice(None)) + inside] = images[:, y0:y1, x0:x1]
+        crop_cells[(i,) + inside] = cells[y0:y1, x0:x1]
+        crop_nuclei[(i,) + inside] = nuclei[y0:y1, x0:x1]
     own = labels[:, None, None]
     masks = np.stack([crop_nuclei == own, crop_cells == own], axis=1)
-    crops = np.ascontiguousarray(crops)
     if mask_neighbors:
         crops *= ~((crop_cells != 0) & (crop_cells != own))[:, None]
     return crops, masks

@@ -1,8 +1,8 @@
 """Plan an extraction from the labels alone: which cells, in which order, at which store rows.
 
-The plan is cheap (label images are small next to the fields) and deterministic: fields in
-index order, cells in ascending label order. It fixes every cell's row in the store before
-any crop is cut, so writers can own whole write blocks.
+The plan is cheap (it reads each field's small label summary, not its label images) and
+deterministic: fields in index order, cells in ascending label order. It fixes every cell's row
+in the store before any crop is cut, so writers can own whole write blocks.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import zarr
-
 from ..io.images import ImageReadError, image_shape
-from ..io.labels import field_complete
+from ..io.labels import SUMMARY_VERSION, field_group, summarize_labels
 from ..io.plate_index import PATH_PREFIX
-from .crops import crop_origins, nucleus_centroids, touches_border
+from .crops import crop_origins, touches_border
 
 OBS_METADATA = ["plate", "well", "site", "batch", "compound", "concentration", "moa", "field_id"]
 BORDER_POLICIES = ("inside", "drop", "pad")
@@ -65,38 +63,58 @@ class FieldPlan:
 
 
 def plan_field(row: dict, labels_path: str, size: int, border: str) -> FieldPlan | str:
-    """Plan one field (a plate index row as a dict); returns a problem message instead on bad input."""
+    """Plan one field (a plate index row as a dict); returns a problem message instead on bad input.
+
+    Reads the field's ``objects`` summary from the label store (`cellkit.io.labels.summarize_labels`)
+    without decoding its label images; a store written without summaries has its labels decoded.
+    """
     field_id = row["field_id"]
-    if not field_complete(labels_path, field_id):
+    group = field_group(labels_path, field_id)
+    if group is None:
         return f"{field_id}: labels are missing or incomplete in {labels_path}"
-    group = zarr.open_group(f"{labels_path}/{field_id}", mode="r")
-    if group["nuclei"].shape != group["cells"].shape:
-        return f"{field_id}: nuclei {group['nuclei'].shape} and cells {group['cells'].shape} labels differ in shape"
-    nuclei = group["nuclei"][:]  # the plan needs the nuclei only
+    summary = group.attrs.get("objects")
+    if not isinstance(summary, dict) or summary.get("version") != SUMMARY_VERSION:
+        nuclei, cells = group["nuclei"], group["cells"]
+        if nuclei.shape != cells.shape:
+            return f"{field_id}: nuclei {nuclei.shape} and cells {cells.shape} labels differ in shape"
+        summary = summarize_labels(nuclei[:], cells[:])
+    shape = tuple(summary["shape"])
     paths = {k[len(PATH_PREFIX):]: v for k, v in row.items() if str(k).startswith(PATH_PREFIX)}
     for channel, path in paths.items():
         try:
-            shape = image_shape(path)
+            image = image_shape(path)
         except Exception as err:  # missing, corrupt, not a TIFF
             return str(ImageReadError(f"{field_id}: cannot read {channel} image {path}: {err}"))
-        if tuple(shape) != nuclei.shape:
-            return f"{field_id}: {channel} image is {tuple(shape)} but its labels are {nuclei.shape}"
-    labels, centroids = nucleus_centroids(nuclei)
+        if tuple(image) != shape:
+            return f"{field_id}: {channel} image is {tuple(image)} but its labels are {shape}"
+    return plan_from_summary(field_id, summary, size, border)
+
+
+def plan_from_summary(field_id: str, summary: dict, size: int, border: str) -> FieldPlan:
+    """The plan of one field from its label summary (`cellkit.io.labels.summarize_labels`)."""
+    shape = tuple(int(n) for n in summary["shape"])
+    labels = np.asarray(summary["labels"], dtype=np.int64)
+    centroids = np.stack([np.asarray(summary["centroid_y"], dtype=np.float64),
+                          np.asarray(summary["centroid_x"], dtype=np.float64)], axis=1).reshape(-1, 2)
     origins = crop_origins(centroids, size)
-    at_border = touches_border(origins, size, nuclei.shape)
+    at_border = touches_border(origins, size, shape)
     dropped = {"touching_edge": 0, "crop_outside_field": 0}
     if border == "drop":
         keep = ~at_border
         dropped["crop_outside_field"] = int(at_border.sum())
     elif border == "inside":
-        cells = group["cells"]
-        edge = np.unique(np.concatenate([cells[0, :], cells[-1, :], cells[:, 0], cells[:, -1]]))
-        keep = ~np.isin(labels, edge[edge > 0])
+        keep = ~np.isin(labels, np.asarray(summary["edge_cells"], dtype=np.int64))
         dropped["touching_edge"] = int((~keep).sum())
     else:
         keep = np.ones(len(labels), bool)
-    return FieldPlan(field_id, nuclei.shape, labels[keep], centroids[keep], origins[keep], at_border[keep],
+    return FieldPlan(field_id, shape, labels[keep], centroids[keep], origins[keep], at_border[keep],
                      n_objects=len(labels), dropped=dropped)
+
+
+def same_plan(a: FieldPlan, b: FieldPlan) -> bool:
+    """True when two plans of a field keep the same cells at the same places."""
+    return (a.shape == b.shape and np.array_equal(a.labels, b.labels) and np.array_equal(a.centroids, b.centroids)
+            and np.array_equal(a.border, b.border) and a.n_objects == b.n_objects)
 
 
 def plan_obs(index: pd.DataFrame, plans: list[FieldPlan]) -> pd.DataFrame:

@@ -4,12 +4,15 @@ How writing stays safe and resumable
 ------------------------------------
 1. **Plan** (`plan.py`, parallel over fields): from the labels alone, the kept cells of every
    field, in a fixed order (fields in index order, cells in label order). Every cell's store row
-   is known before any image is read. Bad inputs (labels missing, shapes that disagree, unreadable
-   images) are all reported here, before anything is written.
-2. **Skeleton**: the store is created in a temporary folder with its empty ``images``/``masks``,
+   is known before any image is read. The plan reads each field's label summary (the ``objects``
+   attribute written with the labels, `cellkit.io.labels`), not its label images. Bad inputs
+   (labels missing, shapes that disagree, unreadable images) are all reported here, before
+   anything is written.
+2. **Skeleton** (`store.py`): the store is created in a temporary folder with its empty ``images``/``masks``,
    the full ``obs`` table and a ``progress/done`` flag per write block, then moved into place. A
    store at ``out`` therefore always has its full skeleton.
-3. **Cut and write** (one dask graph): a *field task* reads one field once, cuts all its kept
+3. **Cut and write** (one dask graph, `tasks.py`): a *field task* reads one field and decodes its
+   labels once, checks them against the plan, cuts all its kept
    cells (and measures them when a ``measure`` function is given); a *block task* gathers the rows
    of one write block (``block_cells`` rows, whole chunks) from the field tasks that overlap it,
    writes them (images, masks, feature rows), then sets its ``done`` flag. Each block has exactly
@@ -28,35 +31,38 @@ metadata file atomically (temporary file + rename), so a kill never leaves a tor
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import dask
 import numpy as np
 import pandas as pd
 import zarr
 
-from .._atomic import atomic_path, check_output
+from .._atomic import check_output
 from .._lock import output_lock
 from .._logging import get_logger
 from .._parallel import Runner
 from .._progress import progress_bar
 from ..io import cells as cellstore
-from ..io.images import INTENSITY_RULE, read_field, to_uint16
-from ..io.labels import read_field_labels
-from ..io.plate_index import PATH_PREFIX, channels_of, read_index
-from .crops import cut_crops
-from .plan import BORDER_POLICIES, ExtractInputError, FieldPlan, plan_field, plan_obs
+from ..io.images import INTENSITY_RULE
+from ..io.plate_index import channels_of, read_index
+from .plan import BORDER_POLICIES, ExtractInputError, plan_field, plan_obs
+from .store import check_writable as _check_writable
+from .store import create_skeleton as _create_skeleton
+from .store import fingerprint as _fingerprint
+from .store import join_features as _join_features
+from .store import open_existing as _open_existing
+from .store import remove_derived as _remove_derived
+from .store import verify_blocks as _verify_blocks
+from .store import write_adata as _write_adata
+from .tasks import FieldCut, Measure  # noqa: F401 (re-exported)
+from .tasks import block_pieces as _block_pieces
+from .tasks import cut_field as _cut_field
+from .tasks import write_block as _write_block
 
 logger = get_logger(__name__)
-
-Measure = Callable[[np.ndarray, np.ndarray, np.ndarray, list], pd.DataFrame]
 
 
 @dataclass
@@ -71,154 +77,6 @@ class ExtractResult:
     blocks_written: int
     blocks_total: int
     skipped: bool
-
-
-# --------------------------------------------------------------------------- tasks
-
-@dataclass
-class FieldCut:
-    """The output of a field task: crops (n, C, S, S) uint16 (`cellkit.io.images.to_uint16`), masks (n, 2, S, S) bool and,
-    with a measure function, features (n, F) float32 with their column names."""
-
-    field_id: str
-    crops: np.ndarray
-    masks: np.ndarray
-    features: np.ndarray | None = None
-    columns: list[str] | None = None
-
-
-def _cut_field(row: dict, labels_path: str, plan: FieldPlan, size: int, mask_neighbors: bool,
-               channels: list[str], measure: Measure | None) -> FieldCut:
-    """Field task: read the field once, cut its planned cells, measure them."""
-    images = read_field(row, channels)
-    nuclei, cells = read_field_labels(labels_path, plan.field_id)
-    if images.shape[1:] != nuclei.shape:
-        raise ExtractInputError([f"{plan.field_id}: image {images.shape[1:]} and labels {nuclei.shape} differ"])
-    try:
-        images, _ = to_uint16(images, f"{plan.field_id} ({images.dtype} images)")
-    except ValueError as err:
-        raise ExtractInputError([str(err)]) from None
-    crops, masks = cut_crops(images, nuclei, cells, plan.labels, plan.origins, size, mask_neighbors=mask_neighbors)
-    part = FieldCut(plan.field_id, crops, masks)
-    if measure is not None:
-        table = measure(images, nuclei, cells, list(channels))
-        missing = np.setdiff1d(plan.labels, np.asarray(table.index, dtype=np.int64))
-        if len(missing):
-            raise ValueError(f"{plan.field_id}: the measure function returned no row for labels "
-                             f"{missing[:10].tolist()}")
-        table = table.loc[plan.labels]
-        part.features = table.to_numpy(dtype=np.float32)
-        part.columns = [str(c) for c in table.columns]
-    return part
-
-
-def _write_block(out: str, block: int, start: int, stop: int, pieces: list) -> int:
-    """Block task: write rows [start, stop) from ``pieces`` [(FieldCut, lo, hi), ...], then flag it done."""
-    root = zarr.open_group(out, mode="r+")
-    crops = np.concatenate([p.crops[lo:hi] for p, lo, hi in pieces])
-    masks = np.concatenate([p.masks[lo:hi] for p, lo, hi in pieces])
-    if len(crops) != stop - start:
-        raise RuntimeError(f"block {block}: {len(crops)} rows for [{start}, {stop})")
-    root["images"][start:stop] = crops
-    root["masks"][start:stop] = masks
-    if pieces[0][0].features is not None:
-        columns = pieces[0][0].columns
-        if any(p.columns != columns for p, _, _ in pieces):
-            raise ValueError(f"block {block}: the measure function returned different columns for different fields")
-        part = root["progress"].create_array(f"features_{block:06d}", overwrite=True,
-                                             data=np.concatenate([p.features[lo:hi] for p, lo, hi in pieces]))
-        part.attrs["columns"] = columns
-    root["progress/done"][block] = True
-    return stop - start
-
-
-# --------------------------------------------------------------------------- helpers
-
-def _check_writable(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ExtractInputError([f"{out} exists and is a file, not a cells store"], title="cannot write the store")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.probe"):
-            pass
-    except OSError as err:
-        raise ExtractInputError([f"{out.parent} is not writable: {err.strerror or err}"],
-                                title="cannot write the store") from err
-
-
-def _fingerprint(obs: pd.DataFrame, index: pd.DataFrame, parameters: dict) -> str:
-    digest = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode())
-    digest.update(pd.util.hash_pandas_object(obs, index=False).to_numpy().tobytes())
-    paths = index[[c for c in index.columns if c.startswith(PATH_PREFIX)]]
-    digest.update(pd.util.hash_pandas_object(paths.astype(str), index=False).to_numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _remove_derived(path: Path | None) -> None:
-    """Delete the cells AnnData at ``path`` when it is an extract output (its store is being replaced)."""
-    from ..io.provenance import read_cellkit_uns
-
-    if path is None or not path.exists():
-        return
-    info = read_cellkit_uns(path)
-    if info and info.get("stage") == "extract":
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def _open_existing(out: Path, fingerprint: str, overwrite: bool, derived: Path | None = None) -> zarr.Group | None:
-    """The store at ``out`` to resume or reuse, or None when a new one must be made. A store that is
-    replaced loses its ``derived`` AnnData first, so that no reader ever pairs an old one with a new store."""
-    if not out.exists():
-        return None
-    try:
-        root = cellstore.open_cells(out, require_complete=False, mode="r+")
-    except ValueError as err:
-        raise ExtractInputError([f"{out} exists and is not a cells store ({err}); choose another path"],
-                                title="cannot write the store") from err
-    if root.attrs.get("extract", {}).get("fingerprint") == fingerprint:
-        return root
-    if not overwrite:
-        raise ExtractInputError([f"{out} holds a cells store made from other inputs or parameters; "
-                                 "pass overwrite=True (--overwrite) to replace it"], title="cannot write the store")
-    _remove_derived(derived)
-    shutil.rmtree(out)
-    return None
-
-
-def _create_skeleton(out: Path, obs: pd.DataFrame, channels: list[str], size: int, chunk_cells: int,
-                     block_cells: int, sharded: bool, attrs: dict) -> zarr.Group:
-    n_blocks = len(cellstore.block_bounds(len(obs), block_cells))
-    with atomic_path(out) as tmp:
-        root = cellstore.create_cells_store(tmp, len(obs), channels, size, chunk_cells=chunk_cells,
-                                            block_cells=block_cells, sharded=sharded, attrs=attrs)
-        cellstore.write_obs(root, obs)
-        root.require_group("progress").create_array("done", shape=(n_blocks,), chunks=(1,), dtype=bool,
-                                                    fill_value=False)
-    return zarr.open_group(str(out), mode="r+")
-
-
-def _block_pieces(counts: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
-    """The fields feeding rows [start, stop): [(field position, lo, hi), ...] with lo/hi field-local."""
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    first = int(np.searchsorted(offsets, start, side="right")) - 1
-    pieces = []
-    for f in range(first, len(counts)):
-        if offsets[f] >= stop:
-            break
-        lo, hi = max(start, offsets[f]) - offsets[f], min(stop, offsets[f + 1]) - offsets[f]
-        if hi > lo:
-            pieces.append((f, int(lo), int(hi)))
-    return pieces
-
-
-def _join_features(root: zarr.Group, n_blocks: int) -> None:
-    progress = root["progress"]
-    parts = [progress[f"features_{j:06d}"] for j in range(n_blocks)]
-    columns = parts[0].attrs["columns"] if parts else []
-    if any(p.attrs["columns"] != columns for p in parts):
-        raise ValueError("the measure function returned different columns for different fields")
-    data = np.concatenate([p[:] for p in parts]) if parts else np.zeros((0, 0), np.float32)
-    cellstore.write_features(root, data, columns)
 
 
 def _measure_name(measure: Measure | None) -> str:
@@ -363,7 +221,7 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
         log(f"extract: resuming, {len(bounds) - len(todo)} of {len(bounds)} blocks already written")
 
     needed = sorted({f for j in todo for f, _, _ in _block_pieces(counts, *bounds[j])})
-    field_tasks = {f: dask.delayed(_cut_field, pure=False)(rows[f], labels, plans[f], size, mask_neighbors,
+    field_tasks = {f: dask.delayed(_cut_field, pure=False)(rows[f], labels, plans[f], size, border, mask_neighbors,
                                                             channels, measure,
                                                             dask_key_name=f"cut-field-{f}-{fingerprint[:8]}")
                    for f in needed}
@@ -387,21 +245,3 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
     cellstore.mark_complete(root)
     log(f"extract: {out} complete")
     return result
-
-
-def _verify_blocks(out: Path, n_blocks: int) -> None:
-    """All write blocks must be flagged done in the store at ``out`` as this process sees it."""
-    from ..errors import DistributedOutputError
-
-    done = zarr.open_group(str(out), mode="r")["progress/done"][:] if n_blocks else np.zeros(0, bool)
-    if not done.all():
-        raise DistributedOutputError(
-            f"{int((~done).sum())} of {n_blocks} write blocks reported written are missing from {out} as this "
-            "machine sees it; the workers wrote somewhere else",
-            "give workers the same file system and absolute paths (cellkit resolves them), then rerun")
-
-
-def _write_adata(root: zarr.Group, path: Path) -> None:
-    from .adata import write_cells_adata
-
-    write_cells_adata(root, path)

@@ -4,6 +4,12 @@ Layout: one group per field at ``<plate>/<well>/<site>`` (the field_id) holding 
 ``cells``, uint32 arrays of the field's shape (H, W), nucleus k inside cell k. The group's
 ``complete`` attribute is written last: a field without it is treated as absent (a writer
 killed half-way leaves it so, and a rerun writes it again).
+
+The group's ``objects`` attribute (`summarize_labels`, written with the arrays) holds what an
+extraction plan needs: shape, nucleus labels and centroids, and the cell labels on the field
+edge. Planning reads it instead of decoding the label images, so an extraction decodes each
+field's labels once (when it cuts the field, where it checks them against the plan). Stores
+written before it existed lack it; their plans decode the labels.
 """
 
 from __future__ import annotations
@@ -17,6 +23,62 @@ import zarr
 from .. import __version__
 
 FORMAT = "cellkit.labels"
+SUMMARY_VERSION = 1
+
+
+def label_centroids(nuclei: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels present in a label image and their centroids.
+
+    Parameters
+    ----------
+    nuclei
+        (H, W) integer label image, 0 = background.
+
+    Returns
+    -------
+    labels : (n,) int64, ascending
+    centroids : (n, 2) float64, (y, x) in pixels (sums in raster order: bit-identical to
+        ``np.bincount`` over ``np.nonzero``)
+    """
+    nuclei = np.asarray(nuclei)
+    if nuclei.ndim != 2:
+        raise ValueError(f"label image must be 2-D, got shape {nuclei.shape}")
+    signed = np.issubdtype(nuclei.dtype, np.signedinteger)
+    if nuclei.size and signed and int(nuclei.min()) < 0:
+        raise ValueError("label images must not hold negative values")
+    top = int(nuclei.max()) if nuclei.size else 0
+    if top == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 2))
+    if top <= 4 * nuclei.size:  # dense label values: one pass, indexed by value
+        from ._label_moments import label_sums
+
+        counts, sum_y, sum_x = label_sums(np.ascontiguousarray(nuclei), top + 1)
+        counts[0] = 0
+        labels = np.arange(top + 1)
+    else:  # sparse label values: relabel to 0..k first
+        ys, xs = np.nonzero(nuclei)
+        labels, ids = np.unique(nuclei[ys, xs], return_inverse=True)
+        counts = np.bincount(ids)
+        sum_y, sum_x = np.bincount(ids, weights=ys), np.bincount(ids, weights=xs)
+    keep = counts > 0
+    centroids = np.stack([sum_y[keep], sum_x[keep]], axis=1) / counts[keep, None]
+    return labels[keep].astype(np.int64), centroids
+
+
+def edge_labels(cells: np.ndarray) -> np.ndarray:
+    """(k,) int64 ascending: the non-zero labels on the outer rows and columns of an (H, W) label image."""
+    edge = np.unique(np.concatenate([cells[0, :], cells[-1, :], cells[:, 0], cells[:, -1]])).astype(np.int64)
+    return edge[edge > 0]
+
+
+def summarize_labels(nuclei: np.ndarray, cells: np.ndarray) -> dict:
+    """The ``objects`` attribute of a field: ``version``, ``shape`` [H, W], ``labels`` (nucleus labels,
+    ascending), ``centroid_y`` / ``centroid_x`` (their centroids, float64; JSON keeps them exact) and
+    ``edge_cells`` (cell labels on the field edge), as lists."""
+    labels, centroids = label_centroids(nuclei)
+    return {"version": SUMMARY_VERSION, "shape": [int(n) for n in nuclei.shape], "labels": labels.tolist(),
+            "centroid_y": centroids[:, 0].tolist(), "centroid_x": centroids[:, 1].tolist(),
+            "edge_cells": edge_labels(cells).tolist()}
 
 
 def open_labels(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
@@ -49,23 +111,29 @@ def write_field_labels(path: str | os.PathLike, field_id: str, nuclei: np.ndarra
     for name, data in (("nuclei", nuclei), ("cells", cells)):
         group.create_array(name, data=data.astype(np.uint32), chunks=data.shape, compressors=compressors,
                            overwrite=True)
-    group.attrs.update({**(attrs or {}), "n_nuclei": int(len(np.unique(nuclei)) - (nuclei.min() == 0)),
-                        "n_cells": int(len(np.unique(cells)) - (cells.min() == 0))})
+    summary = summarize_labels(nuclei, cells)
+    group.attrs.update({**(attrs or {}), "n_nuclei": len(summary["labels"]),
+                        "n_cells": int(len(np.unique(cells)) - (cells.min() == 0)), "objects": summary})
     group.attrs["complete"] = True
+
+
+def field_group(path: str | os.PathLike, field_id: str) -> zarr.Group | None:
+    """The field's group when its labels were written completely, else None."""
+    try:
+        group = zarr.open_group(str(Path(path) / field_id), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return None
+    return group if group.attrs.get("complete") is True else None
 
 
 def field_complete(path: str | os.PathLike, field_id: str) -> bool:
     """True when the field's labels were written completely."""
-    try:
-        group = zarr.open_group(str(Path(path) / field_id), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return False
-    return group.attrs.get("complete") is True
+    return field_group(path, field_id) is not None
 
 
 def read_field_labels(path: str | os.PathLike, field_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Read one field's labels: (nuclei, cells), uint32 (H, W) each."""
-    if not field_complete(path, field_id):
+    group = field_group(path, field_id)
+    if group is None:
         raise KeyError(f"labels for field {field_id} are missing or incomplete in {path}")
-    group = zarr.open_group(str(Path(path) / field_id), mode="r")
     return group["nuclei"][:], group["cells"][:]
