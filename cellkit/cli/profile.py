@@ -46,8 +46,9 @@ def _steps(preset: str, **options) -> dict:
     return steps
 
 
-PRESET_HELP = ("Profile recipe: default (chosen by nested validation on BBBC021: IQM normalization vs controls per "
-               "plate, clip 9, feature selection, ZCA-cor spherize eps 3 on controls, unit-length wells, mean), "
+PRESET_HELP = ("Profile recipe: default (chosen by nested validation on BBBC021 with a flatness rule: IQM "
+               "normalization vs controls per plate, clip 4, feature selection, ZCA-cor spherize eps 1 on controls, "
+               "median of wells), previous (the earlier default: IQM clip 9, ZCA-cor eps 3, unit-length wells, mean), "
                "plain (zscore, mean), best (robust clip 8, select, ZCA-cor eps 1, unit-length wells, mean) or none "
                "(rows as given). The options below override single steps.")
 CORRECT_HELP = ("Batch / plate-position correction: none, position (row/column median polish), combat (scanpy), "
@@ -193,7 +194,7 @@ def evaluate(
     import json
 
     from ..workflows.profiles import (CORRECTED_REP, evaluate_profiles, json_ready, prepare_profiles,
-                                      processed_by_cellkit)
+                                      processed_by_cellkit, recorded_treatment_func)
 
     options = dict(normalize=normalize, clip=clip, select=select, spherize=spherize, epsilon=epsilon, l2=l2,
                    treatment_func=treatment_func)
@@ -206,7 +207,9 @@ def evaluate(
                  "FILE`) and rerun extract and profile, or name another obs column with --label / --compound")
     done = processed_by_cellkit(adata)
     if done and preset == "default" and correct == "none" and all(v is None for v in options.values()):
-        console.print(f"input already processed by cellkit ({', '.join(done)}): scored as is (--preset none)")
+        options["treatment_func"] = recorded_treatment_func(adata)
+        console.print(f"input already processed by cellkit ({', '.join(done)}): scored as is (--preset none, "
+                      f"treatment = {options['treatment_func']} of wells)")
         preset = "none"
     steps = _steps(preset, **options)
     try:
