@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 import zarr
+from zarr.core.sync import sync
 
 from ..io.images import read_field, to_uint16
 from ..io.labels import field_group, summarize_labels
@@ -81,8 +83,12 @@ def write_block(out: str, block: int, start: int, stop: int, pieces: list) -> in
     masks = np.concatenate([p.masks[lo:hi] for p, lo, hi in pieces])
     if len(crops) != stop - start:
         raise RuntimeError(f"block {block}: {len(crops)} rows for [{start}, {stop})")
-    root["images"][start:stop] = crops
-    root["masks"][start:stop] = masks
+    images, mask_array = root["images"].async_array, root["masks"].async_array
+
+    async def write_both():  # one batch of chunk writes for both arrays
+        await asyncio.gather(images.setitem(slice(start, stop), crops), mask_array.setitem(slice(start, stop), masks))
+
+    sync(write_both())
     if pieces[0][0].features is not None:
         columns = pieces[0][0].columns
         if any(p.columns != columns for p, _, _ in pieces):

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import zarr
+from zarr.core.sync import sync
 
 from .. import __version__
 
@@ -89,26 +90,42 @@ def write_obs(root: zarr.Group, obs: pd.DataFrame) -> None:
     """Write the obs table (one row per cell, store order) as one array per column under ``obs/``.
 
     String columns are stored as variable-length UTF-8; missing strings as ``""`` with a
-    ``<column>__missing`` bool array beside them only when some are missing.
+    ``<column>__missing`` bool array beside them only when some are missing. The columns are
+    written concurrently (one batch of Zarr writes, the same files as one by one).
     """
     group = root.require_group("obs")
     for name in list(group.array_keys()):
         del group[name]
     columns = ["cell_id"] + [c for c in obs.columns if c != "cell_id"] if "cell_id" in obs.columns else list(obs.columns)
+    arrays = []  # (name, data, string)
     for col in columns:
         values = obs[col]
         if isinstance(values.dtype, pd.CategoricalDtype):  # e.g. obs read back from an h5ad
             values = values.astype(values.cat.categories.dtype)
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            group.create_array(col, data=values.to_numpy())
+            arrays.append((col, values.to_numpy(), False))
             continue
         missing = values.isna().to_numpy()
         if missing.any():
-            group.create_array(f"{col}__missing", data=missing)
-        data = np.asarray(values.fillna("").astype(str).to_numpy(), dtype=object)
-        group.create_array(col, shape=data.shape, dtype=str, chunks=(max(len(data), 1),))
-        if len(data):
-            group[col][:] = data
+            arrays.append((f"{col}__missing", missing, False))
+        arrays.append((col, np.asarray(values.fillna("").astype(str).to_numpy(), dtype=object), True))
+
+    async def write_all():
+        import asyncio
+
+        target = await zarr.api.asynchronous.open_group(store=group.store, path=group.path, mode="r+")
+
+        async def one(name, data, string):
+            if not string:
+                await target.create_array(name, data=data)
+                return
+            array = await target.create_array(name, shape=data.shape, dtype=str, chunks=(max(len(data), 1),))
+            if len(data):
+                await array.setitem(slice(None), data)
+
+        await asyncio.gather(*(one(*a) for a in arrays))
+
+    sync(write_all())
     group.attrs["columns"] = columns
 
 
