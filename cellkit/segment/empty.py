@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ._fast import label_maximum, median3
+
 DEFAULT_MIN_SNR = 6.0
 LAG = 8  # px between the pixels whose differences measure the noise (> 3 + 5 - 1: windows apart)
 BLOCK = 16
@@ -31,15 +33,21 @@ EDGE = 3
 STRIDE = 3
 
 
-def _background(image: np.ndarray, percentile: float = 50) -> np.ndarray:
-    """Smooth background (H, W): 16 x 16 block medians, their ``percentile`` over 5 x 5 blocks
-    (50: unbiased on noise and gradients; 10: the gaps between nuclei even where nuclei fill
-    most blocks), upsampled."""
+def _block_medians(image: np.ndarray) -> np.ndarray:
+    """Medians of the 16 x 16 blocks of ``image`` (reflect-padded to whole blocks)."""
     h, w = image.shape
     ph, pw = -h % BLOCK, -w % BLOCK
     padded = np.pad(image, ((0, ph), (0, pw)), mode="reflect") if (ph or pw) else image
     blocks = padded.reshape(padded.shape[0] // BLOCK, BLOCK, padded.shape[1] // BLOCK, BLOCK)
-    grid = np.median(blocks.transpose(0, 2, 1, 3).reshape(blocks.shape[0], blocks.shape[2], -1), axis=2)
+    return np.median(blocks.transpose(0, 2, 1, 3).reshape(blocks.shape[0], blocks.shape[2], -1), axis=2)
+
+
+def _background(image: np.ndarray, percentile: float = 50, grid: np.ndarray | None = None) -> np.ndarray:
+    """Smooth background (H, W): 16 x 16 block medians (``grid``, `_block_medians`, computed when
+    not given), their ``percentile`` over 5 x 5 blocks (50: unbiased on noise and gradients; 10:
+    the gaps between nuclei even where nuclei fill most blocks), upsampled."""
+    h, w = image.shape
+    grid = _block_medians(image) if grid is None else grid
     grid = ndi.percentile_filter(grid, percentile, size=5, mode="nearest")
     up = ndi.zoom(grid, BLOCK, order=1, mode="nearest", grid_mode=True)
     return up[:h, :w]
@@ -96,10 +104,10 @@ def evidence_maps(image: np.ndarray, percentiles=(50, 10)) -> list[np.ndarray]:
     all (`has_foreground`); 10 judges each object against the gaps around it (`drop_faint`)."""
     integer = np.issubdtype(np.asarray(image).dtype, np.integer)
     image = np.asarray(image, np.float32)
-    signal = ndi.uniform_filter(ndi.median_filter(image, size=3, mode="reflect"), 5, mode="reflect")
-    maps = []
+    signal = ndi.uniform_filter(median3(image), 5, mode="reflect")  # = ndi.median_filter(size=3, mode="reflect")
+    maps, grid = [], _block_medians(signal)
     for percentile in percentiles:
-        background = _background(signal, percentile)
+        background = _background(signal, percentile, grid)
         evidence = ((signal - background) / filtered_noise(signal, background, integer)).astype(np.float32)
         if min(evidence.shape) > 2 * EDGE:
             evidence = np.pad(evidence[EDGE:-EDGE, EDGE:-EDGE], EDGE, mode="edge")
@@ -127,7 +135,7 @@ def drop_faint(labels: np.ndarray, evidence: np.ndarray, min_snr: float = DEFAUL
     n = int(labels.max(initial=0))
     if n == 0:
         return labels
-    peak = ndi.maximum(evidence, labels=labels, index=np.arange(1, n + 1))
+    peak = label_maximum(evidence, labels, n)  # = ndi.maximum(evidence, labels, 1..n)
     faint = np.flatnonzero(np.asarray(peak) <= min_snr) + 1
     if not len(faint):
         return labels
