@@ -224,7 +224,7 @@ def test_empty_field_and_bad_input():
     with pytest.raises(ValueError, match="distinct"):
         measure_field(images, empty, empty, ["DNA", "DNA", "Actin"])
     with pytest.raises(ValueError, match="unknown"):
-        measure_field(images, empty, empty, CHANNELS, groups=("Costes",))
+        measure_field(images, empty, empty, CHANNELS, groups=("Costs",))
 
 
 def test_agrees_with_cp_measure_on_real_nuclei():

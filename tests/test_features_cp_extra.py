@@ -1,4 +1,4 @@
-"""Granularity and radial Zernikes: CellProfiler names, agreement with cp_measure (synthetic and real)."""
+"""Granularity, radial Zernikes and Costes: CellProfiler names, agreement with cp_measure (synthetic and real)."""
 
 from __future__ import annotations
 
@@ -152,3 +152,50 @@ def test_euler_number_and_inertia_match_cp_measure(field):
     noise = (rng.random((60, 70)) > 0.5) * rng.integers(1, 4, (60, 70))
     np.testing.assert_array_equal(euler_number(Objects(noise, np.arange(1, 4))),
                                   [r.euler_number for r in regionprops(noise)])
+
+
+def _check_costes(images, nuclei, cells, channels):
+    """Costes C1 / C2 equal cp_measure's (its default 'Faster' bisection on the image's grid: 255 for uint8,
+    65535 for uint16) to float32 round-off, NaN for the same objects."""
+    import warnings
+
+    from cp_measure.core.measurecolocalization import get_correlation_costes
+
+    df = measure_field(images, nuclei, cells, channels, groups=("Costes",))
+    assert df.shape[1] == 3 * 2 * len(channels) * (len(channels) - 1) // 2
+    defined = 0
+    for comp, lab in compartment_labels(nuclei.astype(np.int64), cells.astype(np.int64)).items():
+        present = np.unique(lab)
+        present = present[present > 0]
+        for i, a in enumerate(channels):
+            for j, b in enumerate(channels[i + 1:], start=i + 1):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # cp_measure warns for each undefined object
+                    ref = get_correlation_costes(images[i], images[j], lab.astype(np.int32))  # grid from the dtype
+                for key, name in (("Correlation_Costes_1", f"{comp}_Correlation_Costes_{a}_{b}"),
+                                  ("Correlation_Costes_2", f"{comp}_Correlation_Costes_{b}_{a}")):
+                    theirs = np.asarray(ref[key], np.float64)[present - 1]
+                    mine = df.loc[present, name].to_numpy(np.float64)
+                    np.testing.assert_array_equal(np.isnan(mine), np.isnan(theirs), err_msg=name)
+                    np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-6, err_msg=name)
+                    defined += int(np.isfinite(mine).sum())
+    return defined
+
+
+def test_costes_matches_cp_measure_synthetic(field):
+    assert _check_costes(*field, CHANNELS) > 20
+    assert "Correlation_Costes" not in " ".join(measure_field(*field, CHANNELS).columns)  # not a default group
+
+
+def test_costes_matches_cp_measure_real():
+    import tifffile
+
+    from cellkit.segment import get_segmenter
+
+    from .conftest import real_path
+
+    files = sorted(real_path("cellprofiler_examples", "ExampleHuman").glob("*.tif"))
+    images = np.stack([tifffile.imread(f) for f in files[:3]])[:, :200, :240]  # uint8
+    result = get_segmenter("classical").segment_field(images, ["DNA", "PH3", "Cells"])
+    for counts in (images, images.astype(np.uint16) * np.uint16(257)):  # 8-bit grid; as stored by extract (16-bit)
+        assert _check_costes(counts, result.nuclei, result.cells, ["DNA", "PH3", "Cells"]) > 20

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ._objects import Objects, cellprofiler_scale, present_labels
 from .correlation import correlation_features
+from .costes import costes_features
 from .granularity import granularity_features, granularity_spectrum
 from .intensity import intensity_features
 from .neighbors import neighbor_features
@@ -19,6 +20,7 @@ from .texture import texture_features
 COMPARTMENTS = ("Nuclei", "Cells", "Cytoplasm")
 GROUPS = ("AreaShape", "Intensity", "Texture", "Granularity", "RadialDistribution", "RadialZernikes", "Correlation",
           "Neighbors")
+OPTIONAL_GROUPS = ("Costes",)  # measured only when asked for (groups=GROUPS + ("Costes",))
 
 
 def compartment_labels(nuclei: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
@@ -70,7 +72,9 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
         Subset of ``("Nuclei", "Cells", "Cytoplasm")``; Cytoplasm = cell minus its nucleus.
     groups
         Subset of ``("AreaShape", "Intensity", "Texture", "Granularity", "RadialDistribution",
-        "RadialZernikes", "Correlation", "Neighbors")``. Neighbors is measured on Cells (and Nuclei with ``neighbor_distance``).
+        "RadialZernikes", "Correlation", "Neighbors")``, optionally with ``"Costes"`` (Costes-thresholded
+        colocalization, `cellkit.features.costes`; not in the default: it costs more than the other groups).
+        Neighbors is measured on Cells (and Nuclei with ``neighbor_distance``).
     texture_scale, texture_levels
         Haralick co-occurrence distance (pixels) and gray levels.
     radial_bins
@@ -98,7 +102,7 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
     `undefined_report`.
     """
     images, nuclei, cells = _check(images, nuclei, cells, channels)
-    unknown = (set(compartments) - set(COMPARTMENTS)) | (set(groups) - set(GROUPS))
+    unknown = (set(compartments) - set(COMPARTMENTS)) | (set(groups) - set(GROUPS + OPTIONAL_GROUPS))
     if unknown:
         raise ValueError(f"unknown compartments/groups: {sorted(unknown)}")
     index = present_labels(cells)
@@ -142,6 +146,10 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
             for a, b in combinations(range(len(channels)), 2):
                 add(correlation_features(objects, scaled[a], scaled[b], threshold=manders_threshold),
                     a=channels[a], b=channels[b])
+        if "Costes" in groups:
+            grid = 255 if images.dtype == np.uint8 else 65535  # the acquisition grid of the threshold search
+            for a, b in combinations(range(len(channels)), 2):
+                add(costes_features(objects, scaled[a], scaled[b], scale=grid), a=channels[a], b=channels[b])
         if "Neighbors" in groups and comp == "Cells":
             add(neighbor_features(objects))
         if "Neighbors" in groups and comp == "Nuclei" and neighbor_distance is not None:
