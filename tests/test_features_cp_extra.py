@@ -199,3 +199,43 @@ def test_costes_matches_cp_measure_real():
     result = get_segmenter("classical").segment_field(images, ["DNA", "PH3", "Cells"])
     for counts in (images, images.astype(np.uint16) * np.uint16(257)):  # 8-bit grid; as stored by extract (16-bit)
         assert _check_costes(counts, result.nuclei, result.cells, ["DNA", "PH3", "Cells"]) > 20
+
+
+def _cellprofiler_image_granularity(image, subsample=0.25, image_sample=0.25, element_size=10, length=16):
+    """CellProfiler MeasureGranularity's per-image loop (no mask), transcribed with scipy / skimage."""
+    import scipy.ndimage as ndi
+    import skimage.morphology as morph
+
+    new = (np.array(image.shape) * subsample).astype(int)
+    i, j = np.mgrid[0:new[0], 0:new[1]].astype(float) / subsample
+    pixels = ndi.map_coordinates(image, (i, j), order=1)
+    back_shape = new * image_sample
+    i, j = np.mgrid[0:back_shape[0], 0:back_shape[1]].astype(float) / image_sample
+    back = ndi.map_coordinates(pixels, (i, j), order=1)
+    disk = morph.disk(element_size, dtype=bool)
+    back = morph.dilation(morph.erosion(back, footprint=disk), footprint=disk)
+    i, j = np.mgrid[0:new[0], 0:new[1]].astype(float)
+    i *= (back_shape[0] - 1) / (new[0] - 1)
+    j *= (back_shape[1] - 1) / (new[1] - 1)
+    pixels = np.maximum(pixels - ndi.map_coordinates(back, (i, j), order=1), 0)
+    current = pixels.mean()
+    start, ero, out = max(current, np.finfo(float).eps), pixels.copy(), []
+    for _ in range(length):
+        previous = current
+        ero = morph.erosion(ero, footprint=morph.disk(1, dtype=bool))
+        current = morph.reconstruction(ero, pixels, footprint=morph.disk(1, dtype=bool)).mean()
+        out.append((previous - current) * 100 / start)
+    return np.array(out)
+
+
+def test_image_granularity_is_cellprofilers_per_image_spectrum(field):
+    images, nuclei, cells = field
+    df = measure_field(images, nuclei, cells, CHANNELS, groups=("Granularity",), image_granularity=True,
+                       compartments=("Cells",))
+    assert not any(c.startswith("Image_") for c in measure_field(*field, CHANNELS, groups=("Granularity",)).columns)
+    for c, channel in enumerate(CHANNELS):
+        expected = _cellprofiler_image_granularity(images[c].astype(np.float64) / 65535)
+        mine = df[[f"Image_Granularity_{k}_{channel}" for k in range(1, 17)]].to_numpy(np.float64)
+        assert (mine == mine[0]).all()  # one value per field, on every cell's row
+        np.testing.assert_allclose(mine[0], expected, rtol=1e-5, atol=1e-5, err_msg=channel)
+        assert expected[:3].sum() > 1  # a real spectrum, not zeros

@@ -69,7 +69,7 @@ def _resample(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 def granularity_spectrum(image: np.ndarray, *, subsample: float = 0.25, image_sample: float = 0.25,
-                         element_size: int = 10, length: int = 16) -> np.ndarray | None:
+                         element_size: int = 10, length: int = 16, return_pixels: bool = False):
     """The opening-by-reconstruction series of one image, at the subsampled resolution.
 
     Parameters
@@ -83,7 +83,8 @@ def granularity_spectrum(image: np.ndarray, *, subsample: float = 0.25, image_sa
     Returns
     -------
     (length, h, w) float64 reconstructions (h, w: subsampled shape), or None when subsampling leaves
-    an axis shorter than 2 pixels (no spectrum: NaN features).
+    an axis shorter than 2 pixels (no spectrum: NaN features). With ``return_pixels``: also the
+    (h, w) background-subtracted subsampled image they were reconstructed under (or None).
     """
     if not (0 < subsample <= 1 and 0 < image_sample <= 1) or element_size < 1 or length < 1:
         raise ValueError(f"granularity needs 0 < subsample, image_sample <= 1, element_size >= 1, length >= 1; "
@@ -92,7 +93,7 @@ def granularity_spectrum(image: np.ndarray, *, subsample: float = 0.25, image_sa
     orig = np.array(image.shape)
     new = (orig * subsample).astype(int) if subsample < 1 else orig
     if (new < 2).any():
-        return None
+        return (None, None) if return_pixels else None
     pixels = _resample(image, subsample)
     if image_sample < 1:
         back_shape = new * image_sample
@@ -116,7 +117,19 @@ def granularity_spectrum(image: np.ndarray, *, subsample: float = 0.25, image_sa
     for k in range(length):
         ero = skimage.morphology.erosion(ero, footprint=cross)
         _reconstruct_from_tree(ero.ravel(), levels, parent, order, out[k].reshape(-1))
-    return out
+    return (out, pixels) if return_pixels else out
+
+
+def image_granularity(spectrum: np.ndarray | None, pixels: np.ndarray | None) -> np.ndarray:
+    """CellProfiler's per-image granularity (``Image_Granularity_<k>_<Channel>``, no mask): step ``k`` is
+    ``100 * (mean_{k-1} - mean_k) / mean_0``, means over the whole subsampled image, ``mean_0`` that of
+    the background-subtracted image ``pixels`` and ``mean_k`` that of reconstruction ``k`` of
+    ``spectrum`` (both from `granularity_spectrum` with ``return_pixels=True``). (length,) float64; NaN
+    without a spectrum."""
+    if spectrum is None:
+        return np.full(0 if pixels is None else len(pixels), np.nan)
+    means = np.concatenate([[pixels.mean()], spectrum.reshape(len(spectrum), -1).mean(axis=1)])
+    return (means[:-1] - means[1:]) * 100 / max(means[0], np.finfo(float).eps)
 
 
 def _restore_operator(objects: Objects, small_shape: tuple[int, int]):

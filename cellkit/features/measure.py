@@ -11,6 +11,7 @@ from ._objects import Objects, cellprofiler_scale, present_labels
 from .correlation import correlation_features
 from .costes import costes_features
 from .granularity import granularity_features, granularity_spectrum
+from .granularity import image_granularity as image_granularity_of
 from .intensity import intensity_features
 from .neighbors import neighbor_features
 from .radial import radial_features, radial_zernike_features
@@ -55,7 +56,7 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
                   neighbor_distance: float | None = None, granularity_length: int = 16,
                   granularity_subsample: float = 0.25, granularity_background_sample: float = 0.25,
                   granularity_element_size: int = 10, radial_zernike_degree: int = 9,
-                  radial_zernike_phase: bool = True) -> pd.DataFrame:
+                  radial_zernike_phase: bool = True, image_granularity: bool = False) -> pd.DataFrame:
     """Handcrafted morphology of every cell of one field.
 
     Parameters
@@ -93,6 +94,10 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
         RadialZernikes (``RadialDistribution_ZernikeMagnitude_<Channel>_<n>_<m>``, intensity
         Zernikes of MeasureObjectIntensityDistribution): highest order, and whether the phases
         (``..._ZernikePhase_...``) are reported too.
+    image_granularity
+        With Granularity: also CellProfiler's per-image spectrum, ``Image_Granularity_<k>_<Channel>``
+        (the field's value on every row; `cellkit.features.granularity.image_granularity`). Off by
+        default (one value per field repeated per cell).
 
     Returns
     -------
@@ -110,6 +115,7 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
     columns: dict[str, np.ndarray] = {}
     labels = compartment_labels(nuclei, cells)
     spectra: dict[int, np.ndarray | None] = {}  # granularity: one image-level spectrum per channel
+    image_level: dict[str, float] = {}
     for comp in compartments:
         objects = Objects(labels[comp], index)
 
@@ -130,10 +136,14 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
                 add(texture_features(objects, scaled[c], scale=texture_scale, levels=texture_levels), c=channel)
             if "Granularity" in groups:
                 if c not in spectra:
-                    spectra[c] = granularity_spectrum(scaled[c], subsample=granularity_subsample,
-                                                      image_sample=granularity_background_sample,
-                                                      element_size=granularity_element_size,
-                                                      length=granularity_length)
+                    spectra[c], pixels = granularity_spectrum(scaled[c], subsample=granularity_subsample,
+                                                              image_sample=granularity_background_sample,
+                                                              element_size=granularity_element_size,
+                                                              length=granularity_length, return_pixels=True)
+                    if image_granularity:
+                        steps = image_granularity_of(spectra[c], pixels)
+                        for k in range(granularity_length):
+                            image_level[f"Image_Granularity_{k + 1}_{channel}"] = steps[k] if len(steps) else np.nan
                 add(granularity_features(objects, scaled[c], spectra[c], length=granularity_length), c=channel)
             if "RadialDistribution" in groups:
                 add(radial_features(objects, scaled[c], bins=radial_bins), c=channel)
@@ -155,6 +165,7 @@ def measure_field(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, cha
         if "Neighbors" in groups and comp == "Nuclei" and neighbor_distance is not None:
             add({k: v for k, v in neighbor_features(objects, distance=neighbor_distance).items()
                  if k.startswith(f"Neighbors_NumberOfNeighbors_{neighbor_distance:g}")})
+    columns.update({name: np.full(len(index), value) for name, value in image_level.items()})
     frame = pd.DataFrame({k: np.asarray(v, dtype=np.float32) for k, v in columns.items()},
                          index=pd.Index(index, name="label"))
     return frame
