@@ -1,5 +1,6 @@
 """A `cellkit run` killed at random moments and started again ends with the same outputs."""
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import anndata as ad
 import numpy as np
 import yaml
 
-from cellkit.workflows.demo import DEMO_STAGES
+from cellkit.workflows.demo import DEMO_STAGES, DEMO_TRAINING
 from cellkit.io import read_cells
 
 from .conftest import SMALL
@@ -48,6 +49,19 @@ def _outputs(out: Path):
             "representations": (out / "profiles" / "representations.csv").read_text()}
 
 
+def _check_demo_models(models: Path):
+    """The demo's embed stage trains SimCLR for its epochs and gives PCA and the random-init control the
+    same views (input size, view size, centring, masking), so its representation table compares like with like."""
+    configs = {m: json.loads((models / m / "config.json").read_text()) for m in ("simclr", "pixel_pca", "random")}
+    assert all(c["complete"] for c in configs.values())
+    assert configs["simclr"]["epochs_done"] == DEMO_TRAINING["epochs"] > 1
+    assert configs["random"]["width"] == configs["simclr"]["width"]
+    for key in ("input_size", "preset"):
+        assert len({c[key] for c in configs.values()}) == 1, key
+    for key in ("view_size", "center", "mask_background"):
+        assert len({c["augment"][key] for c in configs.values()}) == 1, key
+
+
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     spec = _write_spec(tmp_path / "pipeline.yaml")
     _run(spec, tmp_path / "reference")
@@ -55,6 +69,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     for kill_after in sorted(rng.uniform(3, 25, size=2)):
         _run(spec, tmp_path / "resumed", kill_after=kill_after)
     _run(spec, tmp_path / "resumed")
+    _check_demo_models(tmp_path / "reference" / "models")
     reference, resumed = _outputs(tmp_path / "reference"), _outputs(tmp_path / "resumed")
     assert reference["obs"].equals(resumed["obs"])
     assert reference.pop("representations") == resumed.pop("representations")
