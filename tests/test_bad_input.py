@@ -51,7 +51,7 @@ def plate(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def labels(plate):
-    """The tiny plate segmented (classical). Do not modify."""
+    """The tiny plate segmented with the default backend. Do not modify."""
     _, index = plate
     out = index.parent / "labels.zarr"
     result = run("segment", index, "--out", out)

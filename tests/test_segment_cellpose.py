@@ -98,9 +98,8 @@ def test_train_tiny_model_then_use_it(tmp_path, monkeypatch):
     assert scores["pooled"]["n_images"] == 3 and scores["segmenter"]["model_path"] == str(model)
     assert scores["segmenter"]["model_sha256"] == report["sha256"]
 
-    # the default backend (auto) does not pick the shipped nucleus model (it does not beat classical yet):
-    # without Cellpose's cached weights it is classical; a model named to auto is used, with cells grown from
-    # the nuclei when cyto3 is not cached
+    # the default backend (auto) without Cellpose's cached weights picks the shipped nucleus model, with cells
+    # grown from the nuclei when cyto3 is not cached, and records its sha256
     import shutil
 
     from cellkit.segment.cellpose_backend import SHIPPED_NUCLEUS_MODEL
@@ -110,10 +109,12 @@ def test_train_tiny_model_then_use_it(tmp_path, monkeypatch):
     shutil.copy(model, shipped)
     shutil.copy(tmp_path / "nuclei.cp.json", str(shipped) + ".json")
     monkeypatch.setenv("CELLKIT_MODELS", str(shipped.parent))
-    with pytest.warns(UserWarning, match="using the classical backend"):
-        assert get_segmenter().name == "classical"
-    auto = get_segmenter("auto", model=str(shipped))
+    auto = get_segmenter()
     assert (auto.name, auto.model_path, auto.cell_model_path) == ("cellpose", str(shipped), None)
+    # a model named to auto is used as given, never replaced
+    assert get_segmenter("auto", model=str(model)).model_path == str(model)
+    with pytest.raises(WeightsNotFoundError):
+        get_segmenter("auto", model=str(tmp_path / "missing.cp"))
     assert auto.describe()["model_sha256"] == report["sha256"]
 
 

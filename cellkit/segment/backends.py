@@ -288,14 +288,14 @@ def get_segmenter(backend: str = "auto", *, model: str | None = None, cell_model
     Parameters
     ----------
     backend
-        ``classical``, ``cellpose`` or ``auto`` (the default): nuclei with Cellpose's ``nuclei``
-        weights (or ``model``) when they are cached; cells with ``cell_model`` when its weights are
-        cached, else grown from the nuclei by the classical propagation; the classical backend
-        (with a warning) when no nucleus weights are cached. cellkit's shipped nucleus model
-        (`cellpose_backend.shipped_nucleus_model`) is used only when named as ``model`` with
-        ``backend="cellpose"`` (more accurate than classical, about 12x slower: models/README.md).
+        ``classical``, ``cellpose`` or ``auto`` (the default): nuclei with ``model`` when given,
+        else Cellpose's ``nuclei`` weights when they are cached, else cellkit's shipped nucleus
+        model (`cellpose_backend.shipped_nucleus_model`, trained on DSB2018: models/README.md);
+        cells with ``cell_model`` when its weights are cached, else grown from the nuclei by the
+        classical propagation. The classical backend, with a warning, only when neither nucleus
+        model is there.
     model
-        Cellpose nucleus model: built-in name or path (default ``nuclei``).
+        Cellpose nucleus model: built-in name or path (default: see ``backend``).
     cell_model
         Cellpose cell model: name or path (default ``cyto3``), or None to grow cells from the nuclei
         with the classical propagation.
@@ -315,16 +315,15 @@ def get_segmenter(backend: str = "auto", *, model: str | None = None, cell_model
 
 def _auto_models(model: str | None, cell_model: str | None) -> tuple[str, str | None, str | None]:
     """(backend, nucleus model, cell model) that ``backend="auto"`` resolves to (see `get_segmenter`).
-
-    The shipped cellkit model is not picked here. It beats the classical backend on the DSB2018 test
-    images (models/README.md) but is about 12x slower, and it has not been measured as the default in
-    the tests and the demo. Name it with ``backend="cellpose", model=<its path>``.
-    """
-    model = model or "nuclei"
-    if not cpb.weights_available(model):
-        warnings.warn(f"no cached Cellpose nucleus model ({model!r}; the cache is {cpb.cellpose_model_dir()}): "
-                      "using the classical backend", UserWarning, stacklevel=3)
-        return "classical", None, None
+    A nucleus model named by the caller is used as given (a missing one fails, never a fallback)."""
+    if model is None:
+        shipped = cpb.shipped_nucleus_model()
+        model = "nuclei" if cpb.weights_available("nuclei") or shipped is None else str(shipped)
+        if not cpb.weights_available(model):
+            warnings.warn(f"no cached Cellpose nucleus model (the cache is {cpb.cellpose_model_dir()}) and no shipped "
+                          f"cellkit model (in {cpb.shipped_models_dir()}): using the classical backend",
+                          UserWarning, stacklevel=3)
+            return "classical", None, None
     if cell_model and not cpb.weights_available(cell_model):
         cell_model = None  # cells grown from the nuclei (the classical propagation), as --cell-model classical
     return "cellpose", model, cell_model
