@@ -9,11 +9,18 @@ the diameter is estimated before any segmentation pass. Stored in the model's ``
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 
 def image_style(model, image: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    """Style vector (first ``nbase[-1]`` entries) of an (H, W) image at the model's own scale."""
+    """Style vector (first ``nbase[-1]`` entries) of an (H, W) image at the model's own scale,
+    from the encoder alone when the network allows it (cellkit-built CPnets: ``style_only``)."""
+    if hasattr(model.net, "style_only"):
+        model = copy.copy(model)
+        model.net = copy.copy(model.net)  # shares the weights; the flag stays off the cached model
+        model.net.style_only = True
     styles = model.eval(np.asarray(image, np.float32), channels=[0, 0], diameter=float(model.diam_mean),
                         compute_masks=False, batch_size=batch_size)[-1]
     return np.asarray(styles, np.float64).reshape(-1)[: int(model.net.nbase[-1])]
