@@ -8,8 +8,8 @@ morphology, trains every method for at most ``--budget-minutes`` of wall time ea
 short throughput probe, counted in the training time), embeds all cells, and runs the same
 profile pipelines on every representation:
 
-- ``plain``: the default recipe (`cellkit.workflows.profiles.DEFAULT`): well mean -> per-plate z-score
-  against DMSO wells, NaN / constant features dropped -> treatment mean (Ljosa's plain pipeline);
+- ``plain``: the default recipe (`cellkit.workflows.profiles.DEFAULT`, whatever it is at run time; since
+  issue 16: per-plate iqm normalization vs DMSO, clip 4, feature selection, ZCA-cor on DMSO, median of wells);
 - ``corrected``: the profile helper's BEST options (`cellkit.workflows.profiles.BEST`: robust
   per-plate normalization vs DMSO, clip 8, ZCA-cor sphering on the DMSO wells (TVN), unit-length
   wells) - the same functions, for embeddings as for morphology.
