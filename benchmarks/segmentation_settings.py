@@ -7,7 +7,8 @@
   Settings are chosen here, never on the test images.
 - ``--speed``: seconds per 1024x1280 BBBC021 DAPI field (nuclei only) for the default backend
   (the shipped model, its default settings), its cheapest setting, the classical backend and the
-  previous shipped model (``--previous PATH``), all in one run, torch on one thread.
+  previous shipped model (``--previous PATH``), in ``--reps`` interleaved rounds (medians), torch on
+  one thread; and the size-model pass from the encoder alone against the whole network.
 
     OMP_NUM_THREADS=1 python benchmarks/segmentation_settings.py --validation --speed \\
         --previous /tmp/dsb2018_nuclei_cellkit.cp
@@ -33,10 +34,11 @@ SETTINGS = {  # name: CellposeSegmenter options
 }
 
 
-def timed_segment(segmenter, images) -> tuple[list, float]:
+def timed(step, images) -> tuple[list, float]:
+    """``step(images)`` and its seconds per image."""
     start = time.perf_counter()
-    labels = segmenter.segment_nuclei(images)
-    return labels, (time.perf_counter() - start) / max(len(images), 1)
+    out = step(images)
+    return out, (time.perf_counter() - start) / max(len(images), 1)
 
 
 def validation(model: Path, settings: list[str]) -> dict:
@@ -57,7 +59,7 @@ def validation(model: Path, settings: list[str]) -> dict:
         if opts["diameter"] == "model":
             opts["diameter"] = fixed
         seg = CellposeSegmenter(model=str(model), cell_model=None, gpu=False, **opts)
-        labels, sec = timed_segment(seg, [images[i] for i in idx])
+        labels, sec = timed(seg.segment_nuclei, [images[i] for i in idx])
         pooled = score_images([(masks[i], lab) for i, lab in zip(idx, labels)])["pooled"]
         out[name] = {"options": opts, "ap@0.5": pooled["ap@0.5"], "ap@0.75": pooled["ap@0.75"],
                      "seconds_per_image": sec}
@@ -66,10 +68,15 @@ def validation(model: Path, settings: list[str]) -> dict:
     return out
 
 
-def speed(model: Path, previous: Path | None, n_fields: int, cheap: dict) -> dict:
+def speed(model: Path, previous: Path | None, n_fields: int, cheap: dict, reps: int) -> dict:
+    """Seconds per field of each backend, in ``reps`` interleaved rounds (medians), and the
+    size-model pass from the encoder alone against the whole network (the style vector is the same)."""
+    import numpy as np
     import tifffile
 
     from cellkit.segment import CellposeSegmenter, get_segmenter
+    from cellkit.segment.cellpose_backend import load_cellpose
+    from cellkit.segment.size_model import image_style
 
     files = sorted((REAL / "bbbc021_images").rglob("*_w1*.tif"))  # w1: the DAPI channel
     fields = [f for f in (tifffile.imread(p) for p in files) if f.shape == (1024, 1280)]
@@ -82,12 +89,35 @@ def speed(model: Path, previous: Path | None, n_fields: int, cheap: dict) -> dic
     if previous:
         runs["previous shipped model (dsb2018_nuclei_cellkit.cp, auto)"] = CellposeSegmenter(
             model=str(previous), cell_model=None, gpu=False, diameter="auto")
-    out = {"n_fields": len(fields), "distinct_fields": len(files), "field_shape": [1024, 1280]}
-    for name, seg in runs.items():
-        seg.segment_nuclei(fields[:1])  # warm-up (model load, numba compilation)
-        labels, sec = timed_segment(seg, fields)
-        out[name] = {"seconds_per_field": sec, "nuclei_per_field": [int(lab.max()) for lab in labels]}
-        print(f"speed {name:<55} {sec:.2f} s/field  nuclei {[int(lab.max()) for lab in labels]}", flush=True)
+    net = load_cellpose(str(model), False)
+
+    def whole_network_style(image):
+        styles = net.eval(np.asarray(image, np.float32), channels=[0, 0], diameter=float(net.diam_mean),
+                          compute_masks=False)[-1]
+        return np.asarray(styles, np.float64).reshape(-1)[: int(net.net.nbase[-1])]
+
+    steps = {name: seg.segment_nuclei for name, seg in runs.items()}
+    steps["size-model pass, encoder only (as segmenting)"] = lambda ims: [image_style(net, im) for im in ims]
+    steps["size-model pass, whole network (before)"] = lambda ims: [whole_network_style(im) for im in ims]
+    seconds, results = {name: [] for name in steps}, {}
+    for name, step in steps.items():
+        step(fields[:1])  # warm-up (model load, numba compilation)
+    for _ in range(reps):
+        for name, step in steps.items():
+            results[name], sec = timed(step, fields)
+            seconds[name].append(sec)
+    same = all(np.array_equal(a, b) for a, b in zip(results["size-model pass, encoder only (as segmenting)"],
+                                                    results["size-model pass, whole network (before)"]))
+    out = {"n_fields": len(fields), "distinct_fields": len(files), "field_shape": [1024, 1280], "reps": reps,
+           "style_identical": same}
+    for name in steps:
+        sec = float(np.median(seconds[name]))
+        out[name] = {"seconds_per_field": sec, "all_rounds": seconds[name]}
+        if name in runs:
+            out[name]["nuclei_per_field"] = [int(lab.max()) for lab in results[name]]
+        print(f"speed {name:<55} {sec:.2f} s/field (median of {reps})  "
+              + (f"nuclei {out[name]['nuclei_per_field']}" if name in runs else f"style identical: {same}"),
+              flush=True)
     return out
 
 
@@ -103,6 +133,7 @@ def main():
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--fields", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3, help="interleaved rounds of the speed comparison")
     parser.add_argument("--cheap", default='{"flow_threshold": 0.0}', help="JSON options of the cheap setting")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -111,7 +142,7 @@ def main():
     if args.validation:
         result["validation"] = validation(model, args.settings.split(","))
     if args.speed:
-        result["speed"] = speed(model, args.previous, args.fields, json.loads(args.cheap))
+        result["speed"] = speed(model, args.previous, args.fields, json.loads(args.cheap), args.reps)
     save("segmentation_settings", result)
 
 
