@@ -26,8 +26,9 @@ from pathlib import Path
 from _common import save
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-SETTINGS = {  # name: CellposeSegmenter options
+SETTINGS = {  # name: CellposeSegmenter options (auto_tolerance: cellpose_backend.AUTO_TOLERANCE for the run)
     "auto_ft0.4": {"diameter": "auto", "flow_threshold": 0.4},
+    "auto_ft0.4_tol1.1": {"diameter": "auto", "flow_threshold": 0.4, "auto_tolerance": 1.1},
     "auto_ft0": {"diameter": "auto", "flow_threshold": 0.0},
     "auto_ft0.4_cp-1": {"diameter": "auto", "flow_threshold": 0.4, "cellprob_threshold": -1.0},
     "fixed_ft0.4": {"diameter": "model", "flow_threshold": 0.4},
@@ -43,6 +44,7 @@ def timed(step, images) -> tuple[list, float]:
 
 def validation(model: Path, settings: list[str]) -> dict:
     from cellkit.segment import CellposeSegmenter, score_images
+    from cellkit.segment import cellpose_backend as cpb
     from cellkit.segment.cellpose_backend import load_cellpose, model_diameter
     from cellkit.segment.train import load_image_mask_pairs
 
@@ -58,10 +60,15 @@ def validation(model: Path, settings: list[str]) -> dict:
         opts = dict(SETTINGS[name])
         if opts["diameter"] == "model":
             opts["diameter"] = fixed
+        tolerance = opts.pop("auto_tolerance", cpb.AUTO_TOLERANCE)
+        default_tolerance, cpb.AUTO_TOLERANCE = cpb.AUTO_TOLERANCE, tolerance
         seg = CellposeSegmenter(model=str(model), cell_model=None, gpu=False, **opts)
-        labels, sec = timed(seg.segment_nuclei, [images[i] for i in idx])
+        try:
+            labels, sec = timed(seg.segment_nuclei, [images[i] for i in idx])
+        finally:
+            cpb.AUTO_TOLERANCE = default_tolerance
         pooled = score_images([(masks[i], lab) for i, lab in zip(idx, labels)])["pooled"]
-        out[name] = {"options": opts, "ap@0.5": pooled["ap@0.5"], "ap@0.75": pooled["ap@0.75"],
+        out[name] = {"options": {**opts, "auto_tolerance": tolerance}, "ap@0.5": pooled["ap@0.5"], "ap@0.75": pooled["ap@0.75"],
                      "seconds_per_image": sec}
         print(f"validation {name:<18} AP@0.5 {pooled['ap@0.5']:.3f}  AP@0.75 {pooled['ap@0.75']:.3f}  "
               f"{sec:.2f} s/image", flush=True)
