@@ -24,6 +24,15 @@ from pathlib import Path
 from ..errors import StaleOutputError
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def store_fingerprint(path: str | os.PathLike) -> tuple[str | None, bool]:
     """``(fingerprint, complete)`` of a cells.zarr from its root attributes (None when unreadable)."""
     meta = Path(path) / "zarr.json"

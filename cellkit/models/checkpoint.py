@@ -6,7 +6,6 @@ checkpoints with ``torch.load(weights_only=True)``, configs as JSON.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .._atomic import atomic_path
+from ..io.provenance import file_sha256
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -36,14 +36,6 @@ def check_channels(model_channels, store_channels, *, where: str = "the cells st
             f"channel mismatch: the model was trained on channels {list(model_channels)} (in this order) but "
             f"{where} has {list(store_channels)}. Reorder the channels when building the store, or train a "
             "model on this channel order.")
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_json(data: dict, path) -> None:

@@ -74,7 +74,7 @@ def resolve_model(model: str | os.PathLike) -> Path:
 
 @lru_cache(maxsize=16)
 def _sha256(path: str, mtime: float) -> str:
-    from .train import file_sha256
+    from ..io.provenance import file_sha256
 
     return file_sha256(path)
 

@@ -10,7 +10,6 @@ standard widths), plus ``<model>.json``: settings, split, learning curve, size m
 from __future__ import annotations
 
 import json
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..io.images import read_image
+from ..io.provenance import file_sha256
 from .cellpose_backend import sidecar_path
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
@@ -66,15 +66,6 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     order = np.random.default_rng(seed).permutation(n)
     n_val = min(n - 1, max(1, int(round(fraction * n))))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def train_segmenter(images: str | os.PathLike, masks: str | os.PathLike, out: str | os.PathLike, *,
