@@ -77,6 +77,21 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
         load_checkpoint(tmp_path / "junk.ckpt")
 
 
+def test_checkpoint_with_python_objects_is_refused(tmp_path):
+    """A checkpoint is read with weights_only: a file that would run code when unpickled is refused."""
+    from fractions import Fraction
+
+    import torch
+
+    from cellkit.segment.train_loop import FORMAT, load_checkpoint
+
+    torch.save({"format": FORMAT, "payload": Fraction(1, 3)}, tmp_path / "bad.ckpt")
+    with pytest.raises(ValueError, match="holds objects other than tensors and arrays"):
+        load_checkpoint(tmp_path / "bad.ckpt")
+    torch.save({"format": FORMAT, "rng": np.random.get_state()}, tmp_path / "ok.ckpt")
+    assert load_checkpoint(tmp_path / "ok.ckpt")["rng"][0] == "MT19937"
+
+
 def test_learning_rate_follows_cellpose_schedule():
     from cellkit.segment.train_loop import cellpose_lr
 

@@ -96,10 +96,22 @@ def save_checkpoint(path, state: dict) -> None:
 
 
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint written by `train`; raises ValueError for other files."""
+    """Read a checkpoint written by `train`; raises ValueError for other files.
+
+    Loaded with ``weights_only=True`` (no arbitrary code from an untrusted file); only numpy's
+    plain arrays (numpy's RNG state) are allowed beside torch's own types.
+    """
+    import pickle
+
     import torch
 
-    state = torch.load(str(path), map_location="cpu", weights_only=False)
+    numpy_arrays = [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    try:
+        with torch.serialization.safe_globals(numpy_arrays):
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} is not a cellkit Cellpose training checkpoint ({FORMAT}): "
+                         f"it holds objects other than tensors and arrays") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a cellkit Cellpose training checkpoint ({FORMAT})")
     return state
