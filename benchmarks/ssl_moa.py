@@ -69,7 +69,7 @@ def build_cells(out: Path, config: SyntheticConfig, size: int) -> tuple[Path, Pa
 
     plate, labels, cells, h5ad = out / "plate", out / "labels.zarr", out / "cells.zarr", out / "cells.h5ad"
     if not (plate / "synthetic.json").exists():
-        write_synthetic_plate(plate, config, n_jobs=1)
+        write_synthetic_plate(plate, config, workers=1)
     if not labels.exists():
         write_ground_truth_labels(plate, labels)
     if not h5ad.exists():

@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from cellkit.io.cells import write_cells
 from cellkit.models import (MICROSCOPY_AUGMENT, AugmentConfig, augment, blur, cell_view_size, default_config,
-                            embed_cells, train, view, weak_labels)
+                            embed_cells, embedding_spread, supcon, train, view, weak_labels)
 from cellkit.models.perturb import perturb
 
 torch.set_num_threads(1)
@@ -119,6 +119,46 @@ def test_weak_supervision(store, tmp_path):
     assert z.shape == (64, 8)
     with pytest.raises(ValueError, match="preset"):
         default_config("simclr", preset="tpu")
+
+
+def test_supcon_loss():
+    labels = torch.tensor([0, 0, 1, 1])
+    apart = torch.tensor([[1.0, 0], [1, 0], [0, 1], [0, 1]])
+    # each row: one positive at cos 1, the other two at cos 0 (T = 1): -log(e / (e + 2))
+    assert supcon(apart, labels, 1.0).item() == pytest.approx(-np.log(np.e / (np.e + 2)))
+    assert supcon(apart, labels, 0.1) < supcon(apart[[0, 2, 1, 3]], labels, 0.1)  # classes apart beat mixed
+    # a row without a positive is left out; none at all: nothing to average
+    assert supcon(apart[:3], labels[:3], 1.0).item() == pytest.approx(-np.log(np.e / (np.e + 1)))
+    with pytest.raises(ValueError):
+        supcon(apart, labels[:3])
+
+
+def test_embedding_spread_finds_collapse():
+    rng = torch.Generator().manual_seed(0)
+    spread, dims = embedding_spread(torch.randn(256, 32, generator=rng))
+    assert spread == pytest.approx(1.0, abs=0.05) and dims > 20
+    collapsed = torch.ones(256, 32) + 1e-4 * torch.randn(256, 32, generator=rng)
+    assert embedding_spread(collapsed)[0] < 0.01
+    line = torch.randn(256, 1, generator=rng) * torch.ones(1, 32)  # all variance along one direction
+    assert embedding_spread(line)[1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("loss", ["supcon", "ce+supcon"])
+def test_weak_supervised_contrastive(store, tmp_path, loss):
+    with pytest.raises(ValueError, match="weak_loss"):
+        default_config("weak", weak_loss="triplet")
+    train(store, tmp_path / "weak", method="weak", config={**TINY, "epochs": 3, "lr": 5e-3, "weak_loss": loss,
+                                                           "temperature": 0.1})
+    config = json.loads((tmp_path / "weak" / "config.json").read_text())
+    assert config["weak_loss"] == loss and config["complete"]
+    history = config["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert all(h["spread"] > 0.05 and h["effective_dims"] >= 1 for h in history)  # recorded, not collapsed
+    keys = set(load_file(tmp_path / "weak" / "model.safetensors"))
+    assert any(k.startswith("projector.") for k in keys)
+    assert any(k.startswith("classifier.") for k in keys) == (loss == "ce+supcon")
+    z, _ = embed_cells(store, tmp_path / "weak")
+    assert z.shape == (64, 8) and np.isfinite(z).all()
 
 
 def test_combine_weights_blocks_by_variance():

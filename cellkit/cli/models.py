@@ -25,6 +25,8 @@ def train(
     depth: int = typer.Option(None, help="Residual blocks per stage (default 1); for mae, transformer blocks (default 4)."),
     patch_size: int = typer.Option(None, help="mae: patch side in pixels (default 8)."),
     mask_ratio: float = typer.Option(None, help="mae: fraction of patches hidden during training (default 0.75)."),
+    weak_loss: str = typer.Option(None, help="weak: ce (classify the treatments), supcon (supervised contrastive) "
+                                  "or ce+supcon."),
     max_cells: int = typer.Option(None, help="Train on about this many cells (whole chunks spread over the store)."),
     seed: int = typer.Option(None, help="Random seed (default 0)."),
     workers: int = typer.Option(None, help="DataLoader workers reading chunks (default 2)."),
@@ -44,7 +46,8 @@ def train(
         fail(f"cannot read {config}: {err}")
     options = models.training_options(method, options, depth=depth, epochs=epochs, batch_size=batch_size, lr=lr,
                                       width=width, max_cells=max_cells, seed=seed, num_workers=workers,
-                                      patch_size=patch_size, mask_ratio=mask_ratio, preset=preset)
+                                      patch_size=patch_size, mask_ratio=mask_ratio, preset=preset,
+                                      weak_loss=weak_loss)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("training", total=None)

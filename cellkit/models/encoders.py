@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .losses import byol_loss, nt_xent
+from .losses import byol_loss, nt_xent, supcon
 
 
 class BasicBlock(nn.Module):
@@ -171,24 +171,41 @@ class ConvAutoencoder(nn.Module):
 
 
 class WeaklySupervised(nn.Module):
-    """Encoder + classification head trained on treatment labels (compound and concentration, never the MOA):
-    weak labels, as in Caicedo et al. 2018. Loss: cross entropy of both augmented views. Embedding =
-    encoder output. ``config["weak_classes"]`` lists the classes (the head's outputs)."""
+    """Encoder trained on treatment labels (compound and concentration, never the MOA): weak labels, as in
+    Caicedo et al. 2018. ``config["weak_loss"]``: ``"ce"`` (a classification head, cross entropy of both
+    augmented views, ``label_smoothing``), ``"supcon"`` (supervised contrastive, Khosla et al. 2020, on a
+    projection head, ``temperature``) or ``"ce+supcon"`` (their sum). Embedding = encoder output.
+    ``config["weak_classes"]`` lists the classes (the head's outputs)."""
+
+    LOSSES = ("ce", "supcon", "ce+supcon")
 
     def __init__(self, in_channels: int, config: dict):
         super().__init__()
         n_classes = len(config.get("weak_classes") or [])
         if n_classes < 2:
             raise ValueError("weak supervision needs at least 2 treatment classes")
+        self.kind = config.get("weak_loss", "ce")  # models saved before the option were "ce"
+        if self.kind not in self.LOSSES:
+            raise ValueError(f"unknown weak_loss {self.kind!r}; choose one of {', '.join(self.LOSSES)}")
         self.encoder = build_encoder(in_channels, config)
-        self.classifier = mlp_head(self.encoder.out_dim, config["proj_hidden"], n_classes)
+        if "ce" in self.kind.split("+"):
+            self.classifier = mlp_head(self.encoder.out_dim, config["proj_hidden"], n_classes)
+        if "supcon" in self.kind:
+            self.projector = mlp_head(self.encoder.out_dim, config["proj_hidden"], config["proj_dim"])
+        self.smoothing = float(config.get("label_smoothing", 0.0))
+        self.temperature = float(config["temperature"])
 
     def embed(self, x):
         return self.encoder(x)
 
     def loss(self, view1, view2, labels):
-        logits = self.classifier(self.encoder(torch.cat([view1, view2])))
-        return F.cross_entropy(logits.float(), torch.cat([labels, labels]))
+        h, y = self.encoder(torch.cat([view1, view2])), torch.cat([labels, labels])
+        total = 0.0
+        if "ce" in self.kind.split("+"):
+            total = total + F.cross_entropy(self.classifier(h).float(), y, label_smoothing=self.smoothing)
+        if "supcon" in self.kind:
+            total = total + supcon(self.projector(h), y, self.temperature)
+        return total
 
 
 class RandomEncoder(nn.Module):

@@ -28,3 +28,24 @@ def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p = F.normalize(prediction.float(), dim=1)
     t = F.normalize(target.float(), dim=1)
     return (2 - 2 * (p * t).sum(dim=1)).mean()
+
+
+def supcon(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L_out) of embeddings ``z`` (N, D) with class ``labels`` (N,).
+
+    Each row is classified against the other N - 1 rows; its positives are the other rows of its class
+    (with two views per sample, at least its partner view). Rows without a positive are left out. Returns the
+    mean loss (a scalar).
+    """
+    if z.ndim != 2 or labels.shape != z.shape[:1]:
+        raise ValueError(f"z must be (N, D) and labels (N,); got {tuple(z.shape)} and {tuple(labels.shape)}")
+    z = F.normalize(z.float(), dim=1)
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positive = (labels[:, None] == labels[None, :]) & ~self_mask
+    count = positive.sum(1)
+    keep = count > 0
+    mean_log_prob = log_prob.masked_fill(~positive, 0.0).sum(1)[keep] / count[keep]
+    return -mean_log_prob.mean()

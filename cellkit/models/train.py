@@ -27,6 +27,9 @@ from .encoders import build_model
 
 logger = get_logger(__name__)
 
+WEAK_LOSSES = ("ce", "supcon", "ce+supcon")
+# An epoch whose embeddings of one batch spread less than this (`embedding_spread`) logs a collapse warning.
+COLLAPSE_SPREAD = 0.05
 METHODS = ("simclr", "byol", "autoencoder", "mae", "weak", "pixel_pca", "random")
 # "pca" (the earlier name of the PCA of crop pixels): accepted, and read from older model folders
 METHOD_ALIASES = {"pca": "pixel_pca"}
@@ -46,6 +49,7 @@ DEFAULTS = {
     "patch_size": 8, "mae_dim": 64, "mae_depth": 4, "mae_heads": 4, "mae_decoder_depth": 1,  # MAE (ViT)
     "mask_ratio": 0.75,
     "weak_label": ["compound", "concentration"],     # weak supervision: obs columns whose values make a class
+    "weak_loss": "ce", "label_smoothing": 0.0,       # weak supervision: "ce", "supcon" or "ce+supcon"
     "preset": None,                                  # the preset these options started from (see PRESETS)
     "max_cells": None,                               # train on (about) this many cells, whole chunks spread evenly
     "num_workers": 2, "shuffle_cells": 1024, "stats_cells": 4096, "amp": True,
@@ -111,6 +115,8 @@ def default_config(method: str, preset: str | None = None, **overrides) -> dict:
     config["method"] = method
     if method == "weak" and "moa" in [str(c).lower() for c in config["weak_label"]]:
         raise ValueError("weak_label must not use the MOA: it is what the profiles are scored on")
+    if config["weak_loss"] not in WEAK_LOSSES:
+        raise ValueError(f"unknown weak_loss {config['weak_loss']!r}; choose one of {', '.join(WEAK_LOSSES)}")
     return config
 
 
@@ -258,12 +264,16 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
                          "lower batch_size")
     for epoch in range(first_epoch, config["epochs"]):
         start = time.perf_counter()
-        losses = _train_epoch(model, optimizer, train_data, config, epoch=epoch, steps=steps, device=device,
-                              progress=progress)
+        losses, last = _train_epoch(model, optimizer, train_data, config, epoch=epoch, steps=steps, device=device,
+                                    progress=progress)
         seconds = time.perf_counter() - start
         n_seen = len(losses) * config["batch_size"]
+        spread, dims = _spread_of(model, last)
         config["history"].append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": seconds,
-                                  "cells_per_s": n_seen / seconds})
+                                  "cells_per_s": n_seen / seconds, "spread": spread, "effective_dims": dims})
+        if spread < COLLAPSE_SPREAD:
+            logger.warning(f"epoch {epoch + 1}: the embeddings of one batch have collapsed (spread {spread:.3f} < "
+                           f"{COLLAPSE_SPREAD}; effective dimensions {dims:.1f}): check lr, ema, temperature")
         config["epochs_done"] = epoch + 1
         save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1},
                         out_dir)
@@ -276,9 +286,31 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     return out_dir
 
 
+def embedding_spread(z: torch.Tensor) -> tuple[float, float]:
+    """How spread a batch of embeddings ``z`` (B, D) is: the mean per-dimension std of the unit-length rows times
+    sqrt(D) (about 1 when they fill the sphere evenly, 0 when collapsed to one point), and the effective number of
+    dimensions (participation ratio of the covariance eigenvalues: 1 when all variance lies along one direction)."""
+    z = z.double()
+    spread = float(torch.nn.functional.normalize(z, dim=1).std(0).mean() * math.sqrt(z.shape[1]))
+    ev = torch.linalg.eigvalsh(torch.cov(z.T)).clamp(min=0)
+    dims = float(ev.sum() ** 2 / (ev ** 2).sum()) if ev.sum() > 0 else 0.0
+    return spread, dims
+
+
+@torch.no_grad()
+def _spread_of(model, views: torch.Tensor) -> tuple[float, float]:
+    """`embedding_spread` of the encoder's embeddings of ``views`` (eval mode; no weights or statistics change)."""
+    model.eval()
+    try:
+        return embedding_spread(model.embed(views).float().cpu())
+    finally:
+        model.train()
+
+
 def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int, steps: int, device, progress
-                 ) -> list[float]:
-    """One pass over ``data`` (``steps`` full batches, each seen as two augmented views); returns the losses."""
+                 ) -> tuple[list[float], torch.Tensor]:
+    """One pass over ``data`` (``steps`` full batches, each seen as two augmented views); returns the losses and
+    the first view of the last batch."""
     method, total = config["method"], steps * config["epochs"]
     aug = AugmentConfig.from_dict(config["augment"])
     offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"])
@@ -320,7 +352,7 @@ def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int
         losses.append(loss.item())
         if progress:
             progress(epoch + 1, config["epochs"], step + 1, steps, losses[-1])
-    return losses
+    return losses, v1.detach()
 
 
 def _finish(model, config: dict, out_dir: Path, log) -> Path:
