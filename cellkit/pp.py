@@ -327,6 +327,37 @@ def spherize(adata: ad.AnnData, *, control: str | np.ndarray = "compound == 'DMS
     return adata if copy else None
 
 
+# --------------------------------------------------------------------------- reduce
+
+def pca(adata: ad.AnnData, *, n_comps: int, use_rep: str | None = None, key_added: str | None = None,
+        random_state: int = 0, copy: bool = False) -> ad.AnnData | None:
+    """Principal components of the profiles (`scanpy.pp.pca` of the rows, centred, seeded).
+
+    ``n_comps`` is clamped to ``min(n_obs, n_features) - 1`` (the most a centred PCA can give), and the
+    number used is recorded; ``n_comps < 1`` is a ValueError. Reads ``X`` / ``obsm[use_rep]`` (no NaN);
+    writes ``obsm[key_added]`` (default ``"X_pca"`` for ``X``, ``use_rep + "_pca"`` otherwise; float32,
+    n_obs x components) and ``uns["cellkit"]["pca"]`` (n_comps asked and used, key, seed, scanpy version).
+    """
+    from importlib.metadata import version
+
+    import scanpy as sc
+
+    if isinstance(n_comps, bool) or not isinstance(n_comps, (int, np.integer)) or n_comps < 1:
+        raise ValueError(f"pca: n_comps must be an integer >= 1, got {n_comps!r}")
+    adata = adata.copy() if copy else adata
+    X = get_rep(adata, use_rep).astype(np.float64)
+    if np.isnan(X).any():
+        raise ValueError(f"pca: {int(np.isnan(X).any(axis=0).sum())} feature(s) contain NaN; impute first")
+    if min(X.shape) < 2:
+        raise ValueError(f"pca needs at least 2 rows and 2 features, got {X.shape[0]} x {X.shape[1]}")
+    k = int(min(n_comps, min(X.shape) - 1))
+    key_added = key_added or ("X_pca" if use_rep is None else f"{use_rep}_pca")
+    adata.obsm[key_added] = np.asarray(sc.pp.pca(X, n_comps=k, random_state=random_state), dtype=np.float32)
+    _record(adata, "pca", dict(n_comps=k, n_comps_asked=int(n_comps), use_rep=use_rep, key_added=key_added,
+                               random_state=random_state, scanpy_version=version("scanpy")))
+    return adata if copy else None
+
+
 # --------------------------------------------------------------------------- combine
 
 def combine(adata: ad.AnnData, weights: dict[str | None, float], *, key_added: str = "X_combined",

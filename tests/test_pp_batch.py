@@ -94,3 +94,36 @@ def test_prepare_profiles_corrections_run_and_record():
     assert "combat" in prepare_profiles(wells, **DEFAULT, correct="combat").uns["cellkit"]
     with pytest.raises(ValueError, match="correct must be one of"):
         prepare_profiles(wells, correct="magic")
+
+
+def test_pca_is_scikit_learns_pca_seeded_clamped_and_recorded():
+    from sklearn.decomposition import PCA
+
+    a = _batched(seed=3, n=30, d=12)
+    ck.pp.pca(a, n_comps=4)
+    Z = a.obsm["X_pca"]
+    ref = PCA(n_components=4, random_state=0).fit_transform(a.X.astype(np.float64))
+    for j in range(4):  # the same components up to sign
+        sign = np.sign(Z[:, j] @ ref[:, j])
+        np.testing.assert_allclose(sign * Z[:, j], ref[:, j], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(Z, ck.pp.pca(a, n_comps=4, copy=True).obsm["X_pca"])  # seeded
+    rec = a.uns["cellkit"]["pca"]
+    assert (rec["n_comps"], rec["n_comps_asked"], rec["key_added"]) == (4, 4, "X_pca")
+    ck.pp.pca(a, n_comps=500, use_rep="X_pca")  # clamped to min(rows, features) - 1 = 3
+    assert a.obsm["X_pca_pca"].shape == (30, 3) and a.uns["cellkit"]["pca"]["n_comps"] == 3
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="n_comps must be an integer >= 1"):
+            ck.pp.pca(a, n_comps=bad)
+
+
+def test_prepare_profiles_pca_step_feeds_unit_length_treatments_and_harmony():
+    from tests._profile_data import planted_cells
+
+    wells = ck.tl.aggregate(planted_cells(seed=5, cells_per_well=3), by=("plate", "well"))
+    t = prepare_profiles(wells, **{**DEFAULT, "n_comps": 6, "l2": True})
+    assert t.shape == (17, 6) and {"pca", "l2_normalize"} <= set(t.uns["cellkit"])
+    w = prepare_profiles(wells, **{**DEFAULT, "n_comps": 6, "l2": True}, treatment=())
+    np.testing.assert_allclose(np.linalg.norm(w.obsm["X_pca"], axis=1), 1.0, rtol=1e-5)  # unit length after PCA
+    assert w.n_vars > 6 and w.var["feature_selected"].all()  # X keeps the (selected, spherized) features
+    h = prepare_profiles(wells, **{**DEFAULT, "n_comps": 6}, correct="harmony")
+    assert h.shape == (17, 6) and h.uns["cellkit"]["harmony"]["use_rep"] == "X_pca"

@@ -205,3 +205,23 @@ def test_scores_json_is_valid_with_one_batch(cells_h5ad, tmp_path):
     text = (tmp_path / "ev" / "scores.json").read_text()
     assert "NaN" not in text and json.loads(text)["NSCB"] is None
     assert json.loads(result.stdout.strip().splitlines()[-1])["NSCB"] is None
+
+
+def test_profile_with_pca_then_evaluate_scores_the_recorded_components(cells_h5ad, tmp_path):
+    """--n-comps: the wells keep their features in X and the PCA in obsm['X_pca'], recorded; `cellkit evaluate`
+    of those wells aggregates the components, as profile did (same scores as its treatments)."""
+    wells, treatments = tmp_path / "wells.h5ad", tmp_path / "treatments.h5ad"
+    result = runner.invoke(app, ["profile", str(cells_h5ad), "--out", str(wells), "--treatments", str(treatments),
+                                 "--n-comps", "5"])
+    assert result.exit_code == 0, result.output
+    w, t = ad.read_h5ad(wells), ad.read_h5ad(treatments)
+    assert w.obsm["X_pca"].shape == (44, 5) and w.uns["cellkit"]["pca"]["n_comps"] == 5 and t.n_vars == 5
+    assert w.uns["cellkit"]["treatments"]["use_rep"] == "X_pca" and w.n_vars > 5
+    result = runner.invoke(app, ["evaluate", str(wells), "--out-dir", str(tmp_path / "ev"), "--no-figures"])
+    assert result.exit_code == 0 and "in obsm['X_pca']" in result.output, result.output
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    direct = evaluate_profiles(t, figures=False)
+    assert (scores["NSC"], scores["NSCB"]) == (direct["NSC"], direct["NSCB"])
+    result = runner.invoke(app, ["evaluate", str(treatments), "--out-dir", str(tmp_path / "ev2"), "--no-figures"])
+    assert result.exit_code == 0, result.output  # treatments hold the components in X: scored as is
+    assert json.loads(result.stdout.strip().splitlines()[-1])["NSC"] == direct["NSC"]

@@ -43,6 +43,8 @@ def _steps(preset: str, **options) -> dict:
     steps = recipe(preset, **options)
     if steps.get("clip") == 0:
         steps["clip"] = None  # --clip 0: no clipping
+    if steps.get("n_comps") == 0:
+        steps["n_comps"] = None  # --n-comps 0: no PCA
     return steps
 
 
@@ -51,6 +53,8 @@ PRESET_HELP = ("Profile recipe: default (chosen by nested validation on BBBC021 
                "median of wells), previous (the earlier default: IQM clip 9, ZCA-cor eps 3, unit-length wells, mean), "
                "plain (zscore, mean), best (robust clip 8, select, ZCA-cor eps 1, unit-length wells, mean) or none "
                "(rows as given). The options below override single steps.")
+N_COMPS_HELP = ("PCA of the spherized wells to this many components (scanpy, seeded; at most wells - 1 and "
+                "features - 1), before unit length; 0: no PCA.")
 CORRECT_HELP = ("Batch / plate-position correction: none, position (row/column median polish), combat (scanpy), "
                 "tvn-batch (spherize per batch), harmony (harmonypy). Measured in docs/profiles.md.")
 
@@ -91,6 +95,7 @@ def profile(
     spherize: str = typer.Option(None, help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
     epsilon: float = typer.Option(None, help="Spherize regularizer (relative to the mean eigenvalue)."),
     clip: float = typer.Option(None, help="Clip normalized values to [-CLIP, CLIP] (0: no clipping)."),
+    n_comps: int = typer.Option(None, help=N_COMPS_HELP),
     l2: bool = typer.Option(None, "--l2/--no-l2", help="Scale each well to unit length."),
     correct: str = typer.Option("none", help=CORRECT_HELP),
     batch: str = typer.Option("batch", help="Obs column with the batch (for --correct)."),
@@ -115,7 +120,7 @@ def profile(
     if treatments is not None:
         check_output(treatments, "file")
     steps = _steps(preset, normalize=normalize, select=select, spherize=spherize, epsilon=epsilon, clip=clip, l2=l2,
-                   treatment_func=treatment_func)
+                   treatment_func=treatment_func, n_comps=n_comps)
     if correct != "none":
         steps.update(correct=correct, batch=batch)
     try:
@@ -178,6 +183,7 @@ def evaluate(
     select: bool = typer.Option(None, "--select/--no-select", help="Feature selection before scoring."),
     spherize: str = typer.Option(None, help="Spherize on the controls: none, zca, pca, zca-cor, pca-cor."),
     epsilon: float = typer.Option(None, help="Spherize regularizer (relative to the mean eigenvalue)."),
+    n_comps: int = typer.Option(None, help=N_COMPS_HELP),
     l2: bool = typer.Option(None, "--l2/--no-l2", help="Scale each well to unit length before averaging."),
     correct: str = typer.Option("none", help=CORRECT_HELP),
     use_rep: str = typer.Option(None, help="Score obsm[USE_REP] instead of X."),
@@ -193,11 +199,11 @@ def evaluate(
     """Score profiles against MOA labels: NSC / NSCB 1-NN accuracy, mAP, leave-one-compound-out."""
     import json
 
-    from ..workflows.profiles import (CORRECTED_REP, evaluate_profiles, json_ready, prepare_profiles,
-                                      processed_by_cellkit, recorded_treatment_func)
+    from ..workflows.profiles import (evaluate_profiles, json_ready, prepare_profiles, processed_by_cellkit,
+                                      profile_rep, recorded_rep, recorded_treatment_func)
 
     options = dict(normalize=normalize, clip=clip, select=select, spherize=spherize, epsilon=epsilon, l2=l2,
-                   treatment_func=treatment_func)
+                   treatment_func=treatment_func, n_comps=n_comps)
     adata = _load_profiles(profiles, metadata, bbbc021_image, bbbc021_moa, metadata_cols)
     for column, what in ((label, "label (MOA)"), (compound, "compound")):
         if column not in adata.obs or adata.obs[column].isna().all():
@@ -208,8 +214,10 @@ def evaluate(
     done = processed_by_cellkit(adata)
     if done and preset == "default" and correct == "none" and all(v is None for v in options.values()):
         options["treatment_func"] = recorded_treatment_func(adata)
+        use_rep = use_rep or recorded_rep(adata)
         console.print(f"input already processed by cellkit ({', '.join(done)}): scored as is (--preset none, "
-                      f"treatment = {options['treatment_func']} of wells)")
+                      f"treatment = {options['treatment_func']} of wells" + (f" in obsm[{use_rep!r}]" if use_rep else "")
+                      + ")")
         preset = "none"
     steps = _steps(preset, **options)
     try:
@@ -218,7 +226,7 @@ def evaluate(
                                       treatment=_split(treatment), correct=correct, batch=batch_col or "batch",
                                       **steps)
         # treatments hold the representation used in X; rows scored as given keep it where it is
-        rep = None if _split(treatment) else CORRECTED_REP.get(correct, use_rep)
+        rep = None if _split(treatment) else profile_rep(use_rep, correct, steps.get("n_comps"))
         summary = evaluate_profiles(treatments, out_dir, label=label, compound=compound, batch=batch_col,
                                     control=control, use_rep=rep, figures=figures)
     except (KeyError, ValueError) as err:

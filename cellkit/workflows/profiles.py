@@ -2,7 +2,7 @@
 ``cellkit evaluate``, the demo and the benchmarks.
 
 `profile_cells`: cells -> wells (`ck.tl.aggregate`, out of core) -> `prepare_profiles` -> treatments.
-`prepare_profiles`: wells -> (normalize, select, spherize, unit length) -> treatments.
+`prepare_profiles`: wells -> (normalize, select, spherize, PCA, unit length) -> treatments.
 `evaluate_profiles`: treatments -> NSC / NSCB / mAP / LOCO, ``moa_accuracy.csv``, tables, figures.
 `demo_profiles`: cells.h5ad -> wells, treatments, scores, clusters and figures.
 The steps come from one of `PRESETS` (``DEFAULT`` unless asked), options overriding single steps (`recipe`).
@@ -53,8 +53,17 @@ NONE = dict(normalize="none", clip=None, select=False, spherize="none", epsilon=
             treatment_func="mean")
 PRESETS = {"default": DEFAULT, "previous": PREVIOUS, "plain": PLAIN, "best": BEST, "none": NONE}
 # Batch / position corrections of `prepare_profiles` (``correct=``), measured in benchmarks/profiles_batch.py.
-CORRECTIONS = ("none", "position", "combat", "tvn-batch", "harmony", "pca50")
-CORRECTED_REP = {"harmony": "X_harmony", "pca50": "X_pca50"}  # where those corrections leave the profiles
+CORRECTIONS = ("none", "position", "combat", "tvn-batch", "harmony")
+
+
+def profile_rep(use_rep: str | None = None, correct: str = "none", n_comps: int | None = None) -> str | None:
+    """Where `prepare_profiles` leaves the prepared well profiles: ``obsm["X_harmony"]`` after Harmony,
+    the PCA's key (`ck.pp.pca`: ``"X_pca"``, or ``use_rep + "_pca"``) with ``n_comps``, else ``use_rep``."""
+    if correct == "harmony":
+        return "X_harmony"
+    if n_comps is not None:
+        return "X_pca" if use_rep is None else f"{use_rep}_pca"
+    return use_rep
 
 
 def recipe(preset: str = "default", **overrides) -> dict:
@@ -73,7 +82,7 @@ def prepare_profiles(wells: ad.AnnData, *, control: str = CONTROL, normalize: st
                      nan_cutoff: float = 0.05, spherize: str = "none", epsilon: float = 1e-6, l2: bool = False,
                      use_rep: str | None = None, treatment: Sequence[str] = TREATMENT,
                      treatment_func: str = "mean", correct: str = "none", batch: str = "batch",
-                     well: str = "well") -> ad.AnnData:
+                     well: str = "well", n_comps: int | None = None) -> ad.AnnData:
     """Well profiles -> treatment profiles (a new AnnData; ``wells`` is not modified).
 
     Steps, each optional (`DEFAULT` / `recipe` give the validated choice):
@@ -86,10 +95,12 @@ def prepare_profiles(wells: ad.AnnData, *, control: str = CONTROL, normalize: st
        control rows, or of all its rows without normalization; counts in ``obs/var["n_imputed"]``);
     4. ``correct="combat"``: `ck.pp.combat` on ``obs[batch]``;
     5. `ck.pp.spherize` on the controls (per ``batch`` when ``correct="tvn-batch"``);
-    6. ``correct="harmony"``: `ck.pp.harmony` on ``obs[batch]`` (50-component PCA) -> ``obsm["X_harmony"]``;
-       ``"pca50"``: the same PCA without Harmony -> ``obsm["X_pca50"]``; the next steps use that key;
-    7. `ck.pp.l2_normalize` (``l2``), then `ck.tl.aggregate` by ``treatment`` with ``treatment_func``
-       (treatments' X = the representation used; empty ``treatment``: return the wells).
+    6. ``n_comps``: `ck.pp.pca` of the spherized wells (scanpy, seeded; ``n_comps`` clamped to
+       ``min(wells, features) - 1``) -> ``obsm["X_pca"]`` (``use_rep + "_pca"``); the next steps use that key;
+    7. ``correct="harmony"``: `ck.pp.harmony` on ``obs[batch]`` of that PCA (without ``n_comps``: of a
+       50-component PCA) -> ``obsm["X_harmony"]``; the next steps use that key;
+    8. `ck.pp.l2_normalize` (``l2``), then `ck.tl.aggregate` by ``treatment`` with ``treatment_func``
+       (treatments' X = the representation used, `profile_rep`; empty ``treatment``: return the wells).
 
     Parameters of each step are recorded in ``uns["cellkit"]``.
     """
@@ -110,15 +121,12 @@ def prepare_profiles(wells: ad.AnnData, *, control: str = CONTROL, normalize: st
     if spherize != "none":
         pp.spherize(wells, control=control, method=spherize, epsilon=epsilon, use_rep=use_rep,
                     by=batch if correct == "tvn-batch" else None)
+    if n_comps is not None:
+        pp.pca(wells, n_comps=n_comps, use_rep=use_rep)
+        use_rep = profile_rep(use_rep, n_comps=n_comps)
     if correct == "harmony":
         pp.harmony(wells, key=batch, n_comps=50, use_rep=use_rep)
-    elif correct == "pca50":
-        X = pp.get_rep(wells, use_rep).astype(np.float64)
-        import scanpy as sc
-
-        wells.obsm["X_pca50"] = sc.pp.pca(X, n_comps=max(1, min(50, min(X.shape) - 1)),
-                                          random_state=0).astype(np.float32)
-    use_rep = CORRECTED_REP.get(correct, use_rep)
+    use_rep = profile_rep(use_rep, correct)
     if l2:
         pp.l2_normalize(wells, use_rep=use_rep)
     if not treatment:
@@ -133,15 +141,29 @@ def processed_by_cellkit(adata: ad.AnnData) -> list[str]:
     the output of `cellkit profile`, which `cellkit evaluate` then scores as is."""
     done = adata.uns.get("cellkit")
     done = done if isinstance(done, dict) else {}
-    return [k for k in ("normalize", "feature_select", "spherize", "l2_normalize", "combat", "harmony") if k in done]
+    return [k for k in ("normalize", "feature_select", "spherize", "pca", "l2_normalize", "combat", "harmony")
+            if k in done]
 
 
 def recorded_treatment_func(adata: ad.AnnData) -> str:
     """The wells -> treatment aggregation recorded by `profile_cells` (``uns["cellkit"]["treatments"]["func"]``),
     else `DEFAULT`'s."""
+    recorded = _recorded_treatments(adata)
+    return str(recorded["func"]) if "func" in recorded else DEFAULT["treatment_func"]
+
+
+def recorded_rep(adata: ad.AnnData) -> str | None:
+    """Where `profile_cells` left the prepared wells (``uns["cellkit"]["treatments"]["use_rep"]``: an obsm
+    key such as ``"X_pca"``), None for X, when nothing is recorded or when ``adata`` lacks that key (treatment
+    profiles, whose X is that representation)."""
+    rep = _recorded_treatments(adata).get("use_rep")
+    return str(rep) if rep not in (None, "", "X") and str(rep) in adata.obsm else None
+
+
+def _recorded_treatments(adata: ad.AnnData) -> dict:
     done = adata.uns.get("cellkit")
     recorded = done.get("treatments") if isinstance(done, dict) else None
-    return str(recorded["func"]) if isinstance(recorded, dict) and "func" in recorded else DEFAULT["treatment_func"]
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def json_ready(value):
@@ -176,12 +198,13 @@ def profile_cells(cells: ad.AnnData | str | os.PathLike, *, by: Sequence[str] = 
                          duplicates=duplicates)
     _record_upstream(wells, cells, dict(by=list(by), func=func, use_rep=use_rep, steps=steps))
     wells = prepare_profiles(wells, treatment=(), **steps)
+    rep = profile_rep(None, steps.get("correct", "none"), steps.get("n_comps"))
     # how these wells become treatments, so that scoring them later (`cellkit evaluate`) does the same
-    wells.uns.setdefault("cellkit", {})["treatments"] = {"by": list(treatment or TREATMENT), "func": treatment_func}
+    wells.uns.setdefault("cellkit", {})["treatments"] = {"by": list(treatment or TREATMENT), "func": treatment_func,
+                                                         "use_rep": rep or "X"}
     if not treatment:
         return wells, None
-    treatments = tl.aggregate(wells, by=list(treatment), func=treatment_func,
-                              use_rep=CORRECTED_REP.get(steps.get("correct", "none")))
+    treatments = tl.aggregate(wells, by=list(treatment), func=treatment_func, use_rep=rep)
     treatments.uns["cellkit"] = {**wells.uns.get("cellkit", {}), **treatments.uns["cellkit"]}
     return wells, treatments
 
