@@ -43,7 +43,8 @@ from cellkit import pp
 from cellkit.datasets import SyntheticConfig, synthetic_index, write_ground_truth_labels, write_synthetic_plate
 from cellkit.models import EMBEDDING_KEYS, embed_h5ad, train
 from cellkit import tl
-from cellkit.workflows.profiles import BEST, DEFAULT, TREATMENT, compare_representations, evaluate_profiles, profile_cells
+from cellkit.workflows.profiles import (BEST, DEFAULT, TREATMENT, compare_representations, evaluate_profiles,
+                                       profile_cells, recorded_rep)
 
 METHODS = ("pca", "random", "simclr", "byol", "mae", "weak")
 CELLS_PER_FIELD = 21.0  # about, at 512 x 640 (seed 7: 6,755 cells from 312 fields; 96 px crops, border cells dropped)
@@ -117,10 +118,11 @@ def combined_scores(h5ad: Path, weights: dict, steps: dict) -> dict:
     wells = {rep: profile_cells(h5ad, use_rep=None if rep == "X" else rep, treatment=(), **steps)[0]
              for rep in weights}
     base = wells["X"]
-    for rep in weights:
-        if rep != "X":
-            base.obsm[rep] = wells[rep][base.obs_names].X
-    pp.combine(base, weights)
+    for rep in weights:  # the prepared profiles: X, or the recorded obsm key (e.g. X_pca when steps have n_comps)
+        w = wells[rep][base.obs_names]
+        key = recorded_rep(w)
+        base.obsm[f"{rep}_prepared"] = np.asarray(w.obsm[key] if key else w.X)
+    pp.combine(base, {f"{rep}_prepared": weight for rep, weight in weights.items()})
     treatments = tl.aggregate(base, by=list(TREATMENT), use_rep="X_combined")
     s = evaluate_profiles(treatments, figures=False)
     return {"NSC": s["NSC"], "NSCB": s["NSCB"], "mAP": s["mAP"], "n_treatments": s["n_profiles"],

@@ -49,8 +49,9 @@ def _steps(preset: str, **options) -> dict:
 
 
 PRESET_HELP = ("Profile recipe: default (chosen by nested validation on BBBC021 with a flatness rule: IQM "
-               "normalization vs controls per plate, clip 4, feature selection, ZCA-cor spherize eps 1 on controls, "
-               "median of wells), previous (the earlier default: IQM clip 9, ZCA-cor eps 3, unit-length wells, mean), "
+               "normalization vs controls per plate, clip 9, feature selection, ZCA spherize eps 3 on controls, "
+               "PCA to 100 components, unit-length wells, mean), nopca (the same rule without the PCA step: IQM clip "
+               "4, ZCA-cor eps 1, median of wells), previous (IQM clip 9, ZCA-cor eps 3, unit-length wells, mean), "
                "plain (zscore, mean), best (robust clip 8, select, ZCA-cor eps 1, unit-length wells, mean) or none "
                "(rows as given). The options below override single steps.")
 N_COMPS_HELP = ("PCA of the spherized wells to this many components (scanpy, seeded; at most wells - 1 and "
