@@ -44,6 +44,54 @@ def test_sharded_store_reads_the_same(store, tmp_path):
     assert CellDataset(tmp_path / "s.zarr").__getitems__([69, 0])[0]["index"] == 69
 
 
+def _chunk_files(array_folder):
+    return sorted(str(p.relative_to(array_folder)) for p in array_folder.rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+def test_store_layout_flat_chunk_files_and_empty_chunks_written(store, tmp_path):
+    """Format 3: chunk files c.<i>.0.0.0 beside zarr.json (no nested folders), all-zero chunks stored too."""
+    path, images, masks, obs = store
+    zeros = images.copy()
+    zeros[8:16] = 0  # chunk 1 all zero
+    write_cells(tmp_path / "z.zarr", zeros, masks, obs, channels=["DNA", "Tubulin", "Actin"], chunk_cells=8,
+                block_cells=32)
+    import zarr
+
+    root = zarr.open_group(str(tmp_path / "z.zarr"), mode="r")
+    assert root.attrs["format_version"] == 3
+    assert _chunk_files(tmp_path / "z.zarr" / "images") == sorted(f"c.{i}.0.0.0" for i in range(9))
+    assert not any(p.is_dir() for p in (tmp_path / "z.zarr" / "images").iterdir())
+    assert _chunk_files(tmp_path / "z.zarr" / "obs" / "moa") == ["c.0"]
+    np.testing.assert_array_equal(read_cells(tmp_path / "z.zarr")[0].compute(), zeros)
+
+
+def test_version2_store_with_nested_chunk_folders_reads_the_same(store, tmp_path, monkeypatch):
+    """Stores written before format 3 (nested c/<i>/0/0/0 chunk folders, all-zero chunks left out) still read."""
+    import zarr
+
+    from cellkit.io import cells
+
+    path, images, masks, obs = store
+    zeros = images.copy()
+    zeros[8:16] = 0
+    monkeypatch.setattr(cells, "CHUNK_KEYS", {"name": "default", "separator": "/"})
+    monkeypatch.setattr(cells, "WRITE_CONFIG", {"write_empty_chunks": False})
+    monkeypatch.setattr(cells, "FORMAT_VERSION", 2)
+    write_cells(tmp_path / "v2.zarr", zeros, masks, obs, channels=["DNA", "Tubulin", "Actin"], chunk_cells=8,
+                block_cells=32)
+    monkeypatch.undo()
+    assert zarr.open_group(str(tmp_path / "v2.zarr"), mode="r").attrs["format_version"] == 2
+    files = _chunk_files(tmp_path / "v2.zarr" / "images")
+    assert "c/0/0/0/0" in files and "c/1/0/0/0" not in files and len(files) == 8  # the all-zero chunk is absent
+    lazy_images, lazy_masks, read = read_cells(tmp_path / "v2.zarr")
+    np.testing.assert_array_equal(lazy_images.compute(), zeros)
+    np.testing.assert_array_equal(lazy_masks.compute(), masks)
+    assert list(read.index) == list(obs.cell_id) and list(read.moa) == list(obs.moa)
+    item = CellDataset(tmp_path / "v2.zarr", target="moa", masks=True).__getitems__([9, 69])
+    np.testing.assert_array_equal(item[0]["image"].numpy(), np.zeros((3, 16, 16), np.float32))
+    assert item[1]["index"] == 69
+
+
 def test_incomplete_store_refused(tmp_path):
     root = create_cells_store(tmp_path / "c.zarr", 4, ["DNA"], 8)
     write_obs(root, pd.DataFrame({"cell_id": list("abcd")}))

@@ -82,7 +82,7 @@ def create_skeleton(out: Path, obs: pd.DataFrame, channels: list[str], size: int
                                             block_cells=block_cells, sharded=sharded, attrs=attrs)
         cellstore.write_obs(root, obs)
         root.require_group("progress").create_array("done", shape=(n_blocks,), chunks=(1,), dtype=bool,
-                                                    fill_value=False)
+                                                    fill_value=False, chunk_key_encoding=cellstore.CHUNK_KEYS)
     return zarr.open_group(str(out), mode="r+")
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import zarr
 from zarr.core.sync import sync
 
+from ..io import cells as cellstore
 from ..io.images import read_field, to_uint16
 from ..io.labels import field_group, summarize_labels
 from .crops import cut_crops
@@ -83,7 +84,7 @@ def write_block(out: str, block: int, start: int, stop: int, pieces: list) -> in
     masks = np.concatenate([p.masks[lo:hi] for p, lo, hi in pieces])
     if len(crops) != stop - start:
         raise RuntimeError(f"block {block}: {len(crops)} rows for [{start}, {stop})")
-    images, mask_array = root["images"].async_array, root["masks"].async_array
+    images, mask_array = (root[name].async_array.with_config(cellstore.WRITE_CONFIG) for name in ("images", "masks"))
 
     async def write_both():  # one batch of chunk writes for both arrays
         await asyncio.gather(images.setitem(slice(start, stop), crops), mask_array.setitem(slice(start, stop), masks))
@@ -94,7 +95,8 @@ def write_block(out: str, block: int, start: int, stop: int, pieces: list) -> in
         if any(p.columns != columns for p, _, _ in pieces):
             raise ValueError(f"block {block}: the measure function returned different columns for different fields")
         part = root["progress"].create_array(f"features_{block:06d}", overwrite=True,
-                                             data=np.concatenate([p.features[lo:hi] for p, lo, hi in pieces]))
+                                             data=np.concatenate([p.features[lo:hi] for p, lo, hi in pieces]),
+                                             chunk_key_encoding=cellstore.CHUNK_KEYS)
         part.attrs["columns"] = columns
     root["progress/done"][block] = True
     return stop - start

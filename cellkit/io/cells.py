@@ -1,10 +1,10 @@
 """The single-cell Zarr store (``cells.zarr``, Zarr v3).
 
-Layout::
+Layout (format_version 3)::
 
     cells.zarr/
       images    (N, C, S, S) uint16, chunks of ``chunk_cells`` cells along N (default 16),
-                lz4 + bitshuffle (Blosc)
+                lz4 + bitshuffle (Blosc); chunk files ``images/c.<i>.0.0.0`` (see `CHUNK_KEYS`)
       masks     (N, 2, S, S) bool, same chunking: nucleus, cell (of the centre cell)
       obs/      one 1-D array per column (N,), in row order; attrs["columns"] gives the order
       features  (N, F) float32, optional (per-cell morphology); attrs["columns"] = feature names
@@ -18,6 +18,11 @@ writer that owns a block never shares a chunk. Small chunks keep random access c
 cell decodes 16 cells). ``sharded=True`` packs each block into one Zarr shard file instead (far
 fewer files), at ~3-4x the random-read cost with zarr 3.1 (benchmarks/extract.py).
 Readers refuse a store whose ``complete`` attribute is not True.
+
+Format versions: 3 names chunk files ``c.<i>.0.0.0`` inside each array folder (Zarr's chunk key
+encoding with the "." separator) and writes every chunk of a block, even an all-zero one; 2 used
+nested folders ``c/<i>/0/0/0`` and skipped all-zero chunks. The values are the same, and Zarr
+reads the layout from each array's metadata, so version 2 stores read as before.
 """
 
 from __future__ import annotations
@@ -33,7 +38,13 @@ from zarr.core.sync import sync
 from .. import __version__
 
 FORMAT = "cellkit.cells"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Chunk files ``c.<i>.0.0.0`` beside the array's zarr.json: nested ``c/<i>/0/0/0`` (version 2) made up to
+# three new folders per chunk, the largest part of writing a store (benchmarks/extract.py).
+CHUNK_KEYS = {"name": "default", "separator": "."}
+# Writers store every chunk, all-zero ones too: Zarr's test of each chunk against the fill value runs on its
+# single event-loop thread and took about a fifth of the time of writing crops.
+WRITE_CONFIG = {"write_empty_chunks": True}
 DEFAULT_CHUNK_CELLS = 16
 DEFAULT_BLOCK_CELLS = 256
 
@@ -71,13 +82,15 @@ def create_cells_store(path: str | os.PathLike, n_cells: int, channels: list[str
     shape = (int(n_cells), len(channels), int(crop_size), int(crop_size))
     mask_shape = (shape[0], 2) + shape[2:]
     root.create_array("images", shape=shape, dtype="uint16", compressors=_compressor(), fill_value=0,
+                      chunk_key_encoding=CHUNK_KEYS,
                       **_chunking(shape, chunk_cells, block_cells, sharded))
     root.create_array("masks", shape=mask_shape, dtype="bool", compressors=_compressor(), fill_value=False,
+                      chunk_key_encoding=CHUNK_KEYS,
                       **_chunking(mask_shape, chunk_cells, block_cells, sharded))
-    root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "channels": list(channels),
-                       "crop_size": int(crop_size), "n_cells": int(n_cells), "chunk_cells": int(chunk_cells),
-                       "block_cells": int(block_cells), "sharded": bool(sharded), "cellkit_version": __version__,
-                       "complete": False, **(attrs or {})})
+    root.update_attributes({"format": FORMAT, "format_version": FORMAT_VERSION, "channels": list(channels),
+                            "crop_size": int(crop_size), "n_cells": int(n_cells), "chunk_cells": int(chunk_cells),
+                            "block_cells": int(block_cells), "sharded": bool(sharded), "cellkit_version": __version__,
+                            "complete": False, **(attrs or {})})  # one write of zarr.json, not one per key
     return root
 
 
@@ -117,9 +130,10 @@ def write_obs(root: zarr.Group, obs: pd.DataFrame) -> None:
 
         async def one(name, data, string):
             if not string:
-                await target.create_array(name, data=data)
+                await target.create_array(name, data=data, chunk_key_encoding=CHUNK_KEYS)
                 return
-            array = await target.create_array(name, shape=data.shape, dtype=str, chunks=(max(len(data), 1),))
+            array = await target.create_array(name, shape=data.shape, dtype=str, chunks=(max(len(data), 1),),
+                                              chunk_key_encoding=CHUNK_KEYS)
             if len(data):
                 await array.setitem(slice(None), data)
 
@@ -154,7 +168,7 @@ def write_features(root: zarr.Group, features: np.ndarray, columns: list[str], *
     rows = chunk_cells or root.attrs.get("block_cells", DEFAULT_BLOCK_CELLS)  # read whole, rarely sliced
     array = root.create_array(name, shape=features.shape, dtype="float32", compressors=_compressor(),
                               chunks=(max(1, min(int(rows), features.shape[0] or 1)), max(1, features.shape[1])),
-                              fill_value=np.nan, overwrite=True)
+                              fill_value=np.nan, chunk_key_encoding=CHUNK_KEYS, overwrite=True)
     if features.size:
         array[:] = features
     array.attrs["columns"] = list(columns)
@@ -265,8 +279,8 @@ def write_cells(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray, 
         raise TypeError(f"images must be uint16, got {images.dtype}")
     root = create_cells_store(path, n, channels, s, chunk_cells=chunk_cells, block_cells=block_cells,
                               sharded=sharded, attrs=attrs, overwrite=overwrite)
-    root["images"][:] = images
-    root["masks"][:] = masks
+    root["images"].with_config(WRITE_CONFIG)[:] = images
+    root["masks"].with_config(WRITE_CONFIG)[:] = masks
     write_obs(root, obs.reset_index(drop=True))
     mark_complete(root)
     return Path(path)
