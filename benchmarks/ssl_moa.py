@@ -103,7 +103,8 @@ def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_c
     train(cells, model_dir, method=method, overwrite=True, config={**options, **plan})
     saved = json.loads(done.read_text())
     train_s = sum(h["seconds"] for h in saved["history"]) if saved["history"] else 0.0
-    timing = {"probe_s": probe_s, "train_s": train_s, "wall_s": time.perf_counter() - start, **plan,
+    timing = {"budget_s": budget_s, "probe_s": probe_s, "train_s": train_s, "wall_s": time.perf_counter() - start,
+              **plan,
               "n_train_cells": saved["n_train_cells"],
               "crops_per_s": (float(np.mean([h["cells_per_s"] for h in saved["history"]]))
                               if saved["history"] else None)}
@@ -140,6 +141,8 @@ def main():
     parser.add_argument("--crop-size", type=int, default=96)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--combined", default=",".join(f"{k}:{w}" for k, w in COMBINED.items()),
+                        help="the combined row's weights, KEY:WEIGHT,... (default: %(default)s)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out or Path(f"/tmp/cellkit_ssl_moa/seed{args.seed}_cells{args.cells}")
@@ -164,27 +167,32 @@ def main():
     for key, name in names.items():
         rows[name] = {p: {k: (None if pd.isna(v) else float(v)) for k, v in t.loc[key].items()}
                       for p, t in tables.items()}
-        rows[name].update({k: timings.get(name, {}).get(k) for k in ("train_s", "probe_s", "crops_per_s", "epochs")})
-    if all(k in present for k in COMBINED if k != "X"):
-        rows["combined"] = {p: combined_scores(h5ad, COMBINED, steps) for p, steps in pipelines.items()}
+        rows[name].update({k: timings.get(name, {}).get(k) for k in ("budget_s", "train_s", "probe_s", "crops_per_s",
+                                                                     "epochs")})
+    combined = {k: float(w) for k, w in (item.split(":") for item in args.combined.split(","))}
+    if all(k in present for k in combined if k != "X"):
+        rows["combined"] = {p: combined_scores(h5ad, combined, steps) for p, steps in pipelines.items()}
         rows["combined"].update(dict.fromkeys(("train_s", "probe_s", "crops_per_s", "epochs")))
         # the control for it: morphology alone through the same well-level standardization
         rows["morphology-std"] = {p: combined_scores(h5ad, {"X": 1.0}, steps) for p, steps in pipelines.items()}
         rows["morphology-std"].update(dict.fromkeys(("train_s", "probe_s", "crops_per_s", "epochs")))
-    header = f"{'representation':<12}{'train s':>8}{'crops/s':>8}{'epochs':>7} | {'plain NSC':>9}{'NSCB':>6}{'mAP':>6}"
+    header = (f"{'representation':<15}{'budget s':>9}{'train s':>8}{'crops/s':>8}{'epochs':>7} | {'plain NSC':>9}"
+              f"{'NSCB':>6}{'mAP':>6}")
     print("\n" + header + f" | {'corr. NSC':>9}{'NSCB':>6}{'mAP':>6}")
     for name, r in rows.items():
         t = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
-        line = f"{name:<12}{t(r['train_s'], '8.0f'):>8}{t(r['crops_per_s'], '8.0f'):>8}{t(r['epochs'], '7d'):>7}"
+        line = (f"{name:<15}{t(r.get('budget_s'), '9.0f'):>9}{t(r['train_s'], '8.0f'):>8}"
+                f"{t(r['crops_per_s'], '8.0f'):>8}{t(r['epochs'], '7d'):>7}")
         for p in ("plain", "corrected"):
             s = r[p]
             line += f" | {s['NSC']:>9.3f}{t(s['NSCB'], '6.3f'):>6}{s['mAP']:>6.3f}"
         print(line)
     first = next(iter(rows.values()))["plain"]
-    print(f"({first['n_treatments']:.0f} treatments; budget {args.budget_minutes} min per method, "
-          f"{args.threads} thread(s))")
+    print(f"({first['n_treatments']:.0f} treatments; budget {args.budget_minutes} min per method trained in this run "
+          f"(models reused from --out keep the budget they were trained with), {args.threads} thread(s); "
+          f"combined = {combined})")
     result = {"seed": args.seed, "budget_minutes": args.budget_minutes, "cells": n_cells, "threads": args.threads,
-              "preset": args.preset, "crop_size": args.crop_size, "synthetic": vars(config), "combined": COMBINED,
+              "preset": args.preset, "crop_size": args.crop_size, "synthetic": vars(config), "combined": combined,
               "pipelines": pipelines, "rows": rows,
               "versions": {"cellkit": cellkit.__version__, "torch": str(torch.__version__),
                            "python": platform.python_version()}}
