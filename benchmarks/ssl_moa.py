@@ -92,8 +92,10 @@ def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_c
     if method not in ("pca", "random"):
         probe = model_dir.parent / f".probe_{method}"
         batch = options.get("batch_size", 128)
+        # 16 batches (a few seconds): 4 were too few to average out a shared machine's load (session 5: a weak
+        # probe's rate planned 7 epochs into a 5-minute budget, and training took 145 s of it)
         train(cells, probe, method=method, overwrite=True,
-              config={**options, "epochs": 1, "max_cells": 4 * batch})
+              config={**options, "epochs": 1, "max_cells": min(16 * batch, n_cells)})
         history = json.loads((probe / "config.json").read_text())["history"]
         rate = history[-1]["cells_per_s"]
         left = budget_s - (time.perf_counter() - start)
