@@ -46,7 +46,7 @@ from _common import save  # noqa: E402
 from _profiles_data import SYNTH, TREATMENT, Scorer, aggregate_rows, cosine, full_scores, group_rows, load  # noqa: E402
 
 import cellkit as ck  # noqa: E402
-from cellkit.workflows.profiles import PRESETS, prepare_profiles  # noqa: E402
+from cellkit.workflows.profiles import DEFAULT, PRESETS, prepare_profiles  # noqa: E402
 
 # Ladders: ordered hyperparameters move to the adjacent value; categorical ones to any other.
 LADDERS = {
@@ -84,6 +84,14 @@ def as_params(config: tuple) -> dict:
     return dict(normalize=c["normalize"], clip=c["clip"], select=c["select"], spherize=sph,
                 epsilon=c["epsilon"] if c["epsilon"] is not None else 1.0, l2=c["l2"],
                 treatment_func=c["treatment_func"], n_comps=c.get("pca"))
+
+
+def config_of(params: dict) -> tuple:
+    """Keyword arguments of `prepare_profiles` (e.g. `DEFAULT`) -> the pipeline tuple (inverse of `as_params`)."""
+    c = dict(params, pca=params.get("n_comps"))
+    if c["spherize"] == "none":
+        c["spherize"], c["epsilon"] = "zca", None
+    return tuple(c[k] for k in KEYS)
 
 
 def base_grid() -> None:
@@ -266,7 +274,8 @@ def main():
     parser.add_argument("--datasets", nargs="+", default=["ljosa", "pycytominer", "synthetic"])
     parser.add_argument("--synth", type=Path, default=SYNTH, help="cells.h5ad of the synthetic plates.")
     parser.add_argument("--name", default="profiles_nested", help="Results file name.")
-    parser.add_argument("--default-from", default="ljosa", help="Dataset whose choice becomes the default.")
+    parser.add_argument("--default-from", default="ljosa", help="Dataset whose choice becomes the default; "
+                        "'library': the library's DEFAULT as it stands (e.g. to score a third dataset around it).")
     parser.add_argument("--grid", choices=["full", "base"], default="full",
                         help="full: 14,400 pipelines (with clip 3 and the PCA ladder); base: session 4's 2,520.")
     args = parser.parse_args()
@@ -276,7 +285,11 @@ def main():
     configs = grid()
     print(f"{len(configs)} pipelines", flush=True)
     results, wells_of, default = {"grid": {k: v[0] for k, v in LADDERS.items()}}, {}, None
-    order = [args.default_from] + [d for d in args.datasets if d != args.default_from]
+    if args.default_from == "library":
+        default = config_of(DEFAULT)
+        if default not in configs:
+            raise SystemExit(f"the library's DEFAULT {DEFAULT} is not in this grid")
+    order = [d for d in [args.default_from] if d != "library"] + [d for d in args.datasets if d != args.default_from]
     for name in order:
         t0 = time.perf_counter()
         wells = wells_of[name] = load(name, synth=args.synth)
