@@ -2,15 +2,19 @@
 
 Run (from the repository root)::
 
-    PYTHONPATH=$PWD nice -n 10 python benchmarks/extract.py [--fields 20] [--copies 10] [--workers 2] [--reps 3]
+    PYTHONPATH=$PWD nice -n 10 python benchmarks/extract.py [--fields 20] [--plate-sizes 20,60] [--copies 10]
+        [--workers 2] [--reps 3]
 
-1. Renders ``--fields`` synthetic 1024x1280 fields with about 100 cells each (TIFFs + labels).
+1. Renders synthetic 1024x1280 fields with about 60 cells each (TIFFs + labels): as many as the
+   largest of ``--fields`` and ``--plate-sizes``.
 2. Measures this disk's plain sequential write speed (512 MB in 8 MB blocks, with and without fsync).
-3. After a one-field warm-up run, ``--reps`` interleaved rounds of: read every field's images and
-   labels only (the I/O floor), extract them (64x64 crops, no features) with 1 and ``--workers``
-   threads. Prints medians: cells/s, the fraction of the floor's cells/s, MB/s of crop data; then the
-   seconds of each step run alone on one thread (plan, skeleton, read images, decode + check
-   labels, cut, write blocks).
+3. After a one-field warm-up run, for each plate size (the first N fields), ``--reps`` interleaved
+   rounds of: read every field's images and labels only (the I/O floor), extract them (64x64 crops,
+   no features) with 1 and ``--workers`` threads. Prints medians: cells/s, the fraction of the floor
+   (median over rounds of floor / extract seconds, and the ratio of the medians), the same for CPU
+   seconds; then, for ``--fields`` fields, the seconds of each step run alone on one thread (plan,
+   skeleton, read images, decode + check labels, cut, write blocks). An extraction has fixed costs
+   per run (plan set-up, the store's skeleton), so small plates show a lower fraction than large ones.
 4. Peak memory (max RSS of a fresh process) for the ``--fields`` fields and for ``--copies`` times
    as many (same images under new field ids, labels copied).
 5. Random batch of 256 cells read latency per cell from the large store (page cache warm), with
@@ -48,7 +52,7 @@ CHANNELS = ["DNA", "Tubulin", "Actin"]
 
 
 def make_fields(folder: Path, n: int, shape=(1024, 1280), density=0.55) -> pd.DataFrame:
-    """Render ``n`` fields (~100 cells each at density 0.55) as TIFFs + labels.zarr; return the index."""
+    """Render ``n`` fields (~60 cells each at density 0.55) as TIFFs + labels.zarr; return the index."""
     params = phenotype()
     params["density"] = density
 
@@ -103,13 +107,14 @@ def store_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def read_floor(index, labels) -> float:
-    """Seconds to only read every field's images and labels (`read_field`, `read_field_labels`): the I/O floor."""
-    start = time.perf_counter()
+def read_floor(index, labels) -> tuple[float, float]:
+    """Seconds (wall, CPU of this process) to only read every field's images and labels (`read_field`,
+    `read_field_labels`): the I/O floor."""
+    start, cpu = time.perf_counter(), time.process_time()
     for row in index.to_dict("records"):
         read_field(row, CHANNELS)
         read_field_labels(labels, row["field_id"])
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def stage_breakdown(index, labels, out, size=64, border="inside") -> dict:
@@ -150,11 +155,12 @@ def timed_extract(index, labels, out, workers, **options) -> dict:
     from cellkit.extract import extract_cells
 
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = extract_cells(index, labels, out, workers=workers, **options)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     raw_mb = result.n_cells * len(CHANNELS) * options.get("size", 64) ** 2 * 2 / 1e6
-    return {"workers": workers, "cells": result.n_cells, "seconds": seconds, "cells_per_s": result.n_cells / seconds,
+    return {"workers": workers, "cells": result.n_cells, "seconds": seconds, "cpu_seconds": cpu,
+            "cells_per_s": result.n_cells / seconds,
             "crop_MB_per_s": raw_mb / seconds, "stored_MB_per_s": store_bytes(out) / 1e6 / seconds,
             "raw_crop_MB": raw_mb, "stored_MB": store_bytes(out) / 1e6}
 
@@ -211,9 +217,46 @@ def read_latency(path: Path, n_batches: int = 5, batch: int = 256) -> dict:
             "dataset_item_ms_per_cell": float(np.median(single))}
 
 
+def throughput(index, labels, work: Path, workers: int, reps: int) -> dict:
+    """``reps`` interleaved rounds of the floor then extraction with 1 and ``workers`` threads; prints and
+    returns the medians. The fraction of the floor is the median over rounds of floor seconds / extract
+    seconds (a round's runs are adjacent in time, so a load change on a shared machine hits both);
+    the same for CPU seconds of this process (extraction's own threads included)."""
+    floors, runs = [], {w: [] for w in sorted({1, workers})}
+    for _ in range(reps):  # interleaved: the floor and each extraction, round after round
+        floors.append(read_floor(index, labels))
+        for w in runs:
+            runs[w].append(timed_extract(index, labels, work / f"t{w}.zarr", w, size=64))
+    wall = np.array([f[0] for f in floors])
+    cpu = np.array([f[1] for f in floors])
+    n_cells = runs[1][0]["cells"]
+    out = {"fields": len(index), "cells": n_cells, "read_only_s": float(np.median(wall)), "read_only_s_runs": wall.tolist(),
+           "read_only_cpu_s": float(np.median(cpu)), "read_only_cells_per_s": n_cells / float(np.median(wall)), "extract": []}
+    print(f"{len(index)} fields, {n_cells} cells: reading images + labels alone (I/O floor) {out['read_only_s']:.2f} s "
+          f"(CPU {out['read_only_cpu_s']:.2f} s), {out['read_only_cells_per_s']:.0f} cells/s (median of {reps}: "
+          + ", ".join(f"{f:.2f}" for f in wall) + " s)")
+    for w, rounds in runs.items():
+        seconds = np.array([r["seconds"] for r in rounds])
+        cpu_seconds = np.array([r["cpu_seconds"] for r in rounds])
+        r = dict(min(rounds, key=lambda r: abs(r["seconds"] - np.median(seconds))))
+        r.update(seconds_runs=seconds.tolist(), cpu_seconds_runs=cpu_seconds.tolist(),
+                 fraction_of_floor=float(np.median(wall / seconds)),
+                 fraction_of_floor_of_medians=float(np.median(wall) / np.median(seconds)),
+                 cpu_fraction_of_floor=float(np.median(cpu / cpu_seconds)))
+        out["extract"].append(r)
+        print(f"  extract, {w} worker(s): {np.median(seconds):.2f} s (runs " + ", ".join(f"{x:.2f}" for x in seconds)
+              + f"), {n_cells / np.median(seconds):.0f} cells/s = {r['fraction_of_floor']:.2f} x the read-only floor "
+              f"(median of rounds; {r['fraction_of_floor_of_medians']:.2f} from the medians; target >= 0.5 with 1 "
+              f"worker); CPU {np.median(cpu_seconds):.2f} s = {r['cpu_fraction_of_floor']:.2f} x the floor's; "
+              f"{r['raw_crop_MB']:.0f} -> {r['stored_MB']:.0f} MB stored")
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fields", type=int, default=20)
+    parser.add_argument("--fields", type=int, default=20, help="Fields of the memory, step and read-latency runs.")
+    parser.add_argument("--plate-sizes", default="20,60",
+                        help="Comma-separated field counts of the throughput runs (the first N of the rendered fields).")
     parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3, help="Interleaved rounds of floor and extraction (medians).")
@@ -223,40 +266,22 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     report = {"fields": args.fields, "copies": args.copies, "field_shape": [1024, 1280], "crop_size": 64,
               "cpu_count": os.cpu_count()}
+    sizes = [int(n) for n in args.plate_sizes.split(",") if n.strip()]
     try:
         t = time.perf_counter()
-        index = make_fields(work / "fields", args.fields)
+        rendered = make_fields(work / "fields", max([args.fields, *sizes]))
+        index = rendered.head(args.fields)
         labels = work / "fields" / "labels.zarr"
-        print(f"rendered {args.fields} fields in {time.perf_counter() - t:.1f} s")
+        print(f"rendered {len(rendered)} fields in {time.perf_counter() - t:.1f} s")
 
         report["disk_MB_per_s"] = disk_write_speed(work)
         print(f"disk sequential write: {report['disk_MB_per_s']['buffered']:.0f} MB/s buffered, "
               f"{report['disk_MB_per_s']['fsync']:.0f} MB/s with fsync")
 
         timed_extract(index.head(1), labels, work / "warm.zarr", 1, size=64)  # imports, numba cache, dask pools
-        floors, runs = [], {w: [] for w in sorted({1, args.workers})}
-        for _ in range(args.reps):  # interleaved: the floor and each extraction, round after round
-            floors.append(read_floor(index, labels))
-            for w in runs:
-                runs[w].append(timed_extract(index, labels, work / f"t{w}.zarr", w, size=64))
-        report["read_only_s"] = float(np.median(floors))
-        report["read_only_s_runs"] = floors
-        n_cells = runs[1][0]["cells"]
-        report["read_only_cells_per_s"] = n_cells / report["read_only_s"]
-        print(f"reading the {args.fields} fields + labels alone (I/O floor): {report['read_only_s']:.2f} s, "
-              f"{report['read_only_cells_per_s']:.0f} cells/s (median of {args.reps}: "
-              + ", ".join(f"{f:.2f}" for f in floors) + " s)")
-        report["throughput"] = []
-        for w, reps in runs.items():
-            r = dict(min(reps, key=lambda r: abs(r["seconds"] - np.median([x["seconds"] for x in reps]))))
-            r["seconds_runs"] = [x["seconds"] for x in reps]
-            r["fraction_of_floor"] = r["cells_per_s"] / report["read_only_cells_per_s"]
-            report["throughput"].append(r)
-            print(f"extract {r['cells']} cells, {r['workers']} worker(s): {r['seconds']:.2f} s (median; runs "
-                  + ", ".join(f"{x:.2f}" for x in r["seconds_runs"]) + f"), {r['cells_per_s']:.0f} cells/s = "
-                  f"{r['fraction_of_floor']:.2f} x the read-only floor (target >= 0.5 with 1 worker), "
-                  f"{r['crop_MB_per_s']:.1f} MB/s of crops ({r['stored_MB_per_s']:.1f} MB/s stored, "
-                  f"{r['raw_crop_MB']:.0f} -> {r['stored_MB']:.0f} MB)")
+        report["throughput"] = {}
+        for n_fields in sizes:
+            report["throughput"][str(n_fields)] = throughput(rendered.head(n_fields), labels, work, args.workers, args.reps)
 
         stages = stage_breakdown(index, labels, work / "stages.zarr")
         report["stages_one_thread"] = stages
