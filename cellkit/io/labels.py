@@ -120,7 +120,7 @@ def write_field_labels(path: str | os.PathLike, field_id: str, nuclei: np.ndarra
 def field_group(path: str | os.PathLike, field_id: str) -> zarr.Group | None:
     """The field's group when its labels were written completely, else None."""
     try:
-        group = zarr.open_group(str(Path(path) / field_id), mode="r")
+        group = zarr.open_group(str(Path(path) / field_id), mode="r", zarr_format=3)  # label stores are v3: no v2 probing
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return None
     return group if group.attrs.get("complete") is True else None
