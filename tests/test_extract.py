@@ -181,7 +181,7 @@ slow_measure.__module__ = measure_area_intensity.__module__
 
 import logging
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # cellkit's log, line by line
-extract_cells(synthetic_index({plate!r}), {labels!r}, {out!r}, measure=slow_measure, workers=2,
+extract_cells(synthetic_index({plate!r}), {labels!r}, {out!r}, measure=slow_measure, workers={workers},
               **(OPTIONS | dict(block_cells=16, chunk_cells=8)))
 print("DONE")
 """
@@ -193,14 +193,17 @@ def test_resume_after_sigkill(plate, small_plate, tmp_path):
     extract_cells(index, labels, reference, measure=measure_area_intensity,
                   **(OPTIONS | dict(block_cells=16, chunk_cells=8)))
     out = tmp_path / "cells.zarr"
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(RUN_SCRIPT.format(root=ROOT, plate=str(small_plate), labels=str(labels),
-                                                        out=str(out))))
+    scripts = {}
+    for workers in (1, 2):  # kills of 1- and 2-worker runs alternate; the finishing run has 1 worker
+        scripts[workers] = tmp_path / f"run{workers}.py"
+        scripts[workers].write_text(textwrap.dedent(RUN_SCRIPT.format(
+            root=ROOT, plate=str(small_plate), labels=str(labels), out=str(out), workers=workers)))
     rng = np.random.default_rng(4)
     killed_incomplete = 0
-    for delay in rng.uniform(0.0, 0.8, size=3):
+    for k, delay in enumerate(rng.uniform(0.0, 0.8, size=3)):
         # kill at a random time after the plan, while blocks are being written (or finished)
-        proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([sys.executable, str(scripts[1 + k % 2])], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
         for line in proc.stdout:
             if b"blocks to write" in line:
                 break
@@ -214,7 +217,7 @@ def test_resume_after_sigkill(plate, small_plate, tmp_path):
             with pytest.raises(IncompleteStoreError, match="incomplete"):
                 read_cells(out)
     assert killed_incomplete >= 2  # kills landed mid-write
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, str(scripts[1])], capture_output=True, timeout=300)
     assert done.returncode == 0 and b"DONE" in done.stdout, done.stderr.decode()[-2000:]
     assert_same_store(reference, out)
     a, b = ad.read_h5ad(reference.with_suffix(".h5ad")), ad.read_h5ad(out.with_suffix(".h5ad"))

@@ -132,3 +132,32 @@ def test_labels_changed_after_summary_refused(tiny_plate, tmp_path):
     moved = again.field_id == field_id
     assert len(again) == len(first)
     np.testing.assert_allclose(again.centroid_x[moved].to_numpy(), first.centroid_x[moved].to_numpy() + 3)
+
+
+def test_write_error_leaves_store_incomplete_then_rerun_completes(tiny_plate, tmp_path, monkeypatch):
+    import cellkit.extract.run as pipeline
+    from cellkit.io import IncompleteStoreError
+
+    index, labels = tiny_plate
+    options = dict(size=16, chunk_cells=4, block_cells=8, workers=1)
+    reference = extract_cells(index, labels, tmp_path / "ref.zarr", **options).store
+    original = pipeline._write_block
+
+    def failing(out, block, start, stop, pieces):
+        if block == 1:
+            raise OSError("disk full")
+        return original(out, block, start, stop, pieces)
+
+    monkeypatch.setattr(pipeline, "_write_block", failing)
+    out = tmp_path / "cells.zarr"
+    with pytest.raises(OSError, match="disk full"):
+        extract_cells(index, labels, out, **options)
+    with pytest.raises(IncompleteStoreError):
+        read_cells(out)
+    kept = int(zarr.open_group(str(out), mode="r")["progress/done"][:].sum())
+    monkeypatch.setattr(pipeline, "_write_block", original)
+    result = extract_cells(index, labels, out, **options)
+    assert result.blocks_total >= 2 and result.blocks_written == result.blocks_total - kept  # resumed
+    for a, b in zip(read_cells(reference)[:2], read_cells(out)[:2]):
+        np.testing.assert_array_equal(a.compute(), b.compute())
+    assert read_cells(out)[2].equals(read_cells(reference)[2])
