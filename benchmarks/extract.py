@@ -22,6 +22,12 @@ Run (from the repository root)::
    256-cell chunks.
 
 Prints the figures and writes ``benchmarks/results/extract.json``.
+
+For stable figures set glibc's allocator thresholds, e.g. ``MALLOC_MMAP_THRESHOLD_=268435456
+MALLOC_TRIM_THRESHOLD_=1073741824``: by default, arrays over the (adaptive) mmap threshold are
+mapped fresh and their page faults cost ~30% of the floor's CPU or not, depending on what the
+process allocated before (the same 20 fields read in 0.23 or 0.34 s of CPU); the script prints
+whether they are set.
 """
 
 from __future__ import annotations
@@ -267,6 +273,8 @@ def main():
     report = {"fields": args.fields, "copies": args.copies, "field_shape": [1024, 1280], "crop_size": 64,
               "cpu_count": os.cpu_count()}
     sizes = [int(n) for n in args.plate_sizes.split(",") if n.strip()]
+    report["malloc_env"] = {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    print(f"glibc allocator thresholds: {report['malloc_env']} (see the docstring)")
     try:
         t = time.perf_counter()
         rendered = make_fields(work / "fields", max([args.fields, *sizes]))
