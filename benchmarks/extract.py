@@ -18,7 +18,7 @@ Run (from the repository root)::
 4. Peak memory (max RSS of a fresh process) for the ``--fields`` fields and for ``--copies`` times
    as many (same images under new field ids, labels copied).
 5. Random batch of 256 cells read latency per cell from the large store (page cache warm), with
-   the default chunking (16-cell chunks), with 16-cell chunks inside 256-cell Zarr shards, and with
+   the default chunking (32-cell chunks), with those chunks inside 256-cell Zarr shards, and with
    256-cell chunks.
 
 Prints the figures and writes ``benchmarks/results/extract.json``.
