@@ -128,8 +128,9 @@ def test_supcon_loss():
     # each row: one positive at cos 1, the other two at cos 0 (T = 1): -log(e / (e + 2))
     assert supcon(apart, labels, 1.0).item() == pytest.approx(-np.log(np.e / (np.e + 2)))
     assert supcon(apart, labels, 0.1) < supcon(apart[[0, 2, 1, 3]], labels, 0.1)  # classes apart beat mixed
-    # a row without a positive is left out; none at all: nothing to average
+    # a row without a positive is left out; none at all: 0
     assert supcon(apart[:3], labels[:3], 1.0).item() == pytest.approx(-np.log(np.e / (np.e + 1)))
+    assert supcon(apart[:2], torch.tensor([0, 1]), 1.0).item() == 0.0
     with pytest.raises(ValueError):
         supcon(apart, labels[:3])
 

@@ -35,7 +35,7 @@ def supcon(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> t
 
     Each row is classified against the other N - 1 rows; its positives are the other rows of its class
     (with two views per sample, at least its partner view). Rows without a positive are left out. Returns the
-    mean loss (a scalar).
+    mean loss (a scalar; 0 when no row has a positive).
     """
     if z.ndim != 2 or labels.shape != z.shape[:1]:
         raise ValueError(f"z must be (N, D) and labels (N,); got {tuple(z.shape)} and {tuple(labels.shape)}")
@@ -47,5 +47,7 @@ def supcon(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> t
     positive = (labels[:, None] == labels[None, :]) & ~self_mask
     count = positive.sum(1)
     keep = count > 0
+    if not keep.any():  # no row has a positive: nothing to pull together (0, with a gradient path)
+        return z.sum() * 0.0
     mean_log_prob = log_prob.masked_fill(~positive, 0.0).sum(1)[keep] / count[keep]
     return -mean_log_prob.mean()
