@@ -32,6 +32,7 @@ SETTINGS = {  # name: CellposeSegmenter options (auto_tolerance: cellpose_backen
     "auto_ft0": {"diameter": "auto", "flow_threshold": 0.0},
     "auto_ft0.4_cp-1": {"diameter": "auto", "flow_threshold": 0.4, "cellprob_threshold": -1.0},
     "fixed_ft0.4": {"diameter": "model", "flow_threshold": 0.4},
+    "auto_ft0.4_tta": {"diameter": "auto", "flow_threshold": 0.4, "augment": True},
 }
 
 

@@ -205,6 +205,8 @@ class CellposeSegmenter(Segmenter):
         for a custom model).
     gpu
         None: use a GPU when torch sees one.
+    augment
+        Cellpose's test-time augmentation (`cellpose_backend.run_cellpose`).
     """
 
     model: str = "nuclei"
@@ -215,6 +217,7 @@ class CellposeSegmenter(Segmenter):
     batch_size: int = 8
     flow_threshold: float = 0.4
     cellprob_threshold: float = 0.0
+    augment: bool = False
     params: ClassicalParams = field(default_factory=ClassicalParams)
     name = "cellpose"
 
@@ -241,7 +244,7 @@ class CellposeSegmenter(Segmenter):
     def _run(self, path, images, diameter, channels):
         return cpb.run_cellpose(cpb.load_cellpose(path, self._use_gpu()), images, diameter=diameter, channels=channels,
                                 batch_size=self.batch_size, flow_threshold=self.flow_threshold,
-                                cellprob_threshold=self.cellprob_threshold)
+                                cellprob_threshold=self.cellprob_threshold, augment=self.augment)
 
     def segment_nuclei(self, images):
         """Nucleus labels per image; images without foreground above their noise (``params.min_snr``,
