@@ -161,10 +161,6 @@ def main():
         if held is None:
             result["cellpose_final"] = result.pop("cellpose_trained")
         else:
-            if diameter == "auto" and not json.loads(Path(str(model) + ".json").read_text()).get("size_model"):
-                # (with a size model, the model's own diameter is "auto")
-                result["cellpose_trained_model_diameter"] = score_cellpose(model, images, masks, names, sd_image,
-                                                                           sd_mask, None)
             held_names = [r["name"] for r in held["per_image"]]
             idx = [names.index(n) for n in held_names]
             result.setdefault("classical", {})["same_held_out"] = score(

@@ -80,7 +80,7 @@ def test_train_tiny_model_then_use_it(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "nuclei.cp.json").read_text())
     assert len(report["validation_names"]) == 1 and not set(report["validation_names"]) & set(report["train_names"])
     assert [h["epoch"] for h in report["learning_curve"]] == [1, 2] and report["exported_epoch"] in (1, 2)
-    assert report["sha256"] == summary["sha256"] and len(report["size_model"]["A"]) == 64
+    assert report["sha256"] == summary["sha256"]
     assert (tmp_path / "nuclei.cp.ckpt").is_file()
 
     # the saved model loads in the Cellpose backend and segments fields and single images
@@ -127,7 +127,7 @@ def test_narrow_network_trains_loads_by_path_and_continues(tmp_path):
     images = _small_pairs(tmp_path)
     model = tmp_path / "narrow.cp"
     common = [str(tmp_path / "im"), str(tmp_path / "mk"), "--epochs", "3", "--batch-size", "2", "--patch-size", "64",
-              "--images-per-epoch", "4", "--validation-fraction", "0", "--no-size-model",
+              "--images-per-epoch", "4", "--validation-fraction", "0",
               "--flow-cache", str(tmp_path / "flows")]
     result = runner.invoke(app, ["train-segmenter", *common, "--out", str(model), "--nbase", "8,16,32,64",
                                  "--checkpoint", str(tmp_path / "run.ckpt")])
@@ -136,7 +136,7 @@ def test_narrow_network_trains_loads_by_path_and_continues(tmp_path):
     assert summary["nbase"] == [2, 8, 16, 32, 64] and summary["validation_ap@0.5"] is None
     report = json.loads((tmp_path / "narrow.cp.json").read_text())
     assert report["architecture"] == {"nbase": [2, 8, 16, 32, 64], "diam_mean": 17.0}
-    assert len(report["train_names"]) == 3 and report["steps"] == 6 and report["size_model"] is None
+    assert len(report["train_names"]) == 3 and report["steps"] == 6
     assert (tmp_path / "run.ckpt").is_file()
 
     # the backend rebuilds the narrow network from the file and holds exactly the saved weights

@@ -144,7 +144,6 @@ def train_segmenter(
     seed: int = typer.Option(0, help="Random seed (split, initialisation, patches, augmentation)."),
     flow_cache: Path = typer.Option(None, help="Folder caching the Cellpose flows of the masks "
                                                "(default ~/.cache/cellkit/flows)."),
-    no_size_model: bool = typer.Option(False, "--no-size-model", help="Skip fitting the size model."),
     threads: int = typer.Option(None, help="CPU threads for torch (1 is fastest on a busy machine)."),
     gpu: bool = typer.Option(None, "--gpu/--cpu", help="Accepted for compatibility; training runs on the CPU."),
 ):
@@ -172,7 +171,7 @@ def train_segmenter(
                        learning_rate=learning_rate, patch_size=patch_size, nbase=widths,
                        images_per_epoch=images_per_epoch, validation_fraction=validation_fraction,
                        eval_every=eval_every, checkpoint_every=checkpoint_every, diam_mean=diam_mean,
-                       pretrained=pretrained, seed=seed, size_model=not no_size_model,
+                       pretrained=pretrained, seed=seed,
                        flow_cache=str(flow_cache) if flow_cache else "default",
                        log=lambda m: console.print(m, highlight=False))
     except (WeightsNotFoundError, ModelArchitectureError, FileNotFoundError, ValueError) as err:

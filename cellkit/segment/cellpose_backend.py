@@ -165,25 +165,13 @@ STYLE_SIZE = 256  # cellpose.core.run_net stores each tile's style vector in an 
 @lru_cache(maxsize=1)
 def _narrow_cpnet():
     """A CPnet subclass whose returned style vector is zero-padded to `STYLE_SIZE`, so networks
-    narrower than Cellpose's run through ``CellposeModel.eval``; layers and weights are CPnet's.
-    With ``style_only`` set it runs the encoder alone and returns zero flows: the style vector is
-    the same, at about a quarter of the cost (the decoder is ~75% of a CPU forward pass)."""
-    import torch
+    narrower than Cellpose's run through ``CellposeModel.eval``; layers and weights are CPnet's."""
     import torch.nn.functional as F
     from cellpose.resnet_torch import CPnet
 
     class NarrowCPnet(CPnet):
-        style_only = False
-
         def forward(self, data):
-            if self.style_only:  # CPnet.forward without the decoder
-                downsampled = self.downsample(data.to_mkldnn() if self.mkldnn else data)
-                if self.mkldnn:
-                    downsampled = [t.to_dense() for t in downsampled]
-                style = self.make_style(downsampled[-1])
-                out = torch.zeros((data.shape[0], self.nout, *data.shape[2:]), dtype=data.dtype, device=data.device)
-            else:
-                out, style, downsampled = super().forward(data)
+            out, style, downsampled = super().forward(data)
             return out, F.pad(style, (0, STYLE_SIZE - style.shape[1])), downsampled
 
     return NarrowCPnet
@@ -227,9 +215,7 @@ def load_cellpose(path: str, gpu: bool):
     model.diam_mean = float(model.net.diam_mean.item())
     model.diam_labels = float(model.net.diam_labels.item())
     model.cellkit_builtin = False
-    sidecar = sidecar_path(path)
-    size = json.loads(sidecar.read_text()).get("size_model") if sidecar.is_file() else None
-    model.cellkit_size = size or None
+    model.cellkit_trained = sidecar_path(path).is_file()  # trained on images rescaled to diam_mean: auto size
     return model
 
 
@@ -252,11 +238,12 @@ def run_cellpose(model, images: list[np.ndarray], *, diameter: float | str | Non
     images
         (H, W) single-channel images, or (2, H, W) (cytoplasm, nuclei) stacks with ``channels=(1, 2)``.
     diameter
-        Object diameter in px; None: the model's own (`model_diameter`), or ``"auto"`` for a model
-        with a size model (cellkit-trained); ``"auto"``: per image,
-        the size model's estimate from the style vector (`size_model`; without one, the model's
-        diameter), a pass at it, and a second pass at the masks' median diameter when that differs
-        by more than `AUTO_TOLERANCE`. A warning says when no diameter could be measured.
+        Object diameter in px; None: the model's own (`model_diameter`), or ``"auto"`` for a
+        cellkit-trained model (trained over many object sizes); ``"auto"``: per (H, W) image, a
+        first pass at the diameter of its foreground (`classical.foreground_diameter`; the model's
+        diameter for other images, or, with a warning, when it has no foreground), and a second
+        pass at the masks' median diameter when that differs by more than `AUTO_TOLERANCE`. A
+        warning says when no diameter could be measured.
     augment
         Cellpose's test-time augmentation (overlapping tiles, flipped, averaged): about 4x slower.
 
@@ -270,8 +257,8 @@ def run_cellpose(model, images: list[np.ndarray], *, diameter: float | str | Non
                    flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold, min_size=min_size,
                    augment=augment)
     images = [np.asarray(im, np.float32) for im in images]
-    if diameter is None and getattr(model, "cellkit_size", None):
-        diameter = "auto"  # a model trained over many object sizes: its size model picks the diameter
+    if diameter is None and getattr(model, "cellkit_trained", False):
+        diameter = "auto"  # a model trained over many object sizes: each image's own size
     if diameter == "auto":
         return [auto_diameter(model, im, k, **options)[1] for k, im in enumerate(images)]
     if isinstance(diameter, str):
@@ -292,17 +279,16 @@ def auto_diameter(model, image: np.ndarray, k: int = 0, **options) -> tuple[floa
 
     from cellpose.utils import diameters
 
-    size = getattr(model, "cellkit_size", None)
     options = {key: v for key, v in options.items() if key != "channel_axis"}
     first = model_diameter(model)
-    if size is not None and image.ndim == 2:
-        from .size_model import style_diameter
+    if image.ndim == 2:
+        from .classical import foreground_diameter
 
-        estimate = style_diameter(model, image, size)
-        if np.isfinite(estimate):
-            first = estimate
+        estimate = foreground_diameter(image)
+        if estimate > 0:
+            first = max(5.0, estimate)
         else:
-            warnings.warn(f"diameter='auto': the size model could not estimate image {k}'s object size; "
+            warnings.warn(f"diameter='auto': image {k} has no foreground to estimate its object size from; "
                           f"first pass at the model's diameter {first:.1f} px", UserWarning, stacklevel=3)
     masks = run_cellpose(model, [image], diameter=first, **options)[0]
     if masks.max() == 0:

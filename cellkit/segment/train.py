@@ -4,7 +4,7 @@
 (`train_loop.train`: Cellpose's network, flows, augmentation and loss; a checkpoint with every
 state needed to resume exactly) and exports the best held-out weights as a Cellpose weight file
 usable with ``get_segmenter("cellpose", model=path)`` (and with Cellpose itself at Cellpose's
-standard widths), plus ``<model>.json``: settings, split, learning curve, size model, sha256.
+standard widths), plus ``<model>.json``: settings, split, learning curve, sha256.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def train_segmenter(images: str | os.PathLike, masks: str | os.PathLike, out: st
                     diam_mean: float = 17.0, patch_size: int = 128, batch_size: int = 8,
                     images_per_epoch: int = 64, learning_rate: float = 0.005, weight_decay: float = 1e-5,
                     eval_every: int = 10, checkpoint_every: int = 5, stop_after_epoch: int | None = None,
-                    pretrained: str | None = None, export_only: bool = False, size_model: bool = True,
+                    pretrained: str | None = None, export_only: bool = False,
                     flow_cache: str | os.PathLike | None = "default", log=print) -> dict:
     """Train a Cellpose nucleus model from folders of image/mask pairs and export it to ``out``.
 
@@ -98,8 +98,6 @@ def train_segmenter(images: str | os.PathLike, masks: str | os.PathLike, out: st
         architecture is kept.
     export_only
         Export ``out`` from the checkpoint without training.
-    size_model
-        Fit the style -> diameter regression (`size_model.fit_size_model`) into ``<out>.json``.
 
     Returns
     -------
@@ -143,27 +141,19 @@ def train_segmenter(images: str | os.PathLike, masks: str | os.PathLike, out: st
         if state["epoch"] < state["config"]["epochs"]:
             log(f"stopped at epoch {state['epoch']} of {state['config']['epochs']}; checkpoint {checkpoint}")
             return {"checkpoint": str(checkpoint), "epoch": state["epoch"], "exported": False}
-    return export_model(state, out, data=data, images=images, masks=masks, checkpoint=checkpoint,
-                        size_model=size_model, log=log)
+    return export_model(state, out, images=images, masks=masks, checkpoint=checkpoint, log=log)
 
 
-def export_model(state: dict, out: str | os.PathLike, *, data=None, images=None, masks=None, checkpoint=None,
-                 size_model: bool = True, log=print) -> dict:
+def export_model(state: dict, out: str | os.PathLike, *, images=None, masks=None, checkpoint=None,
+                 log=print) -> dict:
     """Write the checkpoint's best weights (its last without a validation) as a Cellpose weight file
-    ``out`` and the report ``<out>.json`` (settings, split, learning curve, sha256, size model)."""
+    ``out`` and the report ``<out>.json`` (settings, split, learning curve, sha256)."""
     import torch
 
-    from . import train_loop
     from .cellpose_backend import load_cellpose
 
     best = state["best"]
     weights = best["net"] if best else state["net"]
-    sizes = None
-    if size_model and data is not None:
-        from .size_model import fit_size_model
-
-        sizes = fit_size_model(train_loop.model_for(state, weights), data, seed=state["config"]["seed"])
-        log(f"size model: train correlation {sizes['train_correlation']:.3f}")
     with atomic_path(out) as tmp:
         torch.save(weights, tmp)
     cfg = state["config"]
@@ -175,7 +165,7 @@ def export_model(state: dict, out: str | os.PathLike, *, data=None, images=None,
               "n_train_images": len(state["train_names"]), "train_names": state["train_names"],
               "validation_names": state["validation_names"],
               "validation": None if not best else {k: v for k, v in best.items() if k != "net"},
-              "learning_curve": state["history"], "size_model": sizes}
+              "learning_curve": state["history"]}
     with atomic_path(sidecar_path(out)) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     load_cellpose.cache_clear()
