@@ -9,7 +9,8 @@ short throughput probe, counted in the training time), embeds all cells, and run
 profile pipelines on every representation:
 
 - ``plain``: the default recipe (`cellkit.workflows.profiles.DEFAULT`, whatever it is at run time; since
-  issue 16: per-plate iqm normalization vs DMSO, clip 4, feature selection, ZCA-cor on DMSO, median of wells);
+  e283dd5: per-plate iqm normalization vs DMSO, clip 9, feature selection, ZCA on DMSO, PCA 100, unit-length
+  wells, mean; before it, what is now ``NOPCA``);
 - ``corrected``: the profile helper's BEST options (`cellkit.workflows.profiles.BEST`: robust
   per-plate normalization vs DMSO, clip 8, ZCA-cor sphering on the DMSO wells (TVN), unit-length
   wells) - the same functions, for embeddings as for morphology.
