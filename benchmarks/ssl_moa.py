@@ -129,7 +129,7 @@ def combined_scores(h5ad: Path, weights: dict, steps: dict) -> dict:
     wells = {rep: profile_cells(h5ad, use_rep=None if rep == "X" else rep, treatment=(), **steps)[0]
              for rep in weights}
     base = wells["X"]
-    for rep in weights:  # the prepared profiles: X, or the recorded obsm key (e.g. X_pca when steps have n_comps)
+    for rep in weights:  # the prepared profiles: X, or the recorded obsm key (X_profile_pca with n_comps)
         w = wells[rep][base.obs_names]
         key = recorded_rep(w)
         base.obsm[f"{rep}_prepared"] = np.asarray(w.obsm[key] if key else w.X)

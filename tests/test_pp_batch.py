@@ -123,7 +123,7 @@ def test_prepare_profiles_pca_step_feeds_unit_length_treatments_and_harmony():
     t = prepare_profiles(wells, **{**DEFAULT, "n_comps": 6, "l2": True})
     assert t.shape == (17, 6) and {"pca", "l2_normalize"} <= set(t.uns["cellkit"])
     w = prepare_profiles(wells, **{**DEFAULT, "n_comps": 6, "l2": True}, treatment=())
-    np.testing.assert_allclose(np.linalg.norm(w.obsm["X_pca"], axis=1), 1.0, rtol=1e-5)  # unit length after PCA
+    np.testing.assert_allclose(np.linalg.norm(w.obsm["X_profile_pca"], axis=1), 1.0, rtol=1e-5)  # unit length
     assert w.n_vars > 6 and w.var["feature_selected"].all()  # X keeps the (selected, spherized) features
     h = prepare_profiles(wells, **{**DEFAULT, "n_comps": 6}, correct="harmony")
-    assert h.shape == (17, 6) and h.uns["cellkit"]["harmony"]["use_rep"] == "X_pca"
+    assert h.shape == (17, 6) and h.uns["cellkit"]["harmony"]["use_rep"] == "X_profile_pca"

@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 from typer.testing import CliRunner
 
 import cellkit as ck
@@ -40,15 +41,16 @@ def test_profile_then_evaluate(cells_h5ad, tmp_path):
     # DEFAULT's 100 components, clamped to wells - 1 or features - 1 on this small plate set, recorded
     n_comps = min(44, w.n_vars) - 1
     assert w.uns["cellkit"]["pca"]["n_comps"] == n_comps and w.uns["cellkit"]["pca"]["n_comps_asked"] == 100
-    assert w.obsm["X_pca"].shape == (44, n_comps) and ad.read_h5ad(treatments).n_vars == n_comps
-    np.testing.assert_allclose(np.linalg.norm(w.obsm["X_pca"], axis=1), 1.0, rtol=1e-5)  # unit length after PCA
-    assert w.uns["cellkit"]["treatments"]["func"] == "mean" and w.uns["cellkit"]["treatments"]["use_rep"] == "X_pca"
+    assert w.obsm["X_profile_pca"].shape == (44, n_comps) and ad.read_h5ad(treatments).n_vars == n_comps
+    np.testing.assert_allclose(np.linalg.norm(w.obsm["X_profile_pca"], axis=1), 1.0, rtol=1e-5)  # unit length
+    assert w.uns["cellkit"]["treatments"]["func"] == "mean"
+    assert w.uns["cellkit"]["treatments"]["use_rep"] == "X_profile_pca" and "X_pca" not in w.obsm  # scanpy's key free
     out = tmp_path / "eval"
     result = runner.invoke(app, ["evaluate", str(wells), "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     assert "already processed by cellkit" in result.output  # not normalized twice
     said = " ".join(result.output.split())  # the console wraps long lines
-    assert "treatment = mean of wells in obsm['X_pca']" in said  # aggregated as `cellkit profile` did
+    assert "treatment = mean of wells in obsm['X_profile_pca']" in said  # aggregated as `cellkit profile` did
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     direct = evaluate_profiles(ad.read_h5ad(treatments), figures=False)  # profile's own treatments
     assert (scores["NSC"], scores["NSCB"]) == (direct["NSC"], direct["NSCB"])
@@ -214,20 +216,24 @@ def test_scores_json_is_valid_with_one_batch(cells_h5ad, tmp_path):
 
 
 def test_profile_with_pca_then_evaluate_scores_the_recorded_components(cells_h5ad, tmp_path):
-    """--n-comps: the wells keep their features in X and the PCA in obsm['X_pca'], recorded; `cellkit evaluate`
-    of those wells aggregates the components, as profile did (same scores as its treatments)."""
+    """--n-comps: the wells keep their features in X and the PCA in obsm['X_profile_pca'], recorded; `cellkit
+    evaluate` of those wells aggregates the components, as profile did (same scores as its treatments), also
+    after a user ran scanpy's PCA on the file (scanpy's X_pca is a different key)."""
     wells, treatments = tmp_path / "wells.h5ad", tmp_path / "treatments.h5ad"
     result = runner.invoke(app, ["profile", str(cells_h5ad), "--out", str(wells), "--treatments", str(treatments),
                                  "--n-comps", "5"])
     assert result.exit_code == 0, result.output
     w, t = ad.read_h5ad(wells), ad.read_h5ad(treatments)
-    assert w.obsm["X_pca"].shape == (44, 5) and w.uns["cellkit"]["pca"]["n_comps"] == 5 and t.n_vars == 5
-    assert w.uns["cellkit"]["treatments"]["use_rep"] == "X_pca" and w.n_vars > 5
-    result = runner.invoke(app, ["evaluate", str(wells), "--out-dir", str(tmp_path / "ev"), "--no-figures"])
-    assert result.exit_code == 0 and "in obsm['X_pca']" in " ".join(result.output.split()), result.output
-    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert w.obsm["X_profile_pca"].shape == (44, 5) and w.uns["cellkit"]["pca"]["n_comps"] == 5 and t.n_vars == 5
+    assert w.uns["cellkit"]["treatments"]["use_rep"] == "X_profile_pca" and w.n_vars > 5
     direct = evaluate_profiles(t, figures=False)
-    assert (scores["NSC"], scores["NSCB"]) == (direct["NSC"], direct["NSCB"])
+    sc.pp.pca(w, n_comps=3)  # a user's own PCA of X
+    w.write_h5ad(tmp_path / "wells_scanpy.h5ad")
+    for k, path in enumerate((wells, tmp_path / "wells_scanpy.h5ad")):
+        result = runner.invoke(app, ["evaluate", str(path), "--out-dir", str(tmp_path / f"ev{k}"), "--no-figures"])
+        assert result.exit_code == 0 and "in obsm['X_profile_pca']" in " ".join(result.output.split()), result.output
+        scores = json.loads(result.stdout.strip().splitlines()[-1])
+        assert (scores["NSC"], scores["NSCB"]) == (direct["NSC"], direct["NSCB"])
     result = runner.invoke(app, ["evaluate", str(treatments), "--out-dir", str(tmp_path / "ev2"), "--no-figures"])
     assert result.exit_code == 0, result.output  # treatments hold the components in X: scored as is
     assert json.loads(result.stdout.strip().splitlines()[-1])["NSC"] == direct["NSC"]

@@ -63,11 +63,12 @@ CORRECTIONS = ("none", "position", "combat", "tvn-batch", "harmony")
 
 def profile_rep(use_rep: str | None = None, correct: str = "none", n_comps: int | None = None) -> str | None:
     """Where `prepare_profiles` leaves the prepared well profiles: ``obsm["X_harmony"]`` after Harmony,
-    the PCA's key (`ck.pp.pca`: ``"X_pca"``, or ``use_rep + "_pca"``) with ``n_comps``, else ``use_rep``."""
+    the recipe's PCA (``"X_profile_pca"``, or ``use_rep + "_profile_pca"``; not scanpy's ``X_pca``, which
+    ``sc.pp.pca`` overwrites) with ``n_comps``, else ``use_rep``."""
     if correct == "harmony":
         return "X_harmony"
     if n_comps is not None:
-        return "X_pca" if use_rep is None else f"{use_rep}_pca"
+        return "X_profile_pca" if use_rep is None else f"{use_rep}_profile_pca"
     return use_rep
 
 
@@ -101,7 +102,7 @@ def prepare_profiles(wells: ad.AnnData, *, control: str = CONTROL, normalize: st
     4. ``correct="combat"``: `ck.pp.combat` on ``obs[batch]``;
     5. `ck.pp.spherize` on the controls (per ``batch`` when ``correct="tvn-batch"``);
     6. ``n_comps``: `ck.pp.pca` of the spherized wells (scanpy, seeded; ``n_comps`` clamped to
-       ``min(wells, features) - 1``) -> ``obsm["X_pca"]`` (``use_rep + "_pca"``); the next steps use that key;
+       ``min(wells, features) - 1``) -> ``obsm["X_profile_pca"]`` (`profile_rep`); the next steps use that key;
     7. ``correct="harmony"``: `ck.pp.harmony` on ``obs[batch]`` of that PCA (without ``n_comps``: of a
        50-component PCA) -> ``obsm["X_harmony"]``; the next steps use that key;
     8. `ck.pp.l2_normalize` (``l2``), then `ck.tl.aggregate` by ``treatment`` with ``treatment_func``
@@ -127,8 +128,9 @@ def prepare_profiles(wells: ad.AnnData, *, control: str = CONTROL, normalize: st
         pp.spherize(wells, control=control, method=spherize, epsilon=epsilon, use_rep=use_rep,
                     by=batch if correct == "tvn-batch" else None)
     if n_comps is not None:
-        pp.pca(wells, n_comps=n_comps, use_rep=use_rep)
-        use_rep = profile_rep(use_rep, n_comps=n_comps)
+        key = profile_rep(use_rep, n_comps=n_comps)
+        pp.pca(wells, n_comps=n_comps, use_rep=use_rep, key_added=key)
+        use_rep = key
     if correct == "harmony":
         pp.harmony(wells, key=batch, n_comps=50, use_rep=use_rep)
     use_rep = profile_rep(use_rep, correct)
