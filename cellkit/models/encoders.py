@@ -170,6 +170,16 @@ class ConvAutoencoder(nn.Module):
         return F.mse_loss(self.reconstruct(view1), view1)
 
 
+WEAK_LOSSES = ("ce", "supcon", "ce+supcon")
+
+
+def check_weak_loss(kind: str) -> str:
+    """``kind`` if it is one of `WEAK_LOSSES`, else a one-line ValueError."""
+    if kind not in WEAK_LOSSES:
+        raise ValueError(f"unknown weak_loss {kind!r}; choose one of {', '.join(WEAK_LOSSES)}")
+    return kind
+
+
 class WeaklySupervised(nn.Module):
     """Encoder trained on treatment labels (compound and concentration, never the MOA): weak labels, as in
     Caicedo et al. 2018. ``config["weak_loss"]``: ``"ce"`` (a classification head, cross entropy of both
@@ -177,16 +187,12 @@ class WeaklySupervised(nn.Module):
     projection head, ``temperature``) or ``"ce+supcon"`` (their sum). Embedding = encoder output.
     ``config["weak_classes"]`` lists the classes (the head's outputs)."""
 
-    LOSSES = ("ce", "supcon", "ce+supcon")
-
     def __init__(self, in_channels: int, config: dict):
         super().__init__()
         n_classes = len(config.get("weak_classes") or [])
         if n_classes < 2:
             raise ValueError("weak supervision needs at least 2 treatment classes")
-        self.kind = config.get("weak_loss", "ce")  # models saved before the option were "ce"
-        if self.kind not in self.LOSSES:
-            raise ValueError(f"unknown weak_loss {self.kind!r}; choose one of {', '.join(self.LOSSES)}")
+        self.kind = check_weak_loss(config.get("weak_loss", "ce"))  # models saved before the option were "ce"
         self.encoder = build_encoder(in_channels, config)
         if "ce" in self.kind.split("+"):
             self.classifier = mlp_head(self.encoder.out_dim, config["proj_hidden"], n_classes)

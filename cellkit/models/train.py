@@ -23,11 +23,10 @@ from .augment import AugmentConfig, augment
 from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_exist, read_config, remove_model_files,
                          save_checkpoint, save_weights, write_json)
 from .data import CellChunks, cell_view_size, channel_stats, iter_batches
-from .encoders import build_model
+from .encoders import build_model, check_weak_loss
 
 logger = get_logger(__name__)
 
-WEAK_LOSSES = ("ce", "supcon", "ce+supcon")
 # An epoch whose embeddings of one batch spread less than this (`embedding_spread`) logs a collapse warning.
 COLLAPSE_SPREAD = 0.05
 METHODS = ("simclr", "byol", "autoencoder", "mae", "weak", "pixel_pca", "random")
@@ -120,8 +119,7 @@ def default_config(method: str, preset: str | None = None, **overrides) -> dict:
     config["method"] = method
     if method == "weak" and "moa" in [str(c).lower() for c in config["weak_label"]]:
         raise ValueError("weak_label must not use the MOA: it is what the profiles are scored on")
-    if config["weak_loss"] not in WEAK_LOSSES:
-        raise ValueError(f"unknown weak_loss {config['weak_loss']!r}; choose one of {', '.join(WEAK_LOSSES)}")
+    check_weak_loss(config["weak_loss"])
     return config
 
 
