@@ -161,7 +161,7 @@ def recorded_treatment_func(adata: ad.AnnData) -> str:
 
 def recorded_rep(adata: ad.AnnData) -> str | None:
     """Where `profile_cells` left the prepared wells (``uns["cellkit"]["treatments"]["use_rep"]``: an obsm
-    key such as ``"X_pca"``), None for X, when nothing is recorded or when ``adata`` lacks that key (treatment
+    key such as ``"X_profile_pca"``), None for X, when nothing is recorded or when ``adata`` lacks that key (treatment
     profiles, whose X is that representation)."""
     rep = _recorded_treatments(adata).get("use_rep")
     return str(rep) if rep not in (None, "", "X") and str(rep) in adata.obsm else None
