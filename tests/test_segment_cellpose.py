@@ -138,6 +138,14 @@ def test_narrow_network_trains_loads_by_path_and_continues(tmp_path):
     assert report["architecture"] == {"nbase": [2, 8, 16, 32, 64], "diam_mean": 17.0}
     assert len(report["train_names"]) == 3 and report["steps"] == 6
     assert (tmp_path / "run.ckpt").is_file()
+    # --export-only writes the same weights from the checkpoint, without preparing the training flows again
+    exported = tmp_path / "exported.cp"
+    result = runner.invoke(app, ["train-segmenter", *common, "--out", str(exported), "--checkpoint",
+                                 str(tmp_path / "run.ckpt"), "--export-only", "--flow-cache", str(tmp_path / "none")])
+    assert result.exit_code == 0, result.output
+    same, trained = (torch.load(p, map_location="cpu", weights_only=True) for p in (exported, model))
+    assert same.keys() == trained.keys() and all(torch.equal(same[k], trained[k]) for k in same)
+    assert not (tmp_path / "none").exists()  # no flow was computed
 
     # the backend rebuilds the narrow network from the file and holds exactly the saved weights
     seg = get_segmenter("cellpose", model=str(model), cell_model=None, diameter="auto", gpu=False)

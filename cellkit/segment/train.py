@@ -113,6 +113,9 @@ def train_segmenter(images: str | os.PathLike, masks: str | os.PathLike, out: st
     else:
         train_idx, val_idx = np.arange(len(names)), np.arange(0)
     log(f"{len(train_idx)} training images, {len(val_idx)} held out for validation")
+    if export_only:  # the checkpoint holds all an export needs: no flows to prepare
+        return export_model(train_loop.load_checkpoint(checkpoint), out, images=images, masks=masks,
+                            checkpoint=checkpoint, log=log)
     data = prepare([ims[i] for i in train_idx], [mks[i] for i in train_idx], [names[i] for i in train_idx],
                    cache=flow_cache, log=log)
     validation = ([ims[i] for i in val_idx], [mks[i] for i in val_idx], [names[i] for i in val_idx]) \
@@ -133,14 +136,11 @@ def train_segmenter(images: str | os.PathLike, masks: str | os.PathLike, out: st
         nbase=[2, *(nbase or (16, 32, 64, 128))], diam_mean=float(diam_mean), patch_size=patch_size,
         batch_size=batch_size, images_per_epoch=images_per_epoch, epochs=epochs, learning_rate=learning_rate,
         weight_decay=weight_decay, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every)
-    if export_only:
-        state = train_loop.load_checkpoint(checkpoint)
-    else:
-        state = train_loop.train(data, config, checkpoint, validation=validation, resume=resume,
-                                 stop_after_epoch=stop_after_epoch, init=init, log=log)
-        if state["epoch"] < state["config"]["epochs"]:
-            log(f"stopped at epoch {state['epoch']} of {state['config']['epochs']}; checkpoint {checkpoint}")
-            return {"checkpoint": str(checkpoint), "epoch": state["epoch"], "exported": False}
+    state = train_loop.train(data, config, checkpoint, validation=validation, resume=resume,
+                             stop_after_epoch=stop_after_epoch, init=init, log=log)
+    if state["epoch"] < state["config"]["epochs"]:
+        log(f"stopped at epoch {state['epoch']} of {state['config']['epochs']}; checkpoint {checkpoint}")
+        return {"checkpoint": str(checkpoint), "epoch": state["epoch"], "exported": False}
     return export_model(state, out, images=images, masks=masks, checkpoint=checkpoint, log=log)
 
 
