@@ -86,13 +86,18 @@ def build_cells(out: Path, config: SyntheticConfig, size: int) -> tuple[Path, Pa
 
 def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_cells: int, options: dict,
                  log=print) -> dict:
-    """Train ``method`` for at most about ``budget_s`` seconds: a probe on a few batches measures the speed,
-    the epochs (or cells, when one epoch does not fit) follow from it. Returns timing facts."""
+    """Train ``method`` for at most about ``budget_s`` seconds of wall time. A probe on 16 batches measures the
+    speed; when fewer than 2 epochs fit, the epochs (or cells) follow from it. Otherwise the model trains one real
+    epoch (a linear lr warm-up, ``warmup_epochs=1``, which does not depend on the epoch count), the epoch count is
+    re-planned from that epoch's time and what is left of the budget, and training resumes to it: the weights are
+    those of ``train`` with that epoch count from the start (a shared machine's load changes between the probe
+    and the run; session 5's SimCLR used 1,056 s of 1,800). Returns timing facts (also in ``timing.json``)."""
     done = model_dir / "config.json"
     if done.exists() and json.loads(done.read_text()).get("complete"):
         return json.loads((model_dir / "timing.json").read_text())
     start = time.perf_counter()
     plan = {"epochs": 1}
+    replan = None
     if method not in ("pca", "random"):
         probe = model_dir.parent / f".probe_{method}"
         batch = options.get("batch_size", 128)
@@ -105,8 +110,19 @@ def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_c
         left = budget_s - (time.perf_counter() - start)
         epochs = int(left * rate // n_cells)
         plan = {"epochs": max(1, epochs)} if epochs >= 1 else {"epochs": 1, "max_cells": max(batch, int(left * rate))}
+        replan = epochs >= 2
     probe_s = time.perf_counter() - start
-    train(cells, model_dir, method=method, overwrite=True, config={**options, **plan})
+    if replan:
+        options = {**options, "warmup_epochs": 1}
+        train(cells, model_dir, method=method, overwrite=True, config={**options, "epochs": 1})
+        first_s = json.loads(done.read_text())["history"][0]["seconds"]  # the epoch (not the setup before it)
+        left = budget_s - (time.perf_counter() - start)
+        epochs = 1 + max(0, int(left // first_s))
+        plan = {"epochs": epochs, "probe_epochs": plan["epochs"], "first_epoch_s": first_s}
+        if epochs > 1:
+            train(cells, model_dir, method=method, resume=True, config={"epochs": epochs})
+    else:
+        train(cells, model_dir, method=method, overwrite=True, config={**options, **plan})
     saved = json.loads(done.read_text())
     train_s = sum(h["seconds"] for h in saved["history"]) if saved["history"] else 0.0
     timing = {"budget_s": budget_s, "probe_s": probe_s, "train_s": train_s, "wall_s": time.perf_counter() - start,

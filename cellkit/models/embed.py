@@ -16,14 +16,37 @@ from .data import CellChunks
 from .inference import embed_store, store_embedding
 
 
+# What the embedding of a ResNet model is: "last" = the global average pool of its last stage (what its training
+# objective saw); "stages" = the global average pools of every stage, concatenated (fine to coarse, multi-scale).
+EMBED_POOLS = ("last", "stages")
+
+
+def embedding_function(model, config: dict, pool: str | None = None):
+    """The function that maps a view batch ``(B, C, S, S)`` to embeddings ``(B, D)``: ``model.embed`` for
+    ``pool="last"``, the encoder's `ResNetEncoder.stage_features` for ``"stages"``. ``pool`` None = the model's
+    config ``embed_pool`` (``"last"`` in folders saved before the option)."""
+    from .encoders import ResNetEncoder
+
+    pool = pool or config.get("embed_pool") or "last"
+    if pool not in EMBED_POOLS:
+        raise ValueError(f"unknown embedding pool {pool!r}; choose one of {', '.join(EMBED_POOLS)}")
+    if pool == "last":
+        return model.embed
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, ResNetEncoder):
+        raise ValueError(f"pool={pool!r} needs a ResNet encoder; a {config.get('method')} model has none")
+    return encoder.stage_features
+
+
 class ModelEmbedder:
     """Raw crops ``(B, C, S, S)`` float32 -> ``(B, D)`` embeddings with a trained model folder
     (its saved per-channel normalization, centre-cropped to its input size).
 
     ``channels``: the crops' channel names, checked against the model's (`ChannelMismatchError`).
+    ``pool``: see `embedding_function` (None = the model's ``embed_pool``).
     """
 
-    def __init__(self, model_dir, channels: Sequence[str], *, device="cpu"):
+    def __init__(self, model_dir, channels: Sequence[str], *, device="cpu", pool: str | None = None):
         self.model, self.config = load_model(model_dir, device=device)
         check_channels(self.config["channels"], channels, where="the crops")
         self.device = torch.device(device)
@@ -32,21 +55,22 @@ class ModelEmbedder:
         self.name = self.config["method"]
         self.view = AugmentConfig.from_dict(self.config.get("augment"))
         self.needs_masks = self.view.needs_masks  # robustness passes masks when this is True
+        self.embed_fn = embedding_function(self.model, self.config, pool)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> np.ndarray:
         x = view((x - self.mean) / self.std, self.view, self.config["input_size"], masks=masks,
                  offset=(self.mean / self.std).flatten())
-        return self.model.embed(x.to(self.device)).float().cpu().numpy()
+        return self.embed_fn(x.to(self.device)).float().cpu().numpy()
 
 
 def embed_cells(cells, model_dir, *, batch_size: int = 256, num_workers: int = 0, device=None,
-                progress=None) -> tuple[np.ndarray, dict]:
+                progress=None, pool: str | None = None) -> tuple[np.ndarray, dict]:
     """Embed every crop of a complete cells.zarr with the model in ``model_dir``.
 
     Crops are normalized with the model's saved per-channel statistics and cut to the model's view
     (`cellkit.models.augment.view`: centred, optionally masked, ``view_size`` resampled to its input size). Raises `ChannelMismatchError` when the store's channels (names, order)
-    differ from the model's.
+    differ from the model's. ``pool``: `EMBED_POOLS` (None = the model's ``embed_pool``; see `embedding_function`).
 
     Returns
     -------
@@ -60,12 +84,14 @@ def embed_cells(cells, model_dir, *, batch_size: int = 256, num_workers: int = 0
     data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"], masks=aug.needs_masks)
     check_channels(config["channels"], data.channels, where=f"the cells store {cells}")
     amp = config.get("amp", False) and device.type == "cuda"
+    embed_fn = embedding_function(model, config, pool)
+    config = {**config, "embed_pool": pool or config.get("embed_pool") or "last"}
 
     def embed_batch(x, masks):
         x = view(x.to(device), aug, config["input_size"], masks=None if masks is None else masks.to(device),
                  offset=offset)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            return model.embed(x).float().cpu().numpy()
+            return embed_fn(x).float().cpu().numpy()
 
     return embed_store(data, embed_batch, batch_size=batch_size, num_workers=num_workers, progress=progress), config
 
@@ -104,7 +130,7 @@ def recorded_embedder(adata, use_rep: str, *, model=None, device="cpu"):
     if not Path(source).is_dir():
         raise FileNotFoundError(f"the model folder that made {use_rep}, {source}, is not there (was the run folder "
                                 "moved?): pass model=<its new place>; its weights are checked against the record")
-    embedder = ModelEmbedder(source, read_config(source)["channels"], device=device)
+    embedder = ModelEmbedder(source, read_config(source)["channels"], device=device, pool=record.get("pool"))
     recorded = record.get("weights_sha256")
     if recorded and embedder.config.get("weights_sha256") != recorded:
         raise ValueError(f"the model in {source} is not the one that made {use_rep}: its weights sha256 "
@@ -113,23 +139,23 @@ def recorded_embedder(adata, use_rep: str, *, model=None, device="cpu"):
 
 
 def embed(adata, cells, model_dir, *, key_added: str | None = None, batch_size: int = 256, num_workers: int = 0,
-          device=None, progress=None) -> None:
+          device=None, progress=None, pool: str | None = None) -> None:
     """Embed the cells of ``adata`` with a trained model and store the result in ``adata``.
 
     Reads ``adata.obs_names`` (cell ids); every one must be a ``cell_id`` of the store.
     Writes ``adata.obsm[key_added]`` float32 (n_obs, D) (default key ``X_<method>``: ``X_simclr``,
     ``X_byol``, ``X_ae``, ``X_pixel_pca``, ``X_random``) and ``adata.uns["cellkit"]["embeddings"][key]``
-    (model folder, method, weights sha256, channels, normalization, versions).
+    (model folder, method, weights sha256, channels, normalization, pool, versions). ``pool``: see `embed_cells`.
     """
     from .train import EMBEDDING_KEYS
 
     z, config = embed_cells(cells, model_dir, batch_size=batch_size, num_workers=num_workers, device=device,
-                            progress=progress)
+                            progress=progress, pool=pool)
     store_embedding(adata, cells, z, key_added or EMBEDDING_KEYS[config["method"]], {
         "model_dir": str(Path(model_dir).resolve()), "method": config["method"], "cells": str(cells),
         "weights_sha256": config.get("weights_sha256", ""), "channels": list(config["channels"]),
         "input_size": config["input_size"], "norm_mean": config["norm_mean"], "norm_std": config["norm_std"],
-        "epochs": config.get("epochs_done", 0), "seed": config["seed"], "cellkit_version": __version__,
+        "pool": config["embed_pool"], "epochs": config.get("epochs_done", 0), "seed": config["seed"], "cellkit_version": __version__,
         "torch_version": str(torch.__version__)})
 
 

@@ -8,6 +8,7 @@ Every model maps a float32 batch ``(B, C, S, S)`` (normalized per channel) to an
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
@@ -59,9 +60,21 @@ class ResNetEncoder(nn.Module):
                 channels = out
         self.layers = nn.Sequential(*layers)
         self.out_dim = channels
+        self.stage_ends = [e - 1 for e in itertools.accumulate(blocks)]  # index of each stage's last block
+        self.stages_dim = sum(width * 2 ** i for i in range(len(blocks)))
 
     def forward(self, x):
         return torch.flatten(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1)
+
+    def stage_features(self, x):
+        """The global average pool of every stage's output, concatenated (fine to coarse): ``(B, stages_dim)``;
+        its last ``out_dim`` columns are `forward`'s output."""
+        h, pooled = self.stem(x), []
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i in self.stage_ends:
+                pooled.append(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+        return torch.cat(pooled, 1)
 
 
 def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:

@@ -38,8 +38,11 @@ EMBEDDING_KEYS = {"simclr": "X_simclr", "byol": "X_byol", "autoencoder": "X_ae",
 
 DEFAULTS = {
     "epochs": 10, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5, "seed": 0,
+    "warmup_epochs": 0,          # linear lr warm-up over these first epochs, then the cosine over the rest (the warm-up
+                                 # does not depend on "epochs": train 1 epoch, then resume with more = train them all)
     "input_size": 64,            # crops are centre-cropped (embedding) or random-resized-cropped (training) to this
     "width": 32, "blocks": [1, 1, 1, 1], "stem_pool": True,  # ResNet encoder
+    "embed_pool": "last",        # the embedding: "last" stage's average pool, or "stages" (every stage's, concatenated)
     "proj_hidden": 256, "proj_dim": 64,              # projection / prediction heads
     "temperature": 0.2,                              # SimCLR
     "ema": 0.99,                                     # BYOL target EMA at the start (cosine to 1)
@@ -120,6 +123,12 @@ def default_config(method: str, preset: str | None = None, **overrides) -> dict:
     if method == "weak" and "moa" in [str(c).lower() for c in config["weak_label"]]:
         raise ValueError("weak_label must not use the MOA: it is what the profiles are scored on")
     check_weak_loss(config["weak_loss"])
+    if method in ("autoencoder", "mae", "pixel_pca"):  # no ResNet stages: their embedding is their own
+        config["embed_pool"] = "last"
+    from .embed import EMBED_POOLS
+
+    if config["embed_pool"] not in EMBED_POOLS:
+        raise ValueError(f"unknown embed_pool {config['embed_pool']!r}; choose one of {', '.join(EMBED_POOLS)}")
     return config
 
 
@@ -160,8 +169,12 @@ def training_options(method: str, config: dict | None = None, *, depth: int | No
     return out
 
 
-def _lr_at(config: dict, step: int, total: int) -> float:
-    return config["lr"] * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+def _lr_at(config: dict, step: int, total: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over ``warmup_epochs`` (independent of ``total``), then a cosine to 0 at step ``total``."""
+    warm = int(config.get("warmup_epochs") or 0) * steps_per_epoch
+    if step < warm:
+        return config["lr"] * (step + 1) / warm
+    return config["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
 
 
 def _device(device) -> torch.device:
@@ -336,7 +349,7 @@ def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int
         masks = batch[1].to(device) if len(batch) == 3 else None
         k = epoch * steps + step
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(config, k, total)
+            group["lr"] = _lr_at(config, k, total, steps)
         x = x.to(device, non_blocking=True)
         v1 = augment(x, aug, config["input_size"], views, masks=masks, offset=offset)
         v2 = (augment(x, aug, config["input_size"], views, masks=masks, offset=offset)

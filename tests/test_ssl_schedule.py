@@ -1,0 +1,85 @@
+"""Warm-up epochs (a schedule that lets a budgeted run re-plan its epoch count) and multi-scale embeddings."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cellkit.models import ResNetEncoder, default_config, embed, embed_cells, obs_adata, train
+from cellkit.models.embed import recorded_embedder
+from cellkit.models.train import _lr_at
+
+from .test_models import TINY, _store
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return _store(tmp_path_factory.mktemp("cells") / "cells.zarr")
+
+
+def _weights(model_dir):
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_warmup_does_not_depend_on_the_epoch_count():
+    config = {"lr": 1.0, "warmup_epochs": 1}
+    assert [_lr_at(config, k, 30, 10) for k in range(10)] == [_lr_at(config, k, 70, 10) for k in range(10)]
+    assert _lr_at(config, 0, 30, 10) == pytest.approx(0.1) and _lr_at(config, 9, 30, 10) == pytest.approx(1.0)
+    assert _lr_at(config, 10, 30, 10) == pytest.approx(1.0) and _lr_at(config, 20, 30, 10) == pytest.approx(0.5)
+    assert _lr_at({"lr": 1.0}, 15, 30, 10) == pytest.approx(0.5)  # no warm-up: the cosine over all steps, as before
+
+
+def test_one_warmup_epoch_then_resume_equals_training_them_all(store, tmp_path):
+    """What benchmarks/ssl_moa.py's train_within does: 1 epoch, re-plan, resume to N = N epochs from the start."""
+    config = {**TINY, "warmup_epochs": 1}
+    train(store, tmp_path / "all", method="simclr", config={**config, "epochs": 3})
+    train(store, tmp_path / "replanned", method="simclr", config={**config, "epochs": 1})
+    train(store, tmp_path / "replanned", resume=True, config={"epochs": 3})
+    a, b = _weights(tmp_path / "all"), _weights(tmp_path / "replanned")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    saved = json.loads((tmp_path / "replanned" / "config.json").read_text())
+    assert saved["complete"] and saved["epochs_done"] == 3 and len(saved["history"]) == 3
+    # without the warm-up the first epoch's learning rate depends on the epoch count: not the same weights
+    train(store, tmp_path / "cosine", method="simclr", config={**TINY, "epochs": 1})
+    train(store, tmp_path / "cosine", resume=True, config={"epochs": 3})
+    train(store, tmp_path / "cosine_all", method="simclr", config={**TINY, "epochs": 3})
+    a, b = _weights(tmp_path / "cosine_all"), _weights(tmp_path / "cosine")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage_features_concatenate_every_stage():
+    encoder = ResNetEncoder(3, width=4, blocks=(1, 2, 1)).eval()
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    z = encoder.stage_features(x)
+    assert z.shape == (5, 4 + 8 + 16) == (5, encoder.stages_dim)
+    assert torch.allclose(z[:, -encoder.out_dim:], encoder(x))  # the last stage's pool is the usual embedding
+    h = encoder.layers[0](encoder.stem(x))  # the first stage's pool
+    assert torch.allclose(z[:, :4], h.mean((2, 3)), atol=1e-6)
+
+
+def test_embed_pool_stages_recorded_and_rebuilt(store, tmp_path):
+    train(store, tmp_path / "m", method="random", config=TINY)
+    last, _ = embed_cells(store, tmp_path / "m")
+    stages, _ = embed_cells(store, tmp_path / "m", pool="stages")
+    assert last.shape[1] == 8 and stages.shape[1] == 4 + 8
+    assert np.allclose(stages[:, -8:], last, atol=1e-5)
+    adata = obs_adata(store)
+    embed(adata, store, tmp_path / "m", key_added="X_ms", pool="stages")
+    assert adata.uns["cellkit"]["embeddings"]["X_ms"]["pool"] == "stages"
+    embedder, channels = recorded_embedder(adata, "X_ms")
+    from cellkit.io.cells import open_cells
+
+    raw = torch.from_numpy(np.asarray(open_cells(store)["images"][:4], dtype=np.float32))
+    assert np.allclose(embedder(raw), adata.obsm["X_ms"][:4], atol=1e-4)
+    # the option as a training default: recorded in the config and used by embedding
+    train(store, tmp_path / "ms", method="random", config={**TINY, "embed_pool": "stages"})
+    assert embed_cells(store, tmp_path / "ms")[0].shape[1] == 12
+    with pytest.raises(ValueError, match="embed_pool"):
+        default_config("simclr", embed_pool="max")
+    train(store, tmp_path / "ae", method="autoencoder", config=TINY)
+    with pytest.raises(ValueError, match="needs a ResNet"):
+        embed_cells(store, tmp_path / "ae", pool="stages")
+    assert default_config("autoencoder", embed_pool="stages")["embed_pool"] == "last"
