@@ -17,9 +17,10 @@ profile pipelines on every representation:
 
 Rows: morphology (X), pca, random (untrained encoder), simclr, byol, mae, weak (treatment labels
 = compound + concentration, never MOA), combined (morphology + weak-supervision well profiles, each prepared by
-the pipeline, then standardized over the wells and weighted ``COMBINED``, chosen on seed 3; ``--combined``
+the whole pipeline, morphology's kept as they are, the embedding's scaled to morphology's well length times its
+weight in ``COMBINED``, chosen on the tuning seeds; ``--combined``
 changes them, e.g. ``X:1,X_simclr:0.5``, the earlier choice on seed 1), and its
-control morphology-std (morphology alone through that same well-level standardization). Scores: treatment NSC, NSCB (cosine 1-NN, not-same-compound / -batch), mAP.
+control morphology-std (morphology alone through that same combination: equal to morphology by construction). Scores: treatment NSC, NSCB (cosine 1-NN, not-same-compound / -batch), mAP.
 Training settings: the ``cpu-small`` preset (microscopy recipe, views sized from the cells).
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/ssl_moa.py --seed S --budget-minutes M [--cells N] [--threads 1]
@@ -134,14 +135,18 @@ def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_c
     return timing
 
 
-def combined_scores(h5ad: Path, weights: dict, steps: dict) -> dict:
-    """The combined row: each representation's wells prepared by ``steps`` (normalized per plate, ...), then
-    `ck.pp.combine` of the prepared wells (each standardized, weighted), treatment means, scores. Combining
-    after the per-feature normalization keeps the weights (normalizing the concatenation would undo them)."""
-    # Combined before the recipe's PCA step (n_comps): standardizing 100 PCA components over the wells gives the
-    # noisy last ones the weight of the first (seed 3, DEFAULT with PCA 100: combined NSC 0.865 on the components,
-    # 0.990 before them; morphology-std 0.833 / 0.990).
-    steps = {**steps, "n_comps": None}
+def combined_scores(h5ad: Path, weights: dict, steps: dict, scale: str = "norm") -> dict:
+    """The combined row: each representation's wells prepared by ``steps``, then `ck.pp.combine` of the prepared
+    wells, treatments by the recipe's ``treatment_func``, scores.
+
+    ``scale="norm"`` (the row since session 6): every step of the recipe (PCA, unit-length wells included) on each
+    representation, morphology's prepared wells kept as they are, each other block scaled to morphology's mean
+    well length times its weight, so that weight -> 0 gives exactly morphology's row. ``scale="zscore"`` (session
+    5): the prepared wells before the recipe's PCA step, each feature standardized over the wells (this alone cost
+    morphology 0.021 NSC on seed 7: morphology-std 0.979 vs 1.000)."""
+    treatment_func = steps.get("treatment_func", "mean")
+    if scale == "zscore":
+        steps = {**steps, "n_comps": None}
     wells = {rep: profile_cells(h5ad, use_rep=None if rep == "X" else rep, treatment=(), **steps)[0]
              for rep in weights}
     base = wells["X"]
@@ -149,8 +154,8 @@ def combined_scores(h5ad: Path, weights: dict, steps: dict) -> dict:
         w = wells[rep][base.obs_names]
         key = recorded_rep(w)
         base.obsm[f"{rep}_prepared"] = np.asarray(w.obsm[key] if key else w.X)
-    pp.combine(base, {f"{rep}_prepared": weight for rep, weight in weights.items()})
-    treatments = tl.aggregate(base, by=list(TREATMENT), use_rep="X_combined")
+    pp.combine(base, {f"{rep}_prepared": weight for rep, weight in weights.items()}, scale=scale)
+    treatments = tl.aggregate(base, by=list(TREATMENT), func=treatment_func, use_rep="X_combined")
     s = evaluate_profiles(treatments, figures=False)
     return {"NSC": s["NSC"], "NSCB": s["NSCB"], "mAP": s["mAP"], "n_treatments": s["n_profiles"],
             "n_features": int(base.obsm["X_combined"].shape[1])}
@@ -199,7 +204,7 @@ def main():
     if all(k in present for k in combined if k != "X"):
         rows["combined"] = {p: combined_scores(h5ad, combined, steps) for p, steps in pipelines.items()}
         rows["combined"].update(dict.fromkeys(("train_s", "probe_s", "crops_per_s", "epochs")))
-        # the control for it: morphology alone through the same well-level standardization
+        # the control for it: morphology alone through the same combination (equal to morphology by construction)
         rows["morphology-std"] = {p: combined_scores(h5ad, {"X": 1.0}, steps) for p, steps in pipelines.items()}
         rows["morphology-std"].update(dict.fromkeys(("train_s", "probe_s", "crops_per_s", "epochs")))
     header = (f"{'representation':<15}{'budget s':>9}{'train s':>8}{'crops/s':>8}{'epochs':>7} | {'plain NSC':>9}"

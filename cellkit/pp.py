@@ -360,25 +360,35 @@ def pca(adata: ad.AnnData, *, n_comps: int, use_rep: str | None = None, key_adde
 
 # --------------------------------------------------------------------------- combine
 
-def combine(adata: ad.AnnData, weights: dict[str | None, float], *, key_added: str = "X_combined",
-            copy: bool = False) -> ad.AnnData | None:
-    """Concatenate representations, each standardized and weighted, into ``obsm[key_added]``.
+def combine(adata: ad.AnnData, weights: dict[str | None, float], *, scale: str = "zscore",
+            key_added: str = "X_combined", copy: bool = False) -> ad.AnnData | None:
+    """Concatenate representations, each scaled and weighted, into ``obsm[key_added]``.
 
-    ``weights`` maps a representation (``None`` or ``"X"`` for ``X``, else an ``obsm`` key) to its
-    weight. Each feature is z-scored over the rows (NaN -> 0 after scaling; constant features dropped),
-    then each block is scaled by ``weight / sqrt(n_features)``, so that a block's share of the total
-    variance is its weight squared, whatever its number of features. Writes ``obsm[key_added]`` float32
-    (n_obs, sum of kept features) and ``uns["cellkit"]["combine"]`` (weights, features kept per block).
-
-    Any later per-feature scaling (per-plate z-score, TVN) undoes the weights: combine prepared well
-    profiles (each representation normalized on its own first), as ``benchmarks/ssl_moa.py`` does.
+    ``weights`` maps a representation (``None`` or ``"X"`` for ``X``, else an ``obsm`` key) to its weight.
+    ``scale="zscore"``: each feature z-scored over the rows (NaN -> 0; constant features dropped), each block
+    times ``weight / sqrt(n_features)``: a block's share of the total variance is its weight squared.
+    ``scale="norm"``: each block as it is (NaN -> 0), divided by its root-mean-square row length, times
+    ``weight``; cosines within a block are untouched, so with the other weights -> 0 the first block's
+    profiles come out unchanged (up to one factor). Writes ``obsm[key_added]`` float32 (n_obs, kept
+    features) and ``uns["cellkit"]["combine"]`` (weights, scale, features kept per block). A later
+    per-feature scaling (per-plate z-score, TVN) undoes the weights: combine prepared well profiles, as
+    ``benchmarks/ssl_moa.py`` does.
     """
     if not weights or any(w < 0 for w in weights.values()):
         raise ValueError(f"weights must be a non-empty mapping of representation -> weight >= 0, got {weights}")
+    if scale not in ("zscore", "norm"):
+        raise ValueError(f"scale must be 'zscore' or 'norm', got {scale!r}")
     adata = adata.copy() if copy else adata
     blocks, kept = [], {}
     for rep, weight in weights.items():
         X = get_rep(adata, None if rep in (None, "X") else rep).astype(np.float64)
+        if scale == "norm":
+            X = np.nan_to_num(X, nan=0.0)
+            rms = np.sqrt(np.mean(np.sum(X ** 2, axis=1)))
+            kept[str(rep or "X")] = X.shape[1] if rms > 0 else 0
+            if rms > 0:
+                blocks.append(X * weight / rms)
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
             mean, sd = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
@@ -387,8 +397,10 @@ def combine(adata: ad.AnnData, weights: dict[str | None, float], *, key_added: s
         kept[str(rep or "X")] = int(keep.sum())
         if keep.any():
             blocks.append(Z * weight / np.sqrt(keep.sum()))
+    if not blocks:
+        raise ValueError("every representation to combine is constant or empty")
     adata.obsm[key_added] = np.hstack(blocks).astype(np.float32)
-    _record(adata, "combine", dict(weights={str(k or "X"): float(v) for k, v in weights.items()},
+    _record(adata, "combine", dict(weights={str(k or "X"): float(v) for k, v in weights.items()}, scale=scale,
                                    n_features=kept, key_added=key_added))
     return adata if copy else None
 

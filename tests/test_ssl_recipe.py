@@ -135,6 +135,41 @@ def test_supcon_loss():
         supcon(apart, labels[:3])
 
 
+def test_supcon_groups_contrast_within_group():
+    labels = torch.tensor([0, 0, 1, 1])
+    apart = torch.tensor([[1.0, 0], [1, 0], [0, 1], [0, 1]])
+    # each class alone in its group: a row meets only its positive, nothing to contrast
+    assert supcon(apart, labels, 1.0, groups=torch.tensor([0, 0, 1, 1])).item() == pytest.approx(0.0, abs=1e-6)
+    # groups across classes: each row meets its positive (other group) and one negative (its group)
+    assert supcon(apart, labels, 1.0, groups=torch.tensor([0, 1, 0, 1])).item() == pytest.approx(
+        -np.log(np.e / (np.e + 1)))
+    # classes 0, 1 in group 0 and 2, 3 in group 1 (two views each); an embedding that also encodes the group
+    # (classes 2, 3 on their own axes) beats one that does not, unless the loss is told the groups
+    labels, groups = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    invariant = torch.eye(4)[[0, 0, 1, 1, 0, 0, 1, 1]]
+    encodes_group = torch.eye(4)[[0, 0, 1, 1, 2, 2, 3, 3]]
+    assert supcon(encodes_group, labels, 0.5) < supcon(invariant, labels, 0.5) - 0.1
+    assert supcon(encodes_group, labels, 0.5, groups=groups).item() == pytest.approx(
+        supcon(invariant, labels, 0.5, groups=groups).item(), abs=1e-6)
+    with pytest.raises(ValueError, match="groups"):
+        supcon(encodes_group, labels, groups=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("loss", ["supcon", "ce+supcon"])
+def test_weak_group(store, tmp_path, loss):
+    config = {**TINY, "epochs": 3, "lr": 5e-3, "weak_loss": loss, "weak_group": ["concentration"]}
+    train(store, tmp_path / "weak", method="weak", config=config)
+    saved = json.loads((tmp_path / "weak" / "config.json").read_text())
+    assert saved["weak_group"] == ["concentration"] and saved["complete"]
+    assert saved["history"][-1]["loss"] < saved["history"][0]["loss"]
+    z, _ = embed_cells(store, tmp_path / "weak")
+    assert z.shape == (64, 8) and np.isfinite(z).all()
+    with pytest.raises(ValueError, match="MOA"):
+        default_config("weak", weak_group=["moa"])
+    with pytest.raises(ValueError, match="label_smoothing"):
+        train(store, tmp_path / "ls", method="weak", config={**config, "weak_loss": "ce", "label_smoothing": 0.1})
+
+
 def test_embedding_spread_finds_collapse():
     rng = torch.Generator().manual_seed(0)
     spread, dims = embedding_spread(torch.randn(256, 32, generator=rng))
@@ -180,3 +215,26 @@ def test_combine_weights_blocks_by_variance():
     assert adata.uns["cellkit"]["combine"]["n_features"] == {"X": 99, "X_simclr": 2}
     with pytest.raises(ValueError):
         pp.combine(adata, {})
+
+
+def test_combine_norm_keeps_the_first_block():
+    import anndata as ad
+
+    from cellkit import pp
+
+    rng = np.random.default_rng(1)
+    wells = rng.normal(0.3, 1, (30, 20))
+    wells /= np.linalg.norm(wells, axis=1, keepdims=True)  # prepared profiles: unit-length wells
+    emb = rng.normal(5, 2, (30, 6))
+    adata = ad.AnnData(wells.astype(np.float32), obsm={"X_weak": emb})
+    pp.combine(adata, {"X": 1.0, "X_weak": 0.5}, scale="norm")
+    Z = adata.obsm["X_combined"]
+    np.testing.assert_allclose(Z[:, :20], wells, atol=1e-6)  # untouched: no centring, no per-feature scaling
+    assert np.mean(np.sum(Z[:, 20:] ** 2, axis=1)) == pytest.approx(0.25, rel=1e-5)  # block length = weight
+    cos = lambda A: (A / np.linalg.norm(A, axis=1, keepdims=True)) @ (A / np.linalg.norm(A, axis=1, keepdims=True)).T  # noqa: E731
+    np.testing.assert_allclose(cos(Z[:, 20:]), cos(emb), atol=1e-5)  # the embedding's geometry too
+    pp.combine(adata, {"X": 1.0, "X_weak": 0.0}, scale="norm")  # weight 0: exactly the first block's cosines
+    np.testing.assert_allclose(cos(adata.obsm["X_combined"]), cos(wells), atol=1e-6)
+    assert adata.uns["cellkit"]["combine"]["scale"] == "norm"
+    with pytest.raises(ValueError, match="scale"):
+        pp.combine(adata, {"X": 1.0}, scale="minmax")

@@ -198,7 +198,9 @@ class WeaklySupervised(nn.Module):
     Caicedo et al. 2018. ``config["weak_loss"]``: ``"ce"`` (a classification head, cross entropy of both
     augmented views, ``label_smoothing``), ``"supcon"`` (supervised contrastive, Khosla et al. 2020, on a
     projection head, ``temperature``) or ``"ce+supcon"`` (their sum). Embedding = encoder output.
-    ``config["weak_classes"]`` lists the classes (the head's outputs)."""
+    ``config["weak_classes"]`` lists the classes (the head's outputs). With groups (``config["weak_group"]``, e.g.
+    the batch), `loss` contrasts a cell only with its own group's cells and its positives, and classifies it only
+    among the classes present in its group."""
 
     def __init__(self, in_channels: int, config: dict):
         super().__init__()
@@ -212,18 +214,28 @@ class WeaklySupervised(nn.Module):
         if "supcon" in self.kind:
             self.projector = mlp_head(self.encoder.out_dim, config["proj_hidden"], config["proj_dim"])
         self.smoothing = float(config.get("label_smoothing", 0.0))
+        if self.smoothing and config.get("weak_group") and hasattr(self, "classifier"):
+            raise ValueError("label_smoothing cannot be combined with weak_group (the masked classes would get mass)")
         self.temperature = float(config["temperature"])
 
     def embed(self, x):
         return self.encoder(x)
 
-    def loss(self, view1, view2, labels):
+    def loss(self, view1, view2, labels, groups=None, allowed=None):
+        """Loss of two views (B, C, S, S) of cells with class ``labels`` (B,); optional ``groups`` (B,) and
+        ``allowed`` (n_groups, n_classes) bool: the classes present in each group (needed for ``ce`` with groups)."""
         h, y = self.encoder(torch.cat([view1, view2])), torch.cat([labels, labels])
+        g = None if groups is None else torch.cat([groups, groups])
         total = 0.0
         if "ce" in self.kind.split("+"):
-            total = total + F.cross_entropy(self.classifier(h).float(), y, label_smoothing=self.smoothing)
+            logits = self.classifier(h).float()
+            if g is not None:
+                if allowed is None:
+                    raise ValueError("ce with groups needs allowed: the classes present in each group")
+                logits = logits.masked_fill(~allowed[g], float("-inf"))
+            total = total + F.cross_entropy(logits, y, label_smoothing=self.smoothing)
         if "supcon" in self.kind:
-            total = total + supcon(self.projector(h), y, self.temperature)
+            total = total + supcon(self.projector(h), y, self.temperature, groups=g)
         return total
 
 

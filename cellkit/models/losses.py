@@ -30,21 +30,28 @@ def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * (p * t).sum(dim=1)).mean()
 
 
-def supcon(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def supcon(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1,
+           groups: torch.Tensor | None = None) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, L_out) of embeddings ``z`` (N, D) with class ``labels`` (N,).
 
     Each row is classified against the other N - 1 rows; its positives are the other rows of its class
-    (with two views per sample, at least its partner view). Rows without a positive are left out. Returns the
+    (with two views per sample, at least its partner view). ``groups`` (N,), e.g. the batch of each cell:
+    a row is contrasted only with the rows of its own group and its positives (wherever they are), so the
+    loss gains nothing from what tells the groups apart. Rows without a positive are left out. Returns the
     mean loss (a scalar; 0 when no row has a positive).
     """
     if z.ndim != 2 or labels.shape != z.shape[:1]:
         raise ValueError(f"z must be (N, D) and labels (N,); got {tuple(z.shape)} and {tuple(labels.shape)}")
+    if groups is not None and groups.shape != labels.shape:
+        raise ValueError(f"groups must be (N,) like labels; got {tuple(groups.shape)} and {tuple(labels.shape)}")
     z = F.normalize(z.float(), dim=1)
     logits = z @ z.T / temperature
     self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(self_mask, float("-inf"))
+    same_class = labels[:, None] == labels[None, :]
+    excluded = self_mask if groups is None else self_mask | ~((groups[:, None] == groups[None, :]) | same_class)
+    logits = logits.masked_fill(excluded, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    positive = (labels[:, None] == labels[None, :]) & ~self_mask
+    positive = same_class & ~self_mask
     count = positive.sum(1)
     keep = count > 0
     if not keep.any():  # no row has a positive: nothing to pull together (0, with a gradient path)

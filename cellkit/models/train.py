@@ -53,6 +53,9 @@ DEFAULTS = {
     "weak_label": ["compound", "concentration"],     # weak supervision: obs columns whose values make a class
     "weak_loss": "ce", "label_smoothing": 0.0,       # weak supervision: "ce", "supcon" or "ce+supcon" (its
                                                      # default: METHOD_DEFAULTS)
+    "weak_group": None,                              # weak supervision: obs columns (e.g. ["batch"]); a cell is
+                                                     # contrasted / classified only against its own group's
+                                                     # treatments, so batch features earn the loss nothing
     "preset": None,                                  # the preset these options started from (see PRESETS)
     "max_cells": None,                               # train on (about) this many cells, whole chunks spread evenly
     "num_workers": 2, "shuffle_cells": 1024, "stats_cells": 4096, "amp": True,
@@ -120,8 +123,8 @@ def default_config(method: str, preset: str | None = None, **overrides) -> dict:
     config.update(overrides)
     config["augment"] = AugmentConfig.from_dict(aug).to_dict()
     config["method"] = method
-    if method == "weak" and "moa" in [str(c).lower() for c in config["weak_label"]]:
-        raise ValueError("weak_label must not use the MOA: it is what the profiles are scored on")
+    if method == "weak" and "moa" in [str(c).lower() for c in config["weak_label"] + (config["weak_group"] or [])]:
+        raise ValueError("weak_label and weak_group must not use the MOA: it is what the profiles are scored on")
     check_weak_loss(config["weak_loss"])
     if method in ("autoencoder", "mae", "pixel_pca"):  # no ResNet stages: their embedding is their own
         config["embed_pool"] = "last"
@@ -330,12 +333,18 @@ def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int
     method, total = config["method"], steps * config["epochs"]
     aug = AugmentConfig.from_dict(config["augment"])
     offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"])
-    labels = None
+    labels = groups = allowed = None
     if method == "weak":
         index, classes = weak_labels(data.path, config["weak_label"])
         if classes != list(config["weak_classes"]):
             raise ValueError("the store's treatment classes differ from the model's weak_classes")
         labels = torch.from_numpy(index)
+        if config.get("weak_group"):  # models saved before the option have none
+            group_index = weak_labels(data.path, config["weak_group"])[0]
+            groups = torch.from_numpy(group_index)
+            allowed = np.zeros((group_index.max() + 1, len(classes)), dtype=bool)
+            allowed[group_index, index] = True  # the classes present in each group
+            allowed = torch.from_numpy(allowed).to(device)
     amp = config["amp"] and device.type == "cuda"
     model.train()
     # Everything random in an epoch derives from (seed, epoch): resuming needs no RNG state.
@@ -355,7 +364,12 @@ def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int
         v2 = (augment(x, aug, config["input_size"], views, masks=masks, offset=offset)
               if method not in ("autoencoder", "mae") else None)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = model.loss(v1, v2) if labels is None else model.loss(v1, v2, labels[rows].to(device))
+            if labels is None:
+                loss = model.loss(v1, v2)
+            elif groups is None:
+                loss = model.loss(v1, v2, labels[rows].to(device))
+            else:
+                loss = model.loss(v1, v2, labels[rows].to(device), groups[rows].to(device), allowed)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged at epoch {epoch + 1}, step {step + 1} (loss {loss.item()}); "
                                      "lower lr")
