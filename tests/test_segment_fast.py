@@ -30,3 +30,67 @@ def test_median3_falls_back_for_non_finite_and_integer_images():
     np.testing.assert_array_equal(median3(image), ndi.median_filter(image, size=3, mode="reflect"))
     counts = np.arange(20, dtype=np.uint16).reshape(4, 5)
     np.testing.assert_array_equal(median3(counts), ndi.median_filter(counts, size=3, mode="reflect"))
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (5, 9), (64, 81)])
+def test_opencv_filters_match_scipy(shape):
+    from skimage import filters, morphology
+
+    from cellkit.segment._fast import binary_open, box5, edt, gaussian, remove_small, sobel, zoom_corners, zoom_grid
+
+    rng = np.random.default_rng(sum(shape))
+    image = ndi.gaussian_filter(rng.random(shape).astype(np.float32), 2) * 10
+    for fraction in (0.3, 0.6, 0.9):
+        mask = rng.random(shape) < fraction
+        np.testing.assert_array_equal(binary_open(mask), ndi.binary_opening(mask, morphology.disk(1)))  # exact
+        labels, _ = ndi.label(mask)
+        np.testing.assert_array_equal(remove_small(mask, 4), (np.bincount(labels.ravel()) >= 4)[labels] & mask)
+        np.testing.assert_allclose(edt(mask), ndi.distance_transform_edt(mask), atol=1e-5)
+    for sigma in (1.0, 1.5, 8.3):
+        np.testing.assert_allclose(gaussian(image, sigma), ndi.gaussian_filter(image, sigma), atol=1e-5)
+    np.testing.assert_allclose(sobel(image), filters.sobel(image), atol=1e-5)
+    np.testing.assert_allclose(box5(image), ndi.uniform_filter(image, 5, mode="reflect"), atol=1e-5)
+    grid = rng.random((4, 6))
+    np.testing.assert_allclose(zoom_grid(grid, 16), ndi.zoom(grid, 16, order=1, mode="nearest", grid_mode=True),
+                               atol=1e-6)
+    np.testing.assert_allclose(zoom_corners(grid, shape), ndi.zoom(grid, (shape[0] / 4, shape[1] / 6), order=1),
+                               atol=1e-6)
+
+
+def test_percentile_is_numpys():
+    from cellkit.segment._fast import percentile
+
+    rng = np.random.default_rng(0)
+    for values in (rng.normal(size=50_001).astype(np.float32), rng.integers(0, 4, 1000).astype(np.float32),
+                   rng.normal(size=7), np.array([3.0])):
+        for q in ([1, 99.8], [25, 50, 75], [0, 100], 99):
+            np.testing.assert_allclose(percentile(values, q), np.percentile(values, q), rtol=0, atol=1e-6)
+
+
+def test_li_otsu_relabel_and_expand_match_the_libraries():
+    from skimage import filters
+    from skimage.segmentation import expand_labels as skimage_expand
+
+    from cellkit.segment._fast import expand_labels
+    from cellkit.segment._kernels import label_otsu
+    from cellkit.segment.objects import relabel_raster
+    from cellkit.segment.thresholds import li
+
+    rng = np.random.default_rng(3)
+    image = ndi.gaussian_filter(rng.random((120, 150)).astype(np.float32), 2)
+    assert li(image) == pytest.approx(filters.threshold_li(image), abs=1e-6)
+    labels, n = ndi.label(ndi.gaussian_filter(rng.random((120, 150)), 3) > 0.52)
+    otsu = label_otsu(image.ravel(), labels.ravel(), n, 20)
+    for k in range(1, n + 1):
+        pixels = image[labels == k]
+        if pixels.size >= 20 and pixels.min() < pixels.max():
+            assert otsu[k] == pytest.approx(filters.threshold_otsu(pixels), abs=1e-6)
+        else:
+            assert np.isnan(otsu[k])
+    shuffled = np.concatenate([[0], rng.permutation(n) + 1])[labels]  # numbered out of raster order
+    np.testing.assert_array_equal(relabel_raster(shuffled), ndi.label(labels > 0)[0])
+    # nearest labels by OpenCV's chamfer propagation: the reach is exact, near-ties may go either way
+    for reach in (2, 9):
+        ours, theirs = expand_labels(labels, reach), skimage_expand(labels, reach)
+        np.testing.assert_array_equal(ours > 0, theirs > 0)
+        assert (ours != theirs).mean() < 0.005

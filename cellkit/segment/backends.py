@@ -157,7 +157,7 @@ class Segmenter:
         out = []
         for f, (nuclei, cells) in zip(fields, self._raw_fields(fields, nuc, cyto)):
             notes = [f"channel {channels[c]} is empty (constant)" for c in [nuc, *cyto] if f[c].min() == f[c].max()]
-            n_found = len(np.unique(nuclei[nuclei > 0]))
+            n_found = int(np.count_nonzero(np.bincount(np.asarray(nuclei).ravel())[1:]))
             nuclei, cells = pair_nuclei_cells(nuclei, cells)
             empty = False
             if cells.max(initial=0) == 0:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import filters, measure, morphology, segmentation
+from skimage import measure, segmentation
 from skimage.feature import peak_local_max
 
-from ._fast import fill_holes
+from ._fast import binary_open, edt, fill_holes, gaussian
 from .classical_cells import cytoplasm_foreground, segment_cells
 from .objects import relabel_raster
 from .params import ClassicalParams
-from .thresholds import (THRESHOLD_METHODS, _as_float, _otsu, auto_threshold, percentile_normalize, remove_background,
+from .thresholds import (THRESHOLD_METHODS, _as_float, _otsu, auto_threshold, li, percentile_normalize, remove_background,
                          remove_small)
 
 __all__ = ["ClassicalParams", "THRESHOLD_METHODS", "auto_threshold", "cytoplasm_foreground", "declump",
@@ -35,11 +35,11 @@ def estimate_nucleus_diameter(dna: np.ndarray, method: str = "otsu") -> float:
     a clump of touching nuclei gives one peak per nucleus at about its radius, so clumps do not
     inflate the estimate the way object areas do.
     """
-    image = ndi.gaussian_filter(_as_float(dna, "DNA"), 2.0)
+    image = gaussian(_as_float(dna, "DNA"), 2.0)
     image = remove_background(image, max(image.shape) / 4)
     mask = fill_holes(ndi.binary_closing(image > auto_threshold(image, method)))
-    mask = remove_small(ndi.binary_opening(mask), 15)
-    distance = ndi.distance_transform_edt(mask)
+    mask = remove_small(binary_open(mask), 15)
+    distance = edt(mask)
     peaks = peak_local_max(distance, min_distance=3, threshold_abs=1.5, exclude_border=False)
     if len(peaks) == 0:
         return 0.0
@@ -80,14 +80,13 @@ def _segment_nuclei(image: np.ndarray, params: ClassicalParams) -> np.ndarray:
     diameter = params.nucleus_diameter or estimate_nucleus_diameter(image)
     if diameter <= 0:
         return np.zeros(image.shape, np.uint32)
-    smooth = ndi.gaussian_filter(image, max(0.5, params.smoothing * diameter))
+    smooth = gaussian(image, max(0.5, params.smoothing * diameter))
     corrected = remove_background(smooth, params.background_radius * diameter)
     threshold = auto_threshold(corrected, params.threshold_method) * params.threshold_scale
     mask = corrected > threshold
-    mask = fill_holes(ndi.binary_opening(mask, morphology.disk(1)))
+    mask = fill_holes(binary_open(mask))
     # declump: seeds at maxima of distance x intensity (shape and intensity, as CellProfiler's "Shape")
-    distance = ndi.distance_transform_edt(mask)
-    relief = ndi.gaussian_filter(distance, max(1.0, 0.1 * diameter)) * \
+    relief = gaussian(edt(mask), max(1.0, 0.1 * diameter)) * \
         np.sqrt(np.clip(corrected / max(threshold, 1e-6), 0, 4))
     labels = declump(relief, mask, max(2, int(params.declump_min_distance * diameter)))
     return _size_filter(labels, params.min_nucleus_area, params.max_nucleus_area)
@@ -125,11 +124,11 @@ def foreground_diameter(dna: np.ndarray) -> float:
 
 
 def _smoothed(dna: np.ndarray) -> np.ndarray:
-    return ndi.gaussian_filter(percentile_normalize(_as_float(dna, "DNA")), 1.0)
+    return gaussian(percentile_normalize(_as_float(dna, "DNA")), 1.0)
 
 
 def _otsu_diameter(smoothed: np.ndarray) -> float:
-    return diameter_from_mask(fill_holes(ndi.binary_opening(smoothed > _otsu(smoothed))))
+    return diameter_from_mask(fill_holes(binary_open(smoothed > _otsu(smoothed))))
 
 
 def segment_nuclei_local(dna: np.ndarray, params: ClassicalParams = ClassicalParams()) -> np.ndarray:
@@ -151,12 +150,13 @@ def segment_nuclei_local(dna: np.ndarray, params: ClassicalParams = ClassicalPar
     if diameter <= 0:
         return np.zeros(image.shape, np.uint32)
     block = max(15, int(params.local_block * diameter) | 1)
-    floor = float(filters.threshold_li(image)) * params.local_floor * params.threshold_scale
-    mask = (image > filters.threshold_local(image, block, method="gaussian")) & (image > floor)
-    mask = fill_holes(ndi.binary_opening(mask, morphology.disk(1)))
+    floor = li(image) * params.local_floor * params.threshold_scale
+    # skimage's threshold_local(image, block, method="gaussian"): a Gaussian of sigma (block - 1) / 6
+    mask = (image > gaussian(image, (block - 1) / 6.0)) & (image > floor)
+    mask = fill_holes(binary_open(mask))
     min_area = max(params.min_nucleus_area, int(0.25 * np.pi * diameter ** 2 / 4))
     mask = remove_small(mask, min_area)
-    relief = ndi.gaussian_filter(ndi.distance_transform_edt(mask), max(1.0, 0.1 * diameter))
+    relief = gaussian(edt(mask), max(1.0, 0.1 * diameter))
     labels = declump(relief, mask, max(2, int(params.declump_min_distance * diameter)))
     return _size_filter(labels, min_area, params.max_nucleus_area)
 

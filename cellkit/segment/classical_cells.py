@@ -4,18 +4,18 @@ over the cytoplasm channels, limited to the thresholded cytoplasm foreground (se
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
-from skimage import filters, segmentation
+from skimage import segmentation
 
-from ._fast import fill_holes
+from ._fast import expand_labels, fill_holes, gaussian, percentile, sobel
+from ._kernels import label_otsu
 from .params import ClassicalParams
-from .thresholds import _as_float, _otsu, auto_threshold, remove_background, remove_small
+from .thresholds import _as_float, auto_threshold, remove_background, remove_small
 
 
 def _normalized_plane(channel: np.ndarray, radius: float, name: str) -> np.ndarray:
     """Smoothed, background-removed image scaled by its 99th percentile, float32 (H, W)."""
-    plane = remove_background(ndi.gaussian_filter(_as_float(channel, name), 1.5), radius)
-    scale = np.percentile(plane, 99)
+    plane = remove_background(gaussian(_as_float(channel, name), 1.5), radius)
+    scale = percentile(plane, 99)
     return plane / scale if scale > 0 else plane
 
 
@@ -58,7 +58,7 @@ def segment_cells(nuclei: np.ndarray, cytoplasm: list[np.ndarray],
         raise ValueError(f"unknown propagation {params.propagation!r}; choose 'local' or 'global'")
     foreground = remove_small(foreground, params.min_cell_area) | (nuclei > 0)
     foreground = fill_holes(foreground)
-    relief = planes[0] + filters.sobel(cyto)
+    relief = planes[0] + sobel(cyto)
     cells = segmentation.watershed(relief, nuclei.astype(np.int32), mask=foreground,
                                    compactness=params.compactness)
     return cells.astype(np.uint32)
@@ -89,25 +89,19 @@ def cytoplasm_foreground(cyto: np.ndarray, nuclei: np.ndarray, global_threshold:
     """
     global_fg = cyto > global_threshold
     reach = max(1, int(round(params.cell_reach * diameter)))
-    regions = segmentation.expand_labels(np.asarray(nuclei, np.int32), reach)
+    regions = expand_labels(nuclei, reach)
     away = (regions == 0) & ~global_fg
     if away.sum() < 100:  # a field covered by cells: no background to measure
         away = ~global_fg & (nuclei == 0)
     values = cyto[away]
     if values.size < 100:
         return global_fg
-    background = float(np.median(values))
-    spread = 1.4826 * float(np.median(np.abs(values - background)))
+    background = percentile(values, 50)
+    spread = 1.4826 * percentile(np.abs(values - background), 50)
     floor = background + params.background_sigmas * max(spread, 1e-6)
-    thresholds = np.full(int(regions.max()) + 1, global_threshold, np.float64)
-    outside = nuclei == 0
-    for label, box in enumerate(ndi.find_objects(regions), start=1):
-        if box is None:
-            continue
-        own = (regions[box] == label) & outside[box]
-        pixels = cyto[box][own]
-        if pixels.size < 20 or pixels.min() == pixels.max():
-            continue
-        thresholds[label] = min(global_threshold, max(floor, _otsu(pixels)))
+    # each region's Otsu threshold over its pixels outside the nuclei (20 px at least, not constant)
+    own = np.where(nuclei == 0, regions, 0).ravel()
+    otsu = label_otsu(np.ascontiguousarray(cyto).ravel(), own, int(regions.max()), 20)
+    thresholds = np.where(np.isnan(otsu), global_threshold, np.minimum(global_threshold, np.maximum(floor, otsu)))
     thresholds[0] = global_threshold
     return global_fg | ((regions > 0) & (cyto > thresholds[regions]))

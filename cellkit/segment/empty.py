@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._fast import label_maximum, median3
+from ._fast import box5, label_maximum, median3, percentile, zoom_grid
 
 DEFAULT_MIN_SNR = 6.0
 LAG = 8  # px between the pixels whose differences measure the noise (> 3 + 5 - 1: windows apart)
@@ -49,21 +49,20 @@ def _background(image: np.ndarray, percentile: float = 50, grid: np.ndarray | No
     h, w = image.shape
     grid = _block_medians(image) if grid is None else grid
     grid = ndi.percentile_filter(grid, percentile, size=5, mode="nearest")
-    up = ndi.zoom(grid, BLOCK, order=1, mode="nearest", grid_mode=True)
+    up = zoom_grid(grid, BLOCK)  # = ndi.zoom(grid, BLOCK, order=1, mode="nearest", grid_mode=True)
     return up[:h, :w]
 
 
 def _robust_std(values: np.ndarray) -> float:
     """Std of the bulk of ``values``: interquartile start, then three rounds of 4-sigma clipping."""
     values = values.ravel().astype(np.float64)
-    centre = float(np.median(values))
-    q1, q3 = np.percentile(values, [25, 75])
+    q1, centre, q3 = percentile(values, [25, 50, 75])
     scale = (q3 - q1) / 1.349 or float(values.std())
     for _ in range(3):
         kept = values[np.abs(values - centre) <= 4 * scale]
         if kept.size < 2:
             break
-        centre, scale = float(np.median(kept)), float(kept.std())
+        centre, scale = percentile(kept, 50), float(kept.std())
     return scale
 
 
@@ -104,7 +103,7 @@ def evidence_maps(image: np.ndarray, percentiles=(50, 10)) -> list[np.ndarray]:
     all (`has_foreground`); 10 judges each object against the gaps around it (`drop_faint`)."""
     integer = np.issubdtype(np.asarray(image).dtype, np.integer)
     image = np.asarray(image, np.float32)
-    signal = ndi.uniform_filter(median3(image), 5, mode="reflect")  # = ndi.median_filter(size=3, mode="reflect")
+    signal = box5(median3(image))  # = ndi.uniform_filter(ndi.median_filter(image, 3, mode="reflect"), 5, mode="reflect")
     maps, grid = [], _block_medians(signal)
     for percentile in percentiles:
         background = _background(signal, percentile, grid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._kernels import apply_table, raster_table
 
 
 def pair_nuclei_cells(nuclei: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,12 +45,9 @@ def pair_nuclei_cells(nuclei: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray
     kept_cells = np.flatnonzero(cell_nucleus)
     cell_map = np.zeros(n_cell + 1, np.int64)
     cell_map[kept_cells] = kept_cells
-    new_cells = relabel_raster(cell_map[cells])
-    # the new label of each kept cell, then the nucleus maps to its cell's new label
-    new_id = np.zeros(n_cell + 1, np.uint32)
-    flat_new = new_cells.ravel()
-    ids, first = np.unique(cell_map[cells].ravel(), return_index=True)
-    new_id[ids] = flat_new[first]
+    kept = cell_map[cells].ravel()
+    new_id = _raster_table(kept)  # the new label of each kept cell (a nucleus takes its cell's)
+    new_cells = apply_table(kept, new_id).reshape(cells.shape)
     nuc_map = np.zeros(n_nuc + 1, np.uint32)
     nuc_map[cell_nucleus[kept_cells]] = new_id[kept_cells]
     new_nuclei = nuc_map[nuclei]
@@ -66,9 +64,14 @@ def border_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def relabel_raster(labels: np.ndarray) -> np.ndarray:
-    """Number objects 1..N in raster order of their first pixel, uint32."""
-    ids, first = np.unique(labels.ravel(), return_index=True)
-    ids, first = ids[ids > 0], first[ids > 0]
-    table = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.uint32)
-    table[ids[np.argsort(first)]] = np.arange(1, len(ids) + 1, dtype=np.uint32)
-    return table[labels]
+    """Number objects 1..N in raster order of their first pixel, uint32 (labels >= 0)."""
+    labels = np.asarray(labels)
+    flat = np.ascontiguousarray(labels).ravel()
+    return apply_table(flat, _raster_table(flat)).reshape(labels.shape)
+
+
+def _raster_table(flat: np.ndarray) -> np.ndarray:
+    """label -> its number in raster order of first pixels (`raster_table`) of a 1-D label array."""
+    if flat.dtype.kind not in "iu":
+        flat = flat.astype(np.int64)
+    return raster_table(flat, int(flat.max(initial=0)))
