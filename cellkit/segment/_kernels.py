@@ -92,7 +92,7 @@ def threshold_li(values, tolerance, max_iter=10_000):
 
 
 @numba.njit(cache=True, nogil=True)
-def _otsu_of(values, nbins):
+def otsu_of(values, nbins):
     lo, hi = values.min(), values.max()
     if lo == hi:
         return lo
@@ -145,7 +145,7 @@ def label_otsu(values, labels, n, min_pixels, nbins=256):
         pixels = grouped[start[v]:start[v + 1]]
         if pixels.size < min_pixels or pixels.min() == pixels.max():
             continue
-        out[v] = _otsu_of(pixels, nbins)
+        out[v] = otsu_of(pixels, nbins)
     return out
 
 
@@ -210,3 +210,125 @@ def nearest_within(flat_labels, nearest, width, reach2):
         if dy * dy + dx * dx <= reach2:
             out[p] = flat_labels[s]
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _cross(o, a, b):
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+@numba.njit(cache=True, nogil=True)
+def _hull(points):
+    """Convex hull (counter-clockwise, no repeated end) of (m, 2) int64 points, monotone chain."""
+    span = points[:, 1].max() - points[:, 1].min() + 1
+    order = np.argsort(points[:, 0] * span + (points[:, 1] - points[:, 1].min()))  # by row, then column
+    p = points[order]
+    m = p.shape[0]
+    hull = np.empty((2 * m, 2), np.int64)
+    k = 0
+    for i in range(m):
+        while k >= 2 and _cross(hull[k - 2], hull[k - 1], p[i]) <= 0:
+            k -= 1
+        hull[k] = p[i]
+        k += 1
+    lower = k + 1
+    for i in range(m - 2, -1, -1):
+        while k >= lower and _cross(hull[k - 2], hull[k - 1], p[i]) <= 0:
+            k -= 1
+        hull[k] = p[i]
+        k += 1
+    return hull[:k - 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def convex_areas(labels, stats, wanted):
+    """Pixels of each ``wanted`` label's convex hull image, as `skimage.measure.regionprops`'
+    ``area_convex`` counts them: the hull of the pixels' edge midpoints (diamond offsets), pixel
+    centres inside or on it. ``stats``: OpenCV's per-label (x, y, width, height, area)."""
+    out = np.zeros(wanted.size, np.int64)
+    for w in range(wanted.size):
+        k = wanted[w]
+        x0, y0, width, height = stats[k, 0], stats[k, 1], stats[k, 2], stats[k, 3]
+        pts = np.empty((8 * height, 2), np.int64)  # doubled coordinates (row, col)
+        m = 0
+        for r in range(y0, y0 + height):
+            left, right = -1, -1
+            for c in range(x0, x0 + width):
+                if labels[r, c] == k:
+                    if left < 0:
+                        left = c
+                    right = c
+            if left < 0:
+                continue
+            for c in (left, right):
+                pts[m, 0], pts[m, 1] = 2 * r - 1, 2 * c
+                pts[m + 1, 0], pts[m + 1, 1] = 2 * r + 1, 2 * c
+                pts[m + 2, 0], pts[m + 2, 1] = 2 * r, 2 * c - 1
+                pts[m + 3, 0], pts[m + 3, 1] = 2 * r, 2 * c + 1
+                m += 4
+        hull = _hull(pts[:m])
+        nv = hull.shape[0]
+        count = 0
+        for r in range(y0, y0 + height):
+            y = 2 * r
+            lo, hi = np.inf, -np.inf
+            for i in range(nv):
+                a, b = hull[i], hull[(i + 1) % nv]
+                if a[0] == y:
+                    lo, hi = min(lo, a[1]), max(hi, a[1])
+                if (a[0] - y) * (b[0] - y) < 0:
+                    x = a[1] + (y - a[0]) * (b[1] - a[1]) / (b[0] - a[0])
+                    lo, hi = min(lo, x), max(hi, x)
+            if hi >= lo:
+                count += int(np.floor(hi / 2 + 1e-9)) - int(np.ceil(lo / 2 - 1e-9)) + 1
+        out[w] = count
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_of(values):
+    n = values.size
+    ranks = np.array([(n - 1) // 2, n // 2], np.int64)
+    s = order_stats(values, ranks)
+    return 0.5 * (s[0] + s[1])
+
+
+@numba.njit(cache=True, nogil=True)
+def robust_std(values, rounds=3, clip=4.0):
+    """Std of the bulk of 1-D float ``values``: interquartile start (numpy's linear percentiles),
+    then ``rounds`` of ``clip``-sigma clipping around the median (each: median and std of the values
+    kept)."""
+    n = values.size
+    q = np.array([0.25, 0.5, 0.75]) * (n - 1)
+    low = np.floor(q).astype(np.int64)
+    ranks = np.empty(6, np.int64)
+    for j in range(3):
+        ranks[2 * j], ranks[2 * j + 1] = low[j], min(low[j] + 1, n - 1)
+    s = order_stats(values, np.sort(ranks))
+    stats = {}
+    sorted_ranks = np.sort(ranks)
+    for j in range(6):
+        stats[sorted_ranks[j]] = s[j]
+    qv = np.empty(3)
+    for j in range(3):
+        a, b, t = stats[low[j]], stats[min(low[j] + 1, n - 1)], q[j] - low[j]
+        qv[j] = b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+    centre = qv[1]
+    scale = (qv[2] - qv[0]) / 1.349
+    if scale == 0:
+        mean = values.mean()
+        scale = np.sqrt(((values - mean) ** 2).mean())
+    kept = np.empty(n, values.dtype)
+    for _ in range(rounds):
+        m = 0
+        for i in range(n):
+            if abs(values[i] - centre) <= clip * scale:
+                kept[m] = values[i]
+                m += 1
+        if m < 2:
+            break
+        part = kept[:m]
+        mean = part.mean()
+        centre = _median_of(part)
+        scale = np.sqrt(((part - mean) ** 2).mean())
+    return scale

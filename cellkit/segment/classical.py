@@ -11,12 +11,14 @@ the cytoplasm channels, limited to the thresholded cytoplasm foreground.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import measure, segmentation
 from skimage.feature import peak_local_max
 
-from ._fast import binary_open, edt, fill_holes, gaussian
+from ._fast import binary_open, edt, fill_holes, gaussian, gaussian_wide
+from ._kernels import convex_areas
 from .classical_cells import cytoplasm_foreground, segment_cells
 from .objects import relabel_raster
 from .params import ClassicalParams
@@ -101,11 +103,15 @@ def diameter_from_mask(mask: np.ndarray, min_area: int = 15, min_solidity: float
     smaller than ``fragment_fraction`` x the area-weighted median area are dropped (textured
     large nuclei break into many small pieces), then the median area gives the diameter.
     """
-    props = [p for p in measure.regionprops(measure.label(mask))
-             if min_area <= p.area <= max_fraction * mask.size]
-    areas = np.array([p.area for p in props if p.solidity > min_solidity], float)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask, bool).view(np.uint8),
+                                                          connectivity=8, ltype=cv2.CV_32S)
+    area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+    kept = np.flatnonzero((area >= min_area) & (area <= max_fraction * mask.size))
+    kept = kept[kept > 0]
+    solidity = area[kept] / np.maximum(convex_areas(labels, stats, kept), 1)  # = regionprops' solidity
+    areas = area[kept][solidity > min_solidity].astype(float)
     if not len(areas):
-        areas = np.array([p.area for p in props], float)
+        areas = area[kept].astype(float)
     if not len(areas):
         return 0.0
     ordered = np.sort(areas)
@@ -152,7 +158,7 @@ def segment_nuclei_local(dna: np.ndarray, params: ClassicalParams = ClassicalPar
     block = max(15, int(params.local_block * diameter) | 1)
     floor = li(image) * params.local_floor * params.threshold_scale
     # skimage's threshold_local(image, block, method="gaussian"): a Gaussian of sigma (block - 1) / 6
-    mask = (image > gaussian(image, (block - 1) / 6.0)) & (image > floor)
+    mask = (image > gaussian_wide(image, (block - 1) / 6.0)) & (image > floor)
     mask = fill_holes(binary_open(mask))
     min_area = max(params.min_nucleus_area, int(0.25 * np.pi * diameter ** 2 / 4))
     mask = remove_small(mask, min_area)

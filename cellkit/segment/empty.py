@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._fast import box5, label_maximum, median3, percentile, zoom_grid
+from ._fast import box5, label_maximum, median3, zoom_grid
+from ._kernels import robust_std
 
 DEFAULT_MIN_SNR = 6.0
 LAG = 8  # px between the pixels whose differences measure the noise (> 3 + 5 - 1: windows apart)
@@ -54,44 +55,46 @@ def _background(image: np.ndarray, percentile: float = 50, grid: np.ndarray | No
 
 
 def _robust_std(values: np.ndarray) -> float:
-    """Std of the bulk of ``values``: interquartile start, then three rounds of 4-sigma clipping."""
-    values = values.ravel().astype(np.float64)
-    q1, centre, q3 = percentile(values, [25, 50, 75])
-    scale = (q3 - q1) / 1.349 or float(values.std())
-    for _ in range(3):
-        kept = values[np.abs(values - centre) <= 4 * scale]
-        if kept.size < 2:
-            break
-        centre, scale = percentile(kept, 50), float(kept.std())
-    return scale
+    """Std of the bulk of ``values``: interquartile start, then three rounds of 4-sigma clipping
+    (each: median and std of the values kept; `_kernels.robust_std`)."""
+    values = np.ascontiguousarray(values, np.float64).ravel()
+    return float(robust_std(values)) if values.size else float("nan")
 
 
-def filtered_noise(signal: np.ndarray, background: np.ndarray, integer: bool) -> float:
+def _lag_pairs(image: np.ndarray) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """(ahead, behind) slices of the pixel pairs `LAG` apart on every `STRIDE`-th row and column, per axis."""
+    pairs = []
+    for axis in (0, 1):
+        if image.shape[axis] <= LAG:
+            continue
+        ahead = (slice(LAG, None, STRIDE), slice(None, None, STRIDE))
+        behind = (slice(None, -LAG, STRIDE), slice(None, None, STRIDE))
+        pairs.append((ahead[::-1], behind[::-1]) if axis == 1 else (ahead, behind))
+    return pairs
+
+
+def _pair_sigma(diffs: list[np.ndarray], integer: bool) -> float:
+    sigma = max((_robust_std(d) / np.sqrt(2) for d in diffs), default=0.0)
+    return max(sigma, 0.1 if integer else 0.0, 1e-12)
+
+
+def filtered_noise(signal: np.ndarray, background: np.ndarray, integer: bool, first: float | None = None) -> float:
     """Std of the noise of a filtered image, from differences of pixels `LAG` apart (their filter
     windows do not overlap, so noise adds and smooth structure cancels), the larger of the two
     axes; twice refined on pairs of background pixels (both within 3 sigma of ``background``) so
     that the edges of dense objects do not inflate it. Pairs on every `STRIDE`-th row and column
-    (plenty of samples, a ninth of the work). At least 0.1 grey level for integer images."""
+    (plenty of samples, a ninth of the work). At least 0.1 grey level for integer images.
+    ``first``: the first round's estimate (all pairs, so the same for any background) when known."""
+    pairs = _lag_pairs(signal)
+    diffs = [signal[a] - signal[b] for a, b in pairs]
+    sigma = _pair_sigma(diffs, integer) if first is None else first
     residual = signal - background
-    pairs = []
-    for axis in (0, 1):
-        if signal.shape[axis] <= LAG:
-            continue
-        ahead = (slice(LAG, None, STRIDE), slice(None, None, STRIDE))
-        behind = (slice(None, -LAG, STRIDE), slice(None, None, STRIDE))
-        if axis == 1:
-            ahead, behind = ahead[::-1], behind[::-1]
-        pairs.append((signal[ahead] - signal[behind], residual[ahead], residual[behind]))
-    sigma = None
-    for _ in range(3):
-        sigmas = []
-        for diff, ra, rb in pairs:
-            if sigma is not None:
-                keep = (np.abs(ra) <= 3 * sigma) & (np.abs(rb) <= 3 * sigma)
-                if keep.sum() >= 100:
-                    diff = diff[keep]
-            sigmas.append(_robust_std(diff) / np.sqrt(2))
-        sigma = max(max(sigmas, default=0.0), 0.1 if integer else 0.0, 1e-12)
+    for _ in range(2):
+        kept = []
+        for diff, (a, b) in zip(diffs, pairs):
+            keep = (np.abs(residual[a]) <= 3 * sigma) & (np.abs(residual[b]) <= 3 * sigma)
+            kept.append(diff[keep] if keep.sum() >= 100 else diff)
+        sigma = _pair_sigma(kept, integer)
     return sigma
 
 
@@ -105,9 +108,10 @@ def evidence_maps(image: np.ndarray, percentiles=(50, 10)) -> list[np.ndarray]:
     image = np.asarray(image, np.float32)
     signal = box5(median3(image))  # = ndi.uniform_filter(ndi.median_filter(image, 3, mode="reflect"), 5, mode="reflect")
     maps, grid = [], _block_medians(signal)
+    first = _pair_sigma([signal[a] - signal[b] for a, b in _lag_pairs(signal)], integer)  # background-free
     for percentile in percentiles:
         background = _background(signal, percentile, grid)
-        evidence = ((signal - background) / filtered_noise(signal, background, integer)).astype(np.float32)
+        evidence = ((signal - background) / filtered_noise(signal, background, integer, first)).astype(np.float32)
         if min(evidence.shape) > 2 * EDGE:
             evidence = np.pad(evidence[EDGE:-EDGE, EDGE:-EDGE], EDGE, mode="edge")
         maps.append(evidence)

@@ -8,7 +8,7 @@ from skimage import filters
 
 from ._fast import percentile, zoom_corners
 from ._fast import remove_small as _remove_small
-from ._kernels import threshold_li
+from ._kernels import otsu_of, threshold_li
 
 
 def _as_float(image: np.ndarray, name: str) -> np.ndarray:
@@ -52,7 +52,11 @@ THRESHOLD_METHODS = ("otsu", "li", "log_otsu", "local")
 
 
 def _otsu(values: np.ndarray) -> float:
-    return float(filters.threshold_otsu(values))
+    """`skimage.filters.threshold_otsu` (256 bins over the values' range) of finite float values."""
+    values = np.ascontiguousarray(values).ravel()
+    if values.dtype.kind != "f" or values.size == 0 or not np.isfinite(values.min() + values.max()):
+        return float(filters.threshold_otsu(values))
+    return float(otsu_of(values, 256))
 
 
 def auto_threshold(image: np.ndarray, method: str = "otsu") -> float:
