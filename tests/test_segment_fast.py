@@ -94,3 +94,35 @@ def test_li_otsu_relabel_and_expand_match_the_libraries():
         ours, theirs = expand_labels(labels, reach), skimage_expand(labels, reach)
         np.testing.assert_array_equal(ours > 0, theirs > 0)
         assert (ours != theirs).mean() < 0.005
+
+
+def test_convex_areas_are_regionprops_and_robust_std_is_numpys():
+    import cv2
+    from skimage import measure
+
+    from cellkit.segment._fast import gaussian, gaussian_wide
+    from cellkit.segment._kernels import convex_areas, robust_std
+
+    rng = np.random.default_rng(5)
+    mask = (ndi.gaussian_filter(rng.random((150, 170)), 2.5) > 0.52) | (rng.random((150, 170)) < 0.01)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    ours = convex_areas(labels, stats, np.arange(1, stats.shape[0]))
+    for p in measure.regionprops(measure.label(mask)):
+        assert ours[labels[tuple(p.coords[0])] - 1] == p.area_convex
+
+    def numpy_robust_std(values):  # the reference: interquartile start, three rounds of 4-sigma clipping
+        centre = np.median(values)
+        q1, q3 = np.percentile(values, [25, 75])
+        scale = (q3 - q1) / 1.349 or values.std()
+        for _ in range(3):
+            kept = values[np.abs(values - centre) <= 4 * scale]
+            if kept.size < 2:
+                break
+            centre, scale = np.median(kept), kept.std()
+        return scale
+
+    for values in (rng.standard_t(3, 20_000), rng.integers(0, 3, 500).astype(float), np.array([1.0, 1, 1, 5])):
+        assert robust_std(values) == pytest.approx(numpy_robust_std(values), rel=1e-9, abs=1e-12)
+    image = ndi.gaussian_filter(rng.random((201, 250)).astype(np.float32), 6)  # smooth, odd-sized
+    for sigma in (2.0, 5.5, 11.0):  # narrow: the full-resolution Gaussian; wide: close to it
+        assert np.abs(gaussian_wide(image, sigma) - gaussian(image, sigma)).max() < 2e-3 * np.ptp(image)

@@ -208,15 +208,20 @@ def expand_labels(labels: np.ndarray, distance: int) -> np.ndarray:
 
 
 def gaussian_wide(image: np.ndarray, sigma: float) -> np.ndarray:
-    """A wide Gaussian (sigma >= 4 px) of an (H, W) image computed at half resolution, float32: 2 x 2
-    means, a Gaussian whose variance plus that of the averaging and the bilinear upsampling
-    ((2**2 - 1) / 4 px**2) makes ``sigma``, then upsampling. Within ~1e-3 of `gaussian` on smooth
-    images (a few pixels in 10,000 change side of a local threshold); narrower sigmas use `gaussian`."""
+    """A wide Gaussian (sigma >= 4 px) of an (H, W) image computed at half resolution, float32: the
+    image mirrored by the kernel's radius (scipy's "reflect"), 2 x 2 means, a Gaussian whose variance
+    plus that of the averaging and the bilinear upsampling ((2**2 - 1) / 4 px**2) makes ``sigma``,
+    upsampling. Within ~1e-3 of `gaussian` on smooth images, relative to their range (a few pixels
+    in 10,000 change side of a local threshold); narrower sigmas use `gaussian`."""
     image = np.ascontiguousarray(image, np.float32)
-    if sigma < 4 or min(image.shape) < 8:
+    if sigma < 4 or min(image.shape) < 16:
         return gaussian(image, sigma)
     h, w = image.shape
-    padded = cv2.copyMakeBorder(image, 0, h % 2, 0, w % 2, cv2.BORDER_REFLECT) if h % 2 or w % 2 else image
+    m = 2 * (int(4 * sigma + 0.5) // 2 + 1)  # even, beyond the kernel's radius
+    if m >= min(h, w):
+        return gaussian(image, sigma)
+    padded = cv2.copyMakeBorder(image, m, m + h % 2, m, m + w % 2, cv2.BORDER_REFLECT)
     small = cv2.resize(padded, (padded.shape[1] // 2, padded.shape[0] // 2), interpolation=cv2.INTER_AREA)
     small = gaussian(small, np.sqrt(sigma ** 2 - 0.75) / 2)
-    return cv2.resize(small, (padded.shape[1], padded.shape[0]), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    up = cv2.resize(small, (padded.shape[1], padded.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(up[m:m + h, m:m + w])

@@ -32,6 +32,8 @@ LAG = 8  # px between the pixels whose differences measure the noise (> 3 + 5 - 
 BLOCK = 16
 EDGE = 3
 STRIDE = 3
+WIDE_STRIDE = 6  # fields of >= WIDE_PIXELS: pairs whose 5 x 5 windows do not overlap, >= 10,000 per axis
+WIDE_PIXELS = 512 * 512
 
 
 def _block_medians(image: np.ndarray) -> np.ndarray:
@@ -62,13 +64,15 @@ def _robust_std(values: np.ndarray) -> float:
 
 
 def _lag_pairs(image: np.ndarray) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
-    """(ahead, behind) slices of the pixel pairs `LAG` apart on every `STRIDE`-th row and column, per axis."""
+    """(ahead, behind) slices of the pixel pairs `LAG` apart on every `STRIDE`-th row and column
+    (`WIDE_STRIDE`-th on large images), per axis."""
+    stride = WIDE_STRIDE if image.size >= WIDE_PIXELS else STRIDE
     pairs = []
     for axis in (0, 1):
         if image.shape[axis] <= LAG:
             continue
-        ahead = (slice(LAG, None, STRIDE), slice(None, None, STRIDE))
-        behind = (slice(None, -LAG, STRIDE), slice(None, None, STRIDE))
+        ahead = (slice(LAG, None, stride), slice(None, None, stride))
+        behind = (slice(None, -LAG, stride), slice(None, None, stride))
         pairs.append((ahead[::-1], behind[::-1]) if axis == 1 else (ahead, behind))
     return pairs
 
@@ -83,7 +87,8 @@ def filtered_noise(signal: np.ndarray, background: np.ndarray, integer: bool, fi
     windows do not overlap, so noise adds and smooth structure cancels), the larger of the two
     axes; twice refined on pairs of background pixels (both within 3 sigma of ``background``) so
     that the edges of dense objects do not inflate it. Pairs on every `STRIDE`-th row and column
-    (plenty of samples, a ninth of the work). At least 0.1 grey level for integer images.
+    (plenty of samples, a ninth of the work); every `WIDE_STRIDE`-th on images of `WIDE_PIXELS` or
+    more, where that still leaves over 10,000 nearly independent pairs per axis. At least 0.1 grey level for integer images.
     ``first``: the first round's estimate (all pairs, so the same for any background) when known."""
     pairs = _lag_pairs(signal)
     diffs = [signal[a] - signal[b] for a, b in pairs]
