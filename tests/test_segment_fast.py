@@ -126,3 +126,22 @@ def test_convex_areas_are_regionprops_and_robust_std_is_numpys():
     image = ndi.gaussian_filter(rng.random((201, 250)).astype(np.float32), 6)  # smooth, odd-sized
     for sigma in (2.0, 5.5, 11.0):  # narrow: the full-resolution Gaussian; wide: close to it
         assert np.abs(gaussian_wide(image, sigma) - gaussian(image, sigma)).max() < 2e-3 * np.ptp(image)
+
+
+def test_object_peaks_are_peak_local_max_with_labels():
+    from skimage import measure
+    from skimage.feature import peak_local_max
+
+    from cellkit.segment._peaks import object_peaks
+
+    rng = np.random.default_rng(7)
+    for trial in range(6):
+        mask = ndi.gaussian_filter(rng.random((120, 140)), 2 + trial % 3) > 0.52
+        mask |= rng.random(mask.shape) < 0.01  # single pixels: the plateau rule
+        relief = ndi.distance_transform_edt(mask).astype(np.float32)  # plateaus and ties
+        if trial % 2:
+            relief = ndi.gaussian_filter(relief, 1.5)
+        for d in (2, 5):
+            theirs = peak_local_max(relief, min_distance=d, labels=measure.label(mask), exclude_border=False)
+            ours = object_peaks(relief, mask, d)
+            assert sorted(map(tuple, ours.tolist())) == sorted(map(tuple, theirs.tolist()))

@@ -14,11 +14,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import measure, segmentation
+from skimage import segmentation
 from skimage.feature import peak_local_max
 
 from ._fast import binary_open, edt, fill_holes, gaussian, gaussian_wide
 from ._kernels import convex_areas
+from ._peaks import object_peaks
 from .classical_cells import cytoplasm_foreground, segment_cells
 from .objects import relabel_raster
 from .params import ClassicalParams
@@ -171,7 +172,7 @@ def declump(relief: np.ndarray, mask: np.ndarray, min_distance: int) -> np.ndarr
     """Split touching objects of ``mask`` (H, W) bool: seeds at the maxima of ``relief`` (H, W) float at least
     ``min_distance`` px apart (one set per connected component), then a seeded watershed of ``-relief``.
     Returns (H, W) int32 labels (not yet size-filtered)."""
-    peaks = peak_local_max(relief, min_distance=min_distance, labels=measure.label(mask), exclude_border=False)
+    peaks = object_peaks(relief, mask, min_distance)  # = peak_local_max(relief, min_distance, labels=label(mask))
     markers = np.zeros(mask.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return segmentation.watershed(-relief, markers, mask=mask)
