@@ -55,6 +55,8 @@ CELLS_PER_FIELD = 21.0  # about, at 512 x 640 (seed 7: 6,755 cells from 312 fiel
 # (0.990 / 1.000 / 0.990) and 0.5 on corrected NSC (1.000), and had the higher plain mAP (0.837 vs 0.813).
 # Before: X + 0.5 X_simclr, chosen on seed 1 (1,441 cells, 0.3-min budget; corrected NSC 0.792 vs 0.729 for 1.0).
 COMBINED = {"X": 1.0, "X_weak": 0.25}
+RESNET_METHODS = ("random", "simclr", "byol", "weak")  # encoders with ResNet stages (embed_pool "last" or "stages")
+OTHER_POOL = {"last": "stages", "stages": "last"}
 
 
 def plate_config(seed: int, cells: int) -> SyntheticConfig:
@@ -172,6 +174,9 @@ def main():
     parser.add_argument("--crop-size", type=int, default=96)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--one-pool", dest="both_pools", action="store_false",
+                        help="embed each ResNet encoder only with its own embed_pool (default: also with the other "
+                             "pooling, as a row '<method>-last' or '<method>-stages')")
     parser.add_argument("--combined", default=",".join(f"{k}:{w}" for k, w in COMBINED.items()),
                         help="the combined row's weights, KEY:WEIGHT,... (default: %(default)s)")
     args = parser.parse_args()
@@ -183,7 +188,7 @@ def main():
     n_cells = ad.read_h5ad(h5ad, backed="r").n_obs
     print(f"{n_cells} cells ready in {time.perf_counter() - start:.0f}s ({config.sites} sites per well)", flush=True)
     options = {"preset": args.preset, "seed": 0, "num_workers": 0}
-    timings, present = {}, set(ad.read_h5ad(h5ad, backed="r").obsm)
+    timings, present, pools, extra = {}, set(ad.read_h5ad(h5ad, backed="r").obsm), {}, {}
     for method in args.methods.split(","):
         model_dir = out / "models" / method
         timings[method] = train_within(cells, model_dir, method, 60 * args.budget_minutes, n_cells, options)
@@ -191,15 +196,28 @@ def main():
         if EMBEDDING_KEYS[method] not in present:
             embed_h5ad(cells, model_dir, h5ad)
             present.add(EMBEDDING_KEYS[method])
-    names = {"X": "morphology", **{EMBEDDING_KEYS[m]: m for m in args.methods.split(",")}}
+        pool = json.loads((model_dir / "config.json").read_text()).get("embed_pool", "last")
+        pools[method] = pool
+        if method in RESNET_METHODS and args.both_pools:  # the other embedding of the same encoder, as its own row
+            other = OTHER_POOL[pool]
+            key = f"{EMBEDDING_KEYS[method]}_{other}"
+            if key not in present:
+                embed_h5ad(cells, model_dir, h5ad, key_added=key, pool=other)
+                present.add(key)
+            extra[key] = (f"{method}-{other}", method, other)
+    names = {"X": "morphology", **{EMBEDDING_KEYS[m]: m for m in args.methods.split(",")},
+             **{key: name for key, (name, _, _) in extra.items()}}
+    trained = {name: (method, pool) for key, (name, method, pool) in extra.items()}
+    trained.update({m: (m, pools[m]) for m in args.methods.split(",")})
     pipelines = {"plain": DEFAULT, "corrected": BEST}
     tables = {p: compare_representations(h5ad, **steps) for p, steps in pipelines.items()}
     rows = {}
     for key, name in names.items():
         rows[name] = {p: {k: (None if pd.isna(v) else float(v)) for k, v in t.loc[key].items()}
                       for p, t in tables.items()}
-        rows[name].update({k: timings.get(name, {}).get(k) for k in ("budget_s", "train_s", "probe_s", "crops_per_s",
-                                                                     "epochs")})
+        method, pool = trained.get(name, (name, None))
+        rows[name].update({k: timings.get(method, {}).get(k) for k in ("budget_s", "train_s", "probe_s", "crops_per_s",
+                                                                       "epochs")}, pool=pool)
     combined = {k: float(w) for k, w in (item.split(":") for item in args.combined.split(","))}
     if all(k in present for k in combined if k != "X"):
         rows["combined"] = {p: combined_scores(h5ad, combined, steps) for p, steps in pipelines.items()}
