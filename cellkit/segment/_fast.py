@@ -17,7 +17,7 @@ import numba
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._kernels import label_max
+from ._kernels import label_max, lookup
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
@@ -33,16 +33,15 @@ def label4(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool: ``mask`` with every background region not 4-connected to the image border set."""
+    """(H, W) bool: ``mask`` with every background region not 4-connected to the image border set
+    (OpenCV's flood fill of the background from outside a 1-px frame)."""
     mask = np.asarray(mask, bool)
     if mask.ndim != 2 or min(mask.shape) == 0:
         return ndi.binary_fill_holes(mask)
-    background, n = label4(~mask)  # 4-connected, as binary_fill_holes' default structure
-    edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
-    open_to_edge = np.zeros(n + 1, bool)
-    open_to_edge[edge] = True
-    open_to_edge[0] = False  # label 0 = the mask itself
-    return ~open_to_edge[background]
+    framed = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.uint8)
+    framed[1:-1, 1:-1] = mask
+    cv2.floodFill(framed, None, (0, 0), 2, flags=4)  # the background reachable from the border -> 2
+    return framed[1:-1, 1:-1] != 2
 
 
 def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
@@ -52,7 +51,9 @@ def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
         labels, _ = ndi.label(mask)
         return (np.bincount(labels.ravel()) >= min_area)[labels] & mask
     labels, _ = label4(mask)
-    return (np.bincount(labels.ravel()) >= min_area)[labels] & mask
+    keep = np.bincount(labels.ravel()) >= min_area
+    keep[0] = False
+    return lookup(labels, keep)
 
 
 def binary_open(mask: np.ndarray) -> np.ndarray:
@@ -202,9 +203,7 @@ def expand_labels(labels: np.ndarray, distance: int) -> np.ndarray:
         return np.asarray(labels, np.int32).copy()
     background = (labels == 0).view(np.uint8)
     _, nearest = cv2.distanceTransformWithLabels(background, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-    flat = labels.ravel().astype(np.int32, copy=False)
-    out = nearest_within(flat, nearest.ravel(), labels.shape[1], int(distance) ** 2)
-    return out.reshape(labels.shape)
+    return nearest_within(labels.astype(np.int32, copy=False), nearest, int(distance) ** 2)
 
 
 def gaussian_wide(image: np.ndarray, sigma: float) -> np.ndarray:

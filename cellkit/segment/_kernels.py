@@ -41,6 +41,17 @@ def apply_table(flat, table):
 
 
 @numba.njit(cache=True, nogil=True)
+def lookup(labels, table):
+    """``table[labels]`` for (H, W) labels (one pass, no index array)."""
+    h, w = labels.shape
+    out = np.empty((h, w), table.dtype)
+    for r in range(h):
+        for c in range(w):
+            out[r, c] = table[labels[r, c]]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def label_max(values, labels, n):
     """(n,) float64 maximum of ``values`` over labels 1..n (both 1-D); absent labels: 0."""
     peak = np.full(n + 1, -np.inf)
@@ -197,18 +208,32 @@ def order_stats(values, ranks):
 
 
 @numba.njit(cache=True, nogil=True)
-def nearest_within(flat_labels, nearest, width, reach2):
-    """``expand_labels`` from a nearest-seed map: pixel p takes the label of seed pixel
-    ``seeds[nearest[p] - 1]`` (``nearest``: 1-based index of its nearest non-zero pixel of
-    ``flat_labels`` in raster order) when that pixel is within sqrt(``reach2``) px, else 0."""
-    seeds = np.flatnonzero(flat_labels)
-    out = np.zeros(flat_labels.size, np.int32)
-    for p in range(flat_labels.size):
-        s = seeds[nearest[p] - 1]
-        dy = p // width - s // width
-        dx = p % width - s % width
-        if dy * dy + dx * dx <= reach2:
-            out[p] = flat_labels[s]
+def nearest_within(labels, nearest, reach2):
+    """``expand_labels`` from a nearest-seed map: pixel (r, c) takes the label of seed pixel
+    ``nearest[r, c] - 1`` (1-based index of its nearest non-zero pixel of (H, W) ``labels`` in raster
+    order) when that pixel is within sqrt(``reach2``) px, else 0. Returns (H, W) int32."""
+    h, w = labels.shape
+    n = 0
+    for r in range(h):
+        for c in range(w):
+            if labels[r, c] != 0:
+                n += 1
+    seed_r = np.empty(n, np.int64)
+    seed_c = np.empty(n, np.int64)
+    seed_label = np.empty(n, np.int32)
+    k = 0
+    for r in range(h):
+        for c in range(w):
+            if labels[r, c] != 0:
+                seed_r[k], seed_c[k], seed_label[k] = r, c, labels[r, c]
+                k += 1
+    out = np.zeros((h, w), np.int32)
+    for r in range(h):
+        for c in range(w):
+            s = nearest[r, c] - 1
+            dy, dx = r - seed_r[s], c - seed_c[s]
+            if dy * dy + dx * dx <= reach2:
+                out[r, c] = seed_label[s]
     return out
 
 

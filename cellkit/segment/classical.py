@@ -18,7 +18,7 @@ from skimage import segmentation
 from skimage.feature import peak_local_max
 
 from ._fast import binary_open, edt, fill_holes, gaussian, gaussian_wide
-from ._kernels import convex_areas
+from ._kernels import convex_areas, lookup
 from ._peaks import object_peaks
 from .classical_cells import cytoplasm_foreground, segment_cells
 from .objects import relabel_raster
@@ -185,4 +185,5 @@ def _size_filter(labels: np.ndarray, min_area: int, max_area: int | None) -> np.
     if max_area is not None:
         keep &= areas <= max_area
     keep[0] = False
-    return relabel_raster(np.where(keep[labels], labels, 0))
+    kept = np.where(keep, np.arange(keep.size), 0)
+    return relabel_raster(lookup(labels, kept))  # = relabel_raster(np.where(keep[labels], labels, 0))

@@ -48,7 +48,10 @@ def segment_cells(nuclei: np.ndarray, cytoplasm: list[np.ndarray],
     areas = np.bincount(nuclei.ravel())[1:]
     diameter = params.nucleus_diameter or 2 * np.sqrt(np.median(areas[areas > 0]) / np.pi)
     planes = [_normalized_plane(c, 4 * diameter, f"cytoplasm channel {k}") for k, c in enumerate(cytoplasm)]
-    cyto = np.mean(planes, axis=0)
+    cyto = planes[0].copy()
+    for plane in planes[1:]:
+        cyto += plane
+    cyto /= len(planes)  # = np.mean(planes, axis=0) (float32, summed in order)
     threshold = auto_threshold(cyto, "otsu") * params.cell_threshold_scale
     if params.propagation == "local":
         foreground = cytoplasm_foreground(cyto, nuclei, threshold, diameter, params)
