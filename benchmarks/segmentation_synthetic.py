@@ -116,17 +116,23 @@ def measure_floor(n_fields: int, seed: int, rounds: int = 3) -> dict:
     segmenter.segment_field(fields[0][0][:, :256, :256], CHANNELS)  # warm-up
     plain_skimage(fields[0][0][:, :256, :256])
     seconds = {"classical": [], "skimage_floor": []}
+    cpu = {"classical": [], "skimage_floor": []}  # process CPU time (all threads), less sensitive to load
     for _ in range(rounds):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         ours = [segmenter.segment_field(images, CHANNELS) for images, _, _ in fields]
         seconds["classical"].append((time.perf_counter() - start) / n_fields)
-        start = time.perf_counter()
+        cpu["classical"].append((time.process_time() - start_cpu) / n_fields)
+        start, start_cpu = time.perf_counter(), time.process_time()
         floor = [plain_skimage(images) for images, _, _ in fields]
         seconds["skimage_floor"].append((time.perf_counter() - start) / n_fields)
+        cpu["skimage_floor"].append((time.process_time() - start_cpu) / n_fields)
     median = {k: float(np.median(v)) for k, v in seconds.items()}
+    median_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
     score = (lambda pairs: score_images(pairs)["pooled"]["ap@0.5"])
     return {"n_fields": n_fields, "rounds": rounds, "seconds_per_field": median, "seconds_per_field_rounds": seconds,
             "ratio": median["classical"] / median["skimage_floor"], "target_ratio": 1.5,
+            "cpu_seconds_per_field": median_cpu, "cpu_seconds_per_field_rounds": cpu,
+            "cpu_ratio": median_cpu["classical"] / median_cpu["skimage_floor"],
             "ap@0.5": {"classical": {"nuclei": score([(f[1], r.nuclei) for f, r in zip(fields, ours)]),
                                      "cells": score([(f[2], r.cells) for f, r in zip(fields, ours)])},
                        "skimage_floor": {"nuclei": score([(f[1], r[0]) for f, r in zip(fields, floor)]),
@@ -197,7 +203,8 @@ def main():
     sec, ap = floor["seconds_per_field"], floor["ap@0.5"]
     print(f"classical vs plain scikit-image threshold + watershed, same {floor['n_fields']} fields, interleaved "
           f"x{floor['rounds']}: {sec['classical']:.2f} vs {sec['skimage_floor']:.2f} s/field = {floor['ratio']:.2f}x "
-          f"(target <= 1.5x); AP@0.5 nuclei {ap['classical']['nuclei']:.3f} vs {ap['skimage_floor']['nuclei']:.3f}, "
+          f"(target <= 1.5x; CPU {floor['cpu_seconds_per_field']['classical']:.2f} vs "
+          f"{floor['cpu_seconds_per_field']['skimage_floor']:.2f} s = {floor['cpu_ratio']:.2f}x); AP@0.5 nuclei {ap['classical']['nuclei']:.3f} vs {ap['skimage_floor']['nuclei']:.3f}, "
           f"cells {ap['classical']['cells']:.3f} vs {ap['skimage_floor']['cells']:.3f}")
     if args.model:
         runs["cellpose_trained"] = _in_subprocess(["cellpose", str(args.cellpose_fields), args.model,

@@ -145,3 +145,27 @@ def test_object_peaks_are_peak_local_max_with_labels():
             theirs = peak_local_max(relief, min_distance=d, labels=measure.label(mask), exclude_border=False)
             ours = object_peaks(relief, mask, d)
             assert sorted(map(tuple, ours.tolist())) == sorted(map(tuple, theirs.tolist()))
+
+
+def test_opencv_runs_single_threaded_inside_and_is_restored():
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    from cellkit.segment._fast import one_cv2_thread
+
+    seen = []
+
+    @one_cv2_thread
+    def inside(_):
+        seen.append(cv2.getNumThreads())
+        return one_cv2_thread(lambda: cv2.getNumThreads())()  # nested calls keep it at 1
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(3)
+        with ThreadPoolExecutor(4) as pool:
+            assert set(pool.map(inside, range(16))) == {1}
+        assert set(seen) == {1} and cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)

@@ -12,6 +12,9 @@ mode="nearest", grid_mode=True)`), `zoom_corners` (`ndimage.zoom(order=1)`, corn
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import cv2
 import numba
 import numpy as np
@@ -20,6 +23,33 @@ from scipy import ndimage as ndi
 from ._kernels import label_max, lookup
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+_LOCK = threading.Lock()
+_ACTIVE = [0, None]  # calls inside `one_cv2_thread`, OpenCV's thread count before the first
+
+
+def one_cv2_thread(func):
+    """Run ``func`` with OpenCV single-threaded (restored after the last concurrent call returns).
+
+    Parallelism is the caller's (cellkit runs fields in parallel tasks); OpenCV's own thread pool on
+    top oversubscribes the cores: on a busy 2-core machine it made a field 25 % slower in wall time
+    and 8 % in CPU time. Results do not depend on the thread count."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with _LOCK:
+            if _ACTIVE[0] == 0:
+                _ACTIVE[1] = cv2.getNumThreads()
+                cv2.setNumThreads(1)
+            _ACTIVE[0] += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            with _LOCK:
+                _ACTIVE[0] -= 1
+                if _ACTIVE[0] == 0:
+                    cv2.setNumThreads(_ACTIVE[1])
+
+    return wrapper
 
 
 def _u8(mask: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from skimage import segmentation
 from skimage.feature import peak_local_max
 
-from ._fast import binary_open, edt, fill_holes, gaussian, gaussian_wide
+from ._fast import binary_open, edt, fill_holes, gaussian, gaussian_wide, one_cv2_thread
 from ._kernels import convex_areas, lookup
 from ._peaks import object_peaks
 from .classical_cells import cytoplasm_foreground, segment_cells
@@ -31,6 +31,7 @@ __all__ = ["ClassicalParams", "THRESHOLD_METHODS", "auto_threshold", "cytoplasm_
            "remove_background", "remove_small", "segment_cells", "segment_nuclei", "segment_nuclei_local"]
 
 
+@one_cv2_thread
 def estimate_nucleus_diameter(dna: np.ndarray, method: str = "otsu") -> float:
     """Typical nucleus diameter (px), 0 if no foreground.
 
@@ -49,6 +50,7 @@ def estimate_nucleus_diameter(dna: np.ndarray, method: str = "otsu") -> float:
     return float(2 * np.median(distance[tuple(peaks.T)]) + 1)
 
 
+@one_cv2_thread
 def segment_nuclei(dna: np.ndarray, params: ClassicalParams = ClassicalParams()) -> np.ndarray:
     """Segment nuclei in a DNA image.
 
@@ -121,6 +123,7 @@ def diameter_from_mask(mask: np.ndarray, min_area: int = 15, min_solidity: float
     return float(2 * np.sqrt(np.median(areas[areas >= fragment_fraction * weighted_median]) / np.pi))
 
 
+@one_cv2_thread
 def foreground_diameter(dna: np.ndarray) -> float:
     """Typical nucleus diameter (px) of an (H, W) image before any segmentation, 0 if it has no
     foreground: `diameter_from_mask` on the Otsu foreground of the percentile-normalized image
@@ -138,6 +141,7 @@ def _otsu_diameter(smoothed: np.ndarray) -> float:
     return diameter_from_mask(fill_holes(binary_open(smoothed > _otsu(smoothed))))
 
 
+@one_cv2_thread
 def segment_nuclei_local(dna: np.ndarray, params: ClassicalParams = ClassicalParams()) -> np.ndarray:
     """Nuclei by a local threshold, for heterogeneous real images (``threshold_method="local"``).
 

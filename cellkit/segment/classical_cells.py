@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from skimage import segmentation
 
-from ._fast import expand_labels, fill_holes, gaussian, percentile, sobel
+from ._fast import expand_labels, fill_holes, gaussian, one_cv2_thread, percentile, sobel
 from ._kernels import label_otsu
 from .params import ClassicalParams
 from .thresholds import _as_float, auto_threshold, remove_background, remove_small
@@ -19,6 +19,7 @@ def _normalized_plane(channel: np.ndarray, radius: float, name: str) -> np.ndarr
     return plane / scale if scale > 0 else plane
 
 
+@one_cv2_thread
 def segment_cells(nuclei: np.ndarray, cytoplasm: list[np.ndarray],
                   params: ClassicalParams = ClassicalParams()) -> np.ndarray:
     """Grow cells from nuclei over the cytoplasm channels (seeded watershed, mask = foreground).

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._fast import box5, label_maximum, median3, zoom_grid
+from ._fast import box5, label_maximum, median3, one_cv2_thread, zoom_grid
 from ._kernels import robust_std
 
 DEFAULT_MIN_SNR = 6.0
@@ -104,6 +104,7 @@ def filtered_noise(signal: np.ndarray, background: np.ndarray, integer: bool, fi
     return sigma
 
 
+@one_cv2_thread
 def evidence_maps(image: np.ndarray, percentiles=(50, 10)) -> list[np.ndarray]:
     """Evidence maps (H, W) float32, one per background ``percentile`` (`_background`): local
     signal above that background in units of the field's own noise (`filtered_noise`, measured on
