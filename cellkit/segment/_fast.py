@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._kernels import label_max, lookup
+from ._kernels import label_boxes, label_max, lookup
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _LOCK = threading.Lock()
@@ -60,6 +60,13 @@ def label4(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """4-connected components of an (H, W) bool mask: (int32 labels, number of components)."""
     n, labels = cv2.connectedComponents(_u8(mask), connectivity=4, ltype=cv2.CV_32S)
     return labels, n - 1
+
+
+def components(mask: np.ndarray, connectivity: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of an (H, W) bool mask: int32 labels 0..n and their (n + 1, 5) boxes and
+    areas (OpenCV's stats layout: x, y, width, height, area), faster than OpenCV's own stats."""
+    n, labels = cv2.connectedComponents(_u8(mask), connectivity=connectivity, ltype=cv2.CV_32S)
+    return labels, label_boxes(labels, n - 1)
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:

@@ -52,6 +52,35 @@ def lookup(labels, table):
 
 
 @numba.njit(cache=True, nogil=True)
+def label_boxes(labels, n):
+    """(n + 1, 5) int32 per label 0..n of (H, W) ``labels``: x, y, width, height, area (OpenCV's
+    ``connectedComponentsWithStats`` layout; absent labels: zeros)."""
+    h, w = labels.shape
+    lo_r = np.full(n + 1, h, np.int64)
+    hi_r = np.full(n + 1, -1, np.int64)
+    lo_c = np.full(n + 1, w, np.int64)
+    hi_c = np.full(n + 1, -1, np.int64)
+    area = np.zeros(n + 1, np.int64)
+    for r in range(h):
+        for c in range(w):
+            k = labels[r, c]
+            area[k] += 1
+            if r < lo_r[k]:
+                lo_r[k] = r
+            hi_r[k] = r
+            if c < lo_c[k]:
+                lo_c[k] = c
+            if c > hi_c[k]:
+                hi_c[k] = c
+    out = np.zeros((n + 1, 5), np.int32)
+    for k in range(n + 1):
+        if area[k]:
+            out[k, 0], out[k, 1] = lo_c[k], lo_r[k]
+            out[k, 2], out[k, 3], out[k, 4] = hi_c[k] - lo_c[k] + 1, hi_r[k] - lo_r[k] + 1, area[k]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def label_max(values, labels, n):
     """(n,) float64 maximum of ``values`` over labels 1..n (both 1-D); absent labels: 0."""
     peak = np.full(n + 1, -np.inf)
@@ -68,6 +97,7 @@ def label_max(values, labels, n):
 
 @numba.njit(cache=True, nogil=True)
 def _means_around(values, t):
+    """Means of the values above ``t`` and of the others (0 for an empty side)."""
     above, n_above, below, n_below = 0.0, 0, 0.0, 0
     for i in range(values.size):
         v = values[i]
@@ -81,21 +111,24 @@ def _means_around(values, t):
 
 
 @numba.njit(cache=True, nogil=True)
-def threshold_li(values, tolerance, max_iter=10_000):
-    """Li's threshold of finite ``values`` (1-D float, not all equal), iterated from the mean until it
-    moves by at most ``tolerance`` (skimage's iteration; sums in float64)."""
+def threshold_li(values, tolerance, initial=np.nan, max_iter=10_000):
+    """Li's threshold of finite ``values`` (1-D float, not all equal), iterated from ``initial`` (NaN:
+    the mean, as skimage) until it moves by at most ``tolerance`` (skimage's iteration; sums in float64)."""
     low = values.min()
-    mean = 0.0
-    for i in range(values.size):
-        mean += values[i]
-    t_next = mean / values.size - low
+    if np.isnan(initial):
+        mean = 0.0
+        for i in range(values.size):
+            mean += values[i]
+        t_next = mean / values.size - low
+    else:
+        t_next = initial - low
     t_curr = -2.0 * tolerance
-    shifted = values - low
     for _ in range(max_iter):
         if abs(t_next - t_curr) <= tolerance:
             break
         t_curr = t_next
-        fore, back = _means_around(shifted, t_curr)
+        fore, back = _means_around(values, t_curr + low)
+        fore, back = fore - low, back - low
         if back == 0.0:
             break
         t_next = (back - fore) / (np.log(back) - np.log(fore))

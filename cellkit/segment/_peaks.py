@@ -10,9 +10,10 @@ order, which changes only the numbering of the seeds (tests/test_segment_fast.py
 
 from __future__ import annotations
 
-import cv2
 import numba
 import numpy as np
+
+from ._fast import components
 
 
 @numba.njit(cache=True, nogil=True)
@@ -119,7 +120,6 @@ def object_peaks(image: np.ndarray, mask: np.ndarray, min_distance: int) -> np.n
     image = np.ascontiguousarray(image)
     if image.dtype.kind != "f":
         image = image.astype(np.float64)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask, bool).view(np.uint8),
-                                                          connectivity=8, ltype=cv2.CV_32S)
+    labels, stats = components(mask, connectivity=8)
     low = np.finfo(image.dtype).min
     return _object_peaks(image, labels, stats, int(min_distance), image.min(), low)

@@ -11,13 +11,12 @@ the cytoplasm channels, limited to the thresholded cytoplasm foreground.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import segmentation
 from skimage.feature import peak_local_max
 
-from ._fast import binary_open, edt, fill_holes, gaussian, gaussian_wide, one_cv2_thread
+from ._fast import binary_open, components, edt, fill_holes, gaussian, gaussian_wide, one_cv2_thread
 from ._kernels import convex_areas, lookup
 from ._peaks import object_peaks
 from .classical_cells import cytoplasm_foreground, segment_cells
@@ -106,9 +105,8 @@ def diameter_from_mask(mask: np.ndarray, min_area: int = 15, min_solidity: float
     smaller than ``fragment_fraction`` x the area-weighted median area are dropped (textured
     large nuclei break into many small pieces), then the median area gives the diameter.
     """
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask, bool).view(np.uint8),
-                                                          connectivity=8, ltype=cv2.CV_32S)
-    area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+    labels, stats = components(mask, connectivity=8)  # as measure.label's
+    area = stats[:, 4].astype(np.int64)
     kept = np.flatnonzero((area >= min_area) & (area <= max_fraction * mask.size))
     kept = kept[kept > 0]
     solidity = area[kept] / np.maximum(convex_areas(labels, stats, kept), 1)  # = regionprops' solidity

@@ -21,11 +21,10 @@ Objects whose evidence never reaches ``min_snr`` are dropped from a segmentation
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._fast import box5, label_maximum, median3, one_cv2_thread, zoom_grid
+from ._fast import box5, label4, label_maximum, median3, one_cv2_thread, zoom_grid
 from ._kernels import robust_std
 
 DEFAULT_MIN_SNR = 6.0
@@ -139,8 +138,8 @@ def has_foreground(evidence: np.ndarray, min_area: int = 15, min_snr: float = DE
     if mask.ndim != 2:
         labels, n = ndi.label(mask)
         return bool(n) and int(np.bincount(labels.ravel())[1:].max()) >= min_area
-    _, _, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=4)  # = ndi.label's
-    return int(stats[1:, cv2.CC_STAT_AREA].max(initial=0)) >= min_area
+    labels, _ = label4(mask)  # = ndi.label's
+    return int(np.bincount(labels.ravel())[1:].max(initial=0)) >= min_area
 
 
 def drop_faint(labels: np.ndarray, evidence: np.ndarray, min_snr: float = DEFAULT_MIN_SNR) -> np.ndarray:

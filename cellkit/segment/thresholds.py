@@ -81,10 +81,17 @@ def auto_threshold(image: np.ndarray, method: str = "otsu") -> float:
 
 def li(image: np.ndarray) -> float:
     """Li's minimum cross-entropy threshold of a finite, non-constant image (`skimage.filters.threshold_li`'s
-    iteration from the mean, each step one pass; it stops when the threshold moves by under 1e-7 of
-    the image's range, where skimage uses half the smallest gap between its values, a full sort)."""
+    iteration, each step one pass). It stops when the threshold moves by under 1e-7 of the image's
+    range (skimage: half the smallest gap between its values, a full sort). Images of over 2**18
+    pixels start from the threshold of every 4th pixel, which saves most of the passes over them."""
     values = np.ascontiguousarray(image).ravel()
-    return float(threshold_li(values, 1e-7 * (float(values.max()) - float(values.min()))))
+    tolerance = 1e-7 * (float(values.max()) - float(values.min()))
+    start = np.nan
+    if values.size > 2 ** 18:
+        sample = np.ascontiguousarray(values[::4])
+        if sample.min() < sample.max():
+            start = threshold_li(sample, tolerance)
+    return float(threshold_li(values, tolerance, start))
 
 
 def percentile_normalize(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
