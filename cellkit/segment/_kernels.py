@@ -53,8 +53,8 @@ def lookup(labels, table):
 
 @numba.njit(cache=True, nogil=True)
 def label_boxes(labels, n):
-    """(n + 1, 5) int32 per label 0..n of (H, W) ``labels``: x, y, width, height, area (OpenCV's
-    ``connectedComponentsWithStats`` layout; absent labels: zeros)."""
+    """(n + 1, 5) int32 per label 1..n of (H, W) ``labels``: x, y, width, height, area (OpenCV's
+    ``connectedComponentsWithStats`` layout; row 0, the background, and absent labels: zeros)."""
     h, w = labels.shape
     lo_r = np.full(n + 1, h, np.int64)
     hi_r = np.full(n + 1, -1, np.int64)
@@ -64,6 +64,8 @@ def label_boxes(labels, n):
     for r in range(h):
         for c in range(w):
             k = labels[r, c]
+            if k == 0:
+                continue
             area[k] += 1
             if r < lo_r[k]:
                 lo_r[k] = r
@@ -199,7 +201,13 @@ def order_stats(values, ranks):
     float64, without sorting them all: a 65,536-bin histogram finds each rank's bin (bins are monotone
     in the value), then only the values of those bins are sorted. Exact."""
     n = values.size
-    lo, hi = values.min(), values.max()
+    lo, hi = values[0], values[0]
+    for i in range(1, n):
+        v = values[i]
+        if v < lo:
+            lo = v
+        elif v > hi:
+            hi = v
     out = np.empty(ranks.size)
     if lo == hi:
         out[:] = lo
