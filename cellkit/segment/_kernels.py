@@ -284,11 +284,9 @@ def _cross(o, a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def _hull(points):
-    """Convex hull (counter-clockwise, no repeated end) of (m, 2) int64 points, monotone chain."""
-    span = points[:, 1].max() - points[:, 1].min() + 1
-    order = np.argsort(points[:, 0] * span + (points[:, 1] - points[:, 1].min()))  # by row, then column
-    p = points[order]
+def _hull(p):
+    """Convex hull (counter-clockwise, no repeated end) of (m, 2) int64 points sorted by row, then
+    column (monotone chain)."""
     m = p.shape[0]
     hull = np.empty((2 * m, 2), np.int64)
     k = 0
@@ -315,23 +313,38 @@ def convex_areas(labels, stats, wanted):
     for w in range(wanted.size):
         k = wanted[w]
         x0, y0, width, height = stats[k, 0], stats[k, 1], stats[k, 2], stats[k, 3]
-        pts = np.empty((8 * height, 2), np.int64)  # doubled coordinates (row, col)
-        m = 0
-        for r in range(y0, y0 + height):
-            left, right = -1, -1
+        # the pixels' edge midpoints in doubled coordinates: on even row 2r the row's extreme pixels
+        # give (2r, 2 left - 1) and (2r, 2 right + 1); odd row 2r + 1 holds the bottom midpoints of
+        # row r and the top ones of row r + 1, of which the extremes suffice for the hull. Emitted
+        # in (row, column) order, two per doubled row.
+        left = np.full(height, -1, np.int64)
+        right = np.full(height, -1, np.int64)
+        for r in range(height):
             for c in range(x0, x0 + width):
-                if labels[r, c] == k:
-                    if left < 0:
-                        left = c
-                    right = c
-            if left < 0:
-                continue
-            for c in (left, right):
-                pts[m, 0], pts[m, 1] = 2 * r - 1, 2 * c
-                pts[m + 1, 0], pts[m + 1, 1] = 2 * r + 1, 2 * c
-                pts[m + 2, 0], pts[m + 2, 1] = 2 * r, 2 * c - 1
-                pts[m + 3, 0], pts[m + 3, 1] = 2 * r, 2 * c + 1
-                m += 4
+                if labels[y0 + r, c] == k:
+                    if left[r] < 0:
+                        left[r] = c
+                    right[r] = c
+        pts = np.empty((4 * height + 4, 2), np.int64)
+        m = 0
+        for y in range(2 * y0 - 1, 2 * (y0 + height) + 1):
+            found, lo, hi = False, 0, 0
+            if y % 2 == 0:
+                r = y // 2 - y0
+                if 0 <= r < height and left[r] >= 0:
+                    found, lo, hi = True, 2 * left[r] - 1, 2 * right[r] + 1
+            else:
+                for r in ((y - 1) // 2 - y0, (y + 1) // 2 - y0):
+                    if 0 <= r < height and left[r] >= 0:
+                        lo = 2 * left[r] if not found else min(lo, 2 * left[r])
+                        hi = 2 * right[r] if not found else max(hi, 2 * right[r])
+                        found = True
+            if found:
+                pts[m, 0], pts[m, 1] = y, lo
+                m += 1
+                if hi != lo:
+                    pts[m, 0], pts[m, 1] = y, hi
+                    m += 1
         hull = _hull(pts[:m])
         nv = hull.shape[0]
         count = 0
@@ -365,20 +378,17 @@ def robust_std(values, rounds=3, clip=4.0):
     then ``rounds`` of ``clip``-sigma clipping around the median (each: median and std of the values
     kept)."""
     n = values.size
-    q = np.array([0.25, 0.5, 0.75]) * (n - 1)
-    low = np.floor(q).astype(np.int64)
     ranks = np.empty(6, np.int64)
+    weights = np.empty(3)
     for j in range(3):
-        ranks[2 * j], ranks[2 * j + 1] = low[j], min(low[j] + 1, n - 1)
-    s = order_stats(values, np.sort(ranks))
-    stats = {}
-    sorted_ranks = np.sort(ranks)
-    for j in range(6):
-        stats[sorted_ranks[j]] = s[j]
+        q = (j + 1) * 0.25 * (n - 1)
+        low = int(np.floor(q))
+        ranks[2 * j], ranks[2 * j + 1], weights[j] = low, min(low + 1, n - 1), q - low
+    s = order_stats(values, ranks)  # the ranks are sorted already
     qv = np.empty(3)
     for j in range(3):
-        a, b, t = stats[low[j]], stats[min(low[j] + 1, n - 1)], q[j] - low[j]
-        qv[j] = b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+        a, b, t = s[2 * j], s[2 * j + 1], weights[j]
+        qv[j] = b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t  # numpy's linear interpolation
     centre = qv[1]
     scale = (qv[2] - qv[0]) / 1.349
     if scale == 0:

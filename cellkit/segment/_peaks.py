@@ -59,7 +59,11 @@ def _opened_away(mask):
 
 @numba.njit(cache=True, nogil=True)
 def _object_peaks(image, labels, stats, d, threshold, low):
-    peaks = []
+    capacity = 0
+    for k in range(1, stats.shape[0]):
+        capacity += stats[k, 4]
+    peaks = np.empty((capacity, 2), np.int64)
+    total = 0
     for k in range(1, stats.shape[0]):
         x0, y0, w, h = stats[k, 0], stats[k, 1], stats[k, 2], stats[k, 3]
         mask = np.empty((h, w), np.bool_)
@@ -107,11 +111,9 @@ def _object_peaks(image, labels, stats, d, threshold, low):
                 kept_y[m], kept_x[m] = ys[i], xs[i]
                 m += 1
         for j in range(m):
-            peaks.append((y0 + kept_y[j], x0 + kept_x[j]))
-    out = np.empty((len(peaks), 2), np.int64)
-    for i in range(len(peaks)):
-        out[i, 0], out[i, 1] = peaks[i]
-    return out
+            peaks[total, 0], peaks[total, 1] = y0 + kept_y[j], x0 + kept_x[j]
+            total += 1
+    return peaks[:total]
 
 
 def object_peaks(image: np.ndarray, mask: np.ndarray, min_distance: int) -> np.ndarray:
