@@ -4,8 +4,10 @@ Generates its own synthetic plate set from ``--seed`` (12 MOAs x 4 compounds x 2
 2 batches x 3 plates, 4 DMSO wells per plate, batch effects on; each MOA has two compounds in each
 batch, so NSC can find a same-batch sibling and NSCB must cross batches; sites per well chosen so
 that about ``--cells`` cells come out), extracts ground-truth-segmented cells into 96 px crops with
-morphology, trains every method for at most ``--budget-minutes`` of wall time each (epochs from a
-short throughput probe, counted in the training time), embeds all cells, and runs the same
+morphology, trains every method for at most ``--budget-minutes`` of wall time each (a short throughput
+probe, then one real warm-up epoch, after which the epoch count is re-planned from that epoch's time: see
+`train_within`; all counted in the training time), embeds all cells (every ResNet encoder both with its own
+``embed_pool`` and with the other one: rows ``<method>-stages`` / ``<method>-last``), and runs the same
 profile pipelines on every representation:
 
 - ``plain``: the default recipe (`cellkit.workflows.profiles.DEFAULT`, whatever it is at run time; since

@@ -179,7 +179,9 @@ def test_model_round_trip_and_safe_loading(store, tmp_path):
     z, _ = embed_cells(store, tmp_path / "m")
     x = next(iter_batches(CellChunks(store, mean=config["norm_mean"], std=config["norm_std"]), 96))[0]
     with torch.no_grad():
-        assert np.allclose(z, model.embed(center_crop(x, 16)).numpy(), atol=1e-5)
+        # SimCLR's embedding: every stage's average pool (embed_pool "stages"), the last stage's = model.embed
+        assert np.allclose(z, model.encoder.stage_features(center_crop(x, 16)).numpy(), atol=1e-5)
+        assert np.allclose(z[:, -8:], model.embed(center_crop(x, 16)).numpy(), atol=1e-5)
     assert set(load_checkpoint(tmp_path / "m")) == {"model", "optimizer", "epoch"}
     # a checkpoint that would run code when unpickled is refused
     class Payload:

@@ -102,7 +102,7 @@ def test_recipe_training_ignores_worker_count(store, tmp_path):
     assert config["preset"] == "cpu-small" and config["augment"]["rotation"] and config["view_size_measured"] == 16
     assert config["augment"]["view_size"] == 16 and config["width"] == 4  # explicit options beat the preset
     z, _ = embed_cells(store, tmp_path / "w0")
-    assert z.shape == (64, 8) and np.isfinite(z).all()
+    assert z.shape == (64, 4 + 8) and np.isfinite(z).all()  # SimCLR's default: both stages' pools (embed_pool)
 
 
 def test_weak_supervision(store, tmp_path):

@@ -61,7 +61,7 @@ def test_stage_features_concatenate_every_stage():
 
 
 def test_embed_pool_stages_recorded_and_rebuilt(store, tmp_path):
-    train(store, tmp_path / "m", method="random", config=TINY)
+    train(store, tmp_path / "m", method="random", config={**TINY, "embed_pool": "last"})
     last, _ = embed_cells(store, tmp_path / "m")
     stages, _ = embed_cells(store, tmp_path / "m", pool="stages")
     assert last.shape[1] == 8 and stages.shape[1] == 4 + 8
@@ -75,7 +75,7 @@ def test_embed_pool_stages_recorded_and_rebuilt(store, tmp_path):
     raw = torch.from_numpy(np.asarray(open_cells(store)["images"][:4], dtype=np.float32))
     assert np.allclose(embedder(raw), adata.obsm["X_ms"][:4], atol=1e-4)
     # the option as a training default: recorded in the config and used by embedding
-    train(store, tmp_path / "ms", method="random", config={**TINY, "embed_pool": "stages"})
+    train(store, tmp_path / "ms", method="random", config=TINY)  # random-init, like SimCLR, pools every stage
     assert embed_cells(store, tmp_path / "ms")[0].shape[1] == 12
     with pytest.raises(ValueError, match="embed_pool"):
         default_config("simclr", embed_pool="max")
@@ -83,3 +83,18 @@ def test_embed_pool_stages_recorded_and_rebuilt(store, tmp_path):
     with pytest.raises(ValueError, match="needs a ResNet"):
         embed_cells(store, tmp_path / "ae", pool="stages")
     assert default_config("autoencoder", embed_pool="stages")["embed_pool"] == "last"
+
+
+def test_ssl_defaults_are_the_measured_recipe():
+    """SimCLR / BYOL: SSL_AUGMENT and stage pooling (chosen on ssl_moa seed 3); random-init pools like them;
+    weak supervision keeps the last stage; presets only size the views."""
+    from cellkit.models.train import SSL_AUGMENT
+
+    for method in ("simclr", "byol"):
+        config = default_config(method, "cpu-small")
+        assert config["embed_pool"] == "stages" and config["augment"]["view_size"] == "auto"
+        assert config["augment"]["crop_scale"] == tuple(SSL_AUGMENT["crop_scale"]) == (0.25, 1.0)
+        assert (config["augment"]["brightness"], config["augment"]["contrast"]) == (0.4, 0.4)
+    assert default_config("random", "cpu-small")["embed_pool"] == "stages"
+    assert default_config("weak", "cpu-small")["embed_pool"] == "last"
+    assert default_config("weak", "cpu-small")["augment"]["crop_scale"] == (0.5, 1.0)
