@@ -53,10 +53,11 @@ from cellkit.workflows.profiles import (BEST, DEFAULT, TREATMENT, compare_repres
 
 METHODS = ("pca", "random", "simclr", "byol", "mae", "weak")
 CELLS_PER_FIELD = 21.0  # about, at 512 x 640 (seed 7: 6,755 cells from 312 fields; 96 px crops, border cells dropped)
-# Chosen on seed 3 (6,755 cells, weak `supcon` at 5 min; session 5): X_weak weight 0.25 tied 0.5 and 1 on plain NSC
-# (0.990 / 1.000 / 0.990) and 0.5 on corrected NSC (1.000), and had the higher plain mAP (0.837 vs 0.813).
-# Before: X + 0.5 X_simclr, chosen on seed 1 (1,441 cells, 0.3-min budget; corrected NSC 0.792 vs 0.729 for 1.0).
-COMBINED = {"X": 1.0, "X_weak": 0.25}
+# Chosen on seeds 3 and 5 (session 6; combined_scores' "norm" construction, weak supcon within the batch at 5 min):
+# X_weak weight 0.25 / 0.5 / 0.75 / 1, mean plain NSC 0.985 / 0.995 / 0.990 / 0.990 (a tie within one treatment),
+# mean plain mAP 0.782 / 0.789 / 0.779 / 0.754 -> 0.5. Before: 0.25 (session 5, seed 3, the "zscore" construction);
+# X + 0.5 X_simclr (seed 1).
+COMBINED = {"X": 1.0, "X_weak": 0.5}
 RESNET_METHODS = ("random", "simclr", "byol", "weak")  # encoders with ResNet stages (embed_pool "last" or "stages")
 OTHER_POOL = {"last": "stages", "stages": "last"}
 

@@ -19,7 +19,7 @@ TINY = {"epochs": 1, "batch_size": 16, "width": 4, "blocks": [1, 1], "proj_hidde
         "input_size": 16, "num_workers": 0, "shuffle_cells": 64}
 
 
-def _store(path, n=64, size=32, radius=6):
+def _store(path, n=64, size=32, radius=6, batches=0):
     """Round cells of radius ``radius`` (cell mask), a nucleus of half that, a bright neighbour outside the cell."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size] - size / 2 + 0.5
@@ -35,6 +35,8 @@ def _store(path, n=64, size=32, radius=6):
                         "well": [f"B0{k % 4 + 2}" for k in range(n)],
                         "compound": np.where(kind % 2, "taxol", "DMSO"), "concentration": np.where(kind > 1, 1.0, 0.1),
                         "moa": np.where(kind % 2, "MS", "DMSO")})
+    if batches:  # every class in every batch
+        obs["batch"] = [f"W{k * batches // n + 1}" for k in range(n)]
     write_cells(path, images.astype(np.uint16), masks, obs, channels=["DNA", "Tubulin", "Actin"], chunk_cells=16)
     return path
 
@@ -113,7 +115,9 @@ def test_weak_supervision(store, tmp_path):
     train(store, tmp_path / "weak", method="weak", config={**TINY, "epochs": 3, "lr": 5e-3})
     config = json.loads((tmp_path / "weak" / "config.json").read_text())
     assert config["weak_classes"] == classes and config["complete"]
-    assert (config["weak_loss"], config["temperature"]) == ("supcon", 0.1)  # the default, chosen on ssl_moa seed 3
+    # the default, chosen on ssl_moa seeds 3 and 5: supcon, negatives within the batch (this store has none)
+    assert (config["weak_loss"], config["temperature"], config["weak_group"]) == ("supcon", 0.1, None)
+    assert default_config("weak")["weak_group"] == "auto"
     losses = [h["loss"] for h in config["history"]]
     assert losses[-1] < losses[0]  # learns the treatment classes
     z, _ = embed_cells(store, tmp_path / "weak")
@@ -166,6 +170,13 @@ def test_weak_group(store, tmp_path, loss):
     assert z.shape == (64, 8) and np.isfinite(z).all()
     with pytest.raises(ValueError, match="MOA"):
         default_config("weak", weak_group=["moa"])
+    assert default_config("weak", weak_group="none")["weak_group"] is None
+    # "auto": the batch when the store has 2+ batches; this store has none, so all cells are contrasted together
+    train(store, tmp_path / "auto", method="weak", config={**config, "epochs": 1, "weak_group": "auto"})
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["weak_group"] is None
+    batched = _store(tmp_path / "batched.zarr", batches=2)
+    train(batched, tmp_path / "auto2", method="weak", config={**config, "epochs": 1, "weak_group": "auto"})
+    assert json.loads((tmp_path / "auto2" / "config.json").read_text())["weak_group"] == ["batch"]
     with pytest.raises(ValueError, match="label_smoothing"):
         train(store, tmp_path / "ls", method="weak", config={**config, "weak_loss": "ce", "label_smoothing": 0.1})
 

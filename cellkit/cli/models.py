@@ -28,7 +28,8 @@ def train(
     weak_loss: str = typer.Option(None, help="weak: ce (classify the treatments), supcon (supervised contrastive) "
                                   "or ce+supcon."),
     weak_group: str = typer.Option(None, help="weak: obs column(s), comma-separated (e.g. batch): contrast and "
-                                   "classify each cell only against its own group's treatments."),
+                                   "classify each cell only against its own group's treatments; none: all "
+                                   "together; auto (default): batch when the store has 2+ batches."),
     max_cells: int = typer.Option(None, help="Train on about this many cells (whole chunks spread over the store)."),
     seed: int = typer.Option(None, help="Random seed (default 0)."),
     workers: int = typer.Option(None, help="DataLoader workers reading chunks (default 2)."),
@@ -50,7 +51,8 @@ def train(
                                       width=width, max_cells=max_cells, seed=seed, num_workers=workers,
                                       patch_size=patch_size, mask_ratio=mask_ratio, preset=preset,
                                       weak_loss=weak_loss,
-                                      weak_group=weak_group.split(",") if weak_group else None)
+                                      weak_group=(weak_group.split(",") if weak_group and weak_group not in
+                                                  ("auto", "none") else weak_group))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("training", total=None)
