@@ -12,7 +12,8 @@ network's flows make the mask step meaningless and slow).
     nice -n 10 python benchmarks/segmentation_synthetic.py [--fields 6] [--model MODEL]
 
 It also times the classical backend against a plain scikit-image threshold + watershed
-(`plain_skimage`, the speed floor) on the same fields, interleaved, in one process.
+(`plain_skimage`, the speed floor) on the same fields, interleaved, in one process, in wall and CPU
+time (the target of issue 21 is <= 1.5x; docs/segmentation.md has the figures).
 
 Writes benchmarks/results/segmentation_synthetic.json.
 """
