@@ -32,6 +32,32 @@ def raster_table(flat, n):
 
 
 @numba.njit(cache=True, nogil=True)
+def kept_raster_table(flat, keep):
+    """`raster_table` of the labels v of ``flat`` with ``keep[v]`` (the others map to 0)."""
+    table = np.zeros(keep.size, np.uint32)
+    k = 0
+    for i in range(flat.size):
+        v = flat[i]
+        if v > 0 and keep[v] and table[v] == 0:
+            k += 1
+            table[v] = k
+    return table
+
+
+@numba.njit(cache=True, nogil=True)
+def paired_labels(nuclei, cells, nucleus_table, cell_table):
+    """(cell_table[cells], nucleus_table[nuclei] where it equals the new cell label, else 0), 1-D uint32."""
+    new_nuclei = np.empty(nuclei.size, np.uint32)
+    new_cells = np.empty(cells.size, np.uint32)
+    for i in range(cells.size):
+        c = cell_table[cells[i]]
+        n = nucleus_table[nuclei[i]]
+        new_cells[i] = c
+        new_nuclei[i] = n if n == c else 0
+    return new_nuclei, new_cells
+
+
+@numba.njit(cache=True, nogil=True)
 def apply_table(flat, table):
     """``table[flat]`` as uint32 (1-D)."""
     out = np.empty(flat.size, np.uint32)

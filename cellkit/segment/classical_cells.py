@@ -7,7 +7,7 @@ import numpy as np
 from skimage import segmentation
 
 from ._fast import expand_labels, fill_holes, gaussian, one_cv2_thread, percentile, sobel
-from ._kernels import label_otsu
+from ._kernels import label_otsu, lookup
 from .params import ClassicalParams
 from .thresholds import _as_float, auto_threshold, remove_background, remove_small
 
@@ -108,4 +108,4 @@ def cytoplasm_foreground(cyto: np.ndarray, nuclei: np.ndarray, global_threshold:
     otsu = label_otsu(np.ascontiguousarray(cyto).ravel(), own, int(regions.max()), 20)
     thresholds = np.where(np.isnan(otsu), global_threshold, np.minimum(global_threshold, np.maximum(floor, otsu)))
     thresholds[0] = global_threshold
-    return global_fg | ((regions > 0) & (cyto > thresholds[regions]))
+    return global_fg | ((regions > 0) & (cyto > lookup(regions, thresholds)))  # thresholds[regions]

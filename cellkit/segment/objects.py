@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import apply_table, raster_table
+from ._kernels import apply_table, kept_raster_table, paired_labels, raster_table
 
 
 def pair_nuclei_cells(nuclei: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,16 +43,14 @@ def pair_nuclei_cells(nuclei: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray
     cell_nucleus = np.zeros(n_cell + 1, np.int64)
     cell_nucleus[best_cell[order]] = order
     kept_cells = np.flatnonzero(cell_nucleus)
-    cell_map = np.zeros(n_cell + 1, np.int64)
-    cell_map[kept_cells] = kept_cells
-    kept = cell_map[cells].ravel()
-    new_id = _raster_table(kept)  # the new label of each kept cell (a nucleus takes its cell's)
-    new_cells = apply_table(kept, new_id).reshape(cells.shape)
+    keep = np.zeros(n_cell + 1, bool)
+    keep[kept_cells] = True
+    flat_cells, flat_nuclei = np.ascontiguousarray(cells).ravel(), np.ascontiguousarray(nuclei).ravel()
+    new_id = kept_raster_table(flat_cells, keep)  # kept cells numbered in raster order, the others 0
     nuc_map = np.zeros(n_nuc + 1, np.uint32)
-    nuc_map[cell_nucleus[kept_cells]] = new_id[kept_cells]
-    new_nuclei = nuc_map[nuclei]
-    new_nuclei[new_nuclei != new_cells] = 0  # clip each nucleus to its own cell
-    return new_nuclei.astype(np.uint32), new_cells.astype(np.uint32)
+    nuc_map[cell_nucleus[kept_cells]] = new_id[kept_cells]  # a nucleus takes its cell's new label
+    new_nuclei, new_cells = paired_labels(flat_nuclei, flat_cells, nuc_map, new_id)  # nuclei clipped to their cell
+    return new_nuclei.reshape(nuclei.shape), new_cells.reshape(cells.shape)
 
 
 def border_labels(labels: np.ndarray) -> np.ndarray:
