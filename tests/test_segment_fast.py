@@ -101,7 +101,8 @@ def test_convex_areas_are_regionprops_and_robust_std_is_numpys():
     from skimage import measure
 
     from cellkit.segment._fast import gaussian, gaussian_wide
-    from cellkit.segment._kernels import convex_areas, robust_std
+    from cellkit.segment._convex import convex_areas
+    from cellkit.segment._kernels import robust_std
 
     rng = np.random.default_rng(5)
     mask = (ndi.gaussian_filter(rng.random((150, 170)), 2.5) > 0.52) | (rng.random((150, 170)) < 0.01)

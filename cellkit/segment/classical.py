@@ -17,7 +17,8 @@ from skimage import segmentation
 from skimage.feature import peak_local_max
 
 from ._fast import binary_open, components, edt, fill_holes, gaussian, gaussian_wide, one_cv2_thread
-from ._kernels import convex_areas, lookup
+from ._convex import convex_areas
+from ._kernels import lookup
 from ._peaks import object_peaks
 from .classical_cells import cytoplasm_foreground, segment_cells
 from .objects import relabel_raster
