@@ -23,7 +23,8 @@ the whole pipeline, morphology's kept as they are, the embedding's scaled to mor
 weight in ``COMBINED``, chosen on the tuning seeds; ``--combined``
 changes them, e.g. ``X:1,X_simclr:0.5``, the earlier choice on seed 1), and its
 control morphology-std (morphology alone through that same combination: equal to morphology by construction). Scores: treatment NSC, NSCB (cosine 1-NN, not-same-compound / -batch), mAP.
-Training settings: the ``cpu-small`` preset (microscopy recipe, views sized from the cells).
+Training settings: the ``cpu-small`` preset (views sized from the cells) with each method's defaults
+(SimCLR / BYOL: ``SSL_AUGMENT`` and stage pooling, chosen on seed 3 in session 6; docs/models.md).
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/ssl_moa.py --seed S --budget-minutes M [--cells N] [--threads 1]
 Writes ``benchmarks/results/ssl_moa_seed<S>.json`` (or ``--json``). Finished steps in ``--out`` are reused.
@@ -177,6 +178,8 @@ def main():
     parser.add_argument("--crop-size", type=int, default=96)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--train-only", action="store_true",
+                        help="train and embed the methods, score nothing (a later run with every method scores them)")
     parser.add_argument("--one-pool", dest="both_pools", action="store_false",
                         help="embed each ResNet encoder only with its own embed_pool (default: also with the other "
                              "pooling, as a row '<method>-last' or '<method>-stages')")
@@ -208,6 +211,8 @@ def main():
                 embed_h5ad(cells, model_dir, h5ad, key_added=key, pool=other)
                 present.add(key)
             extra[key] = (f"{method}-{other}", method, other)
+    if args.train_only:
+        return
     names = {"X": "morphology", **{EMBEDDING_KEYS[m]: m for m in args.methods.split(",")},
              **{key: name for key, (name, _, _) in extra.items()}}
     trained = {name: (method, pool) for key, (name, method, pool) in extra.items()}
