@@ -92,10 +92,17 @@ def plan_field(row: dict, labels_path: str, size: int, border: str) -> FieldPlan
 
 def plan_from_summary(field_id: str, summary: dict, size: int, border: str) -> FieldPlan:
     """The plan of one field from its label summary (`cellkit.io.labels.summarize_labels`)."""
-    shape = tuple(int(n) for n in summary["shape"])
-    labels = np.asarray(summary["labels"], dtype=np.int64)
     centroids = np.stack([np.asarray(summary["centroid_y"], dtype=np.float64),
                           np.asarray(summary["centroid_x"], dtype=np.float64)], axis=1).reshape(-1, 2)
+    return plan_from_arrays(field_id, tuple(summary["shape"]), np.asarray(summary["labels"], dtype=np.int64),
+                            centroids, np.asarray(summary["edge_cells"], dtype=np.int64), size, border)
+
+
+def plan_from_arrays(field_id: str, shape: tuple, labels: np.ndarray, centroids: np.ndarray, edge_cells: np.ndarray,
+                     size: int, border: str) -> FieldPlan:
+    """The plan of one field from its nucleus ``labels`` (n,) int64 ascending, their ``centroids`` (n, 2) float64
+    (`cellkit.io.labels.label_centroids`) and the cell labels on the field edge (`cellkit.io.labels.edge_labels`)."""
+    shape = tuple(int(n) for n in shape)
     origins = crop_origins(centroids, size)
     at_border = touches_border(origins, size, shape)
     dropped = {"touching_edge": 0, "crop_outside_field": 0}
@@ -103,7 +110,7 @@ def plan_from_summary(field_id: str, summary: dict, size: int, border: str) -> F
         keep = ~at_border
         dropped["crop_outside_field"] = int(at_border.sum())
     elif border == "inside":
-        keep = ~np.isin(labels, np.asarray(summary["edge_cells"], dtype=np.int64))
+        keep = ~np.isin(labels, edge_cells)
         dropped["touching_edge"] = int((~keep).sum())
     else:
         keep = np.ones(len(labels), bool)

@@ -13,9 +13,9 @@ from zarr.core.sync import sync
 
 from ..io import cells as cellstore
 from ..io.images import read_field, to_uint16
-from ..io.labels import field_group, summarize_labels
+from ..io.labels import edge_labels, field_group, label_centroids
 from .crops import cut_crops
-from .plan import ExtractInputError, FieldPlan, plan_from_summary, same_plan
+from .plan import ExtractInputError, FieldPlan, plan_from_arrays, same_plan
 
 Measure = Callable[[np.ndarray, np.ndarray, np.ndarray, list], pd.DataFrame]
 
@@ -45,7 +45,9 @@ def read_planned_labels(labels_path: str, plan: FieldPlan, size: int, border: st
     nuclei, cells = group["nuclei"][:], group["cells"][:]
     if nuclei.shape != cells.shape:
         raise ExtractInputError([f"{plan.field_id}: nuclei {nuclei.shape} and cells {cells.shape} labels differ in shape"])
-    if not same_plan(plan_from_summary(plan.field_id, summarize_labels(nuclei, cells), size, border), plan):
+    labels, centroids = label_centroids(nuclei)  # what `summarize_labels` stores, as arrays
+    fresh = plan_from_arrays(plan.field_id, nuclei.shape, labels, centroids, edge_labels(cells), size, border)
+    if not same_plan(fresh, plan):
         raise ExtractInputError([f"{plan.field_id}: its labels in {labels_path} changed after planning (or their "
                                  "'objects' summary does not match them); rewrite them with "
                                  "cellkit.io.labels.write_field_labels or rerun segmentation, then rerun"])
@@ -79,26 +81,31 @@ def cut_field(row: dict, labels_path: str, plan: FieldPlan, size: int, border: s
 
 def write_block(out: str, block: int, start: int, stop: int, pieces: list) -> int:
     """Block task: write rows [start, stop) from ``pieces`` [(FieldCut, lo, hi), ...], then flag it done."""
-    root = zarr.open_group(out, mode="r+")
     crops = np.concatenate([p.crops[lo:hi] for p, lo, hi in pieces])
     masks = np.concatenate([p.masks[lo:hi] for p, lo, hi in pieces])
     if len(crops) != stop - start:
         raise RuntimeError(f"block {block}: {len(crops)} rows for [{start}, {stop})")
-    images, mask_array = (root[name].async_array.with_config(cellstore.WRITE_CONFIG) for name in ("images", "masks"))
-
-    async def write_both():  # one batch of chunk writes for both arrays
-        await asyncio.gather(images.setitem(slice(start, stop), crops), mask_array.setitem(slice(start, stop), masks))
-
-    sync(write_both())
-    if pieces[0][0].features is not None:
+    features = pieces[0][0].features is not None
+    if features:
         columns = pieces[0][0].columns
         if any(p.columns != columns for p, _, _ in pieces):
             raise ValueError(f"block {block}: the measure function returned different columns for different fields")
+        root = zarr.open_group(out, mode="r+")
         part = root["progress"].create_array(f"features_{block:06d}", overwrite=True,
                                              data=np.concatenate([p.features[lo:hi] for p, lo, hi in pieces]),
                                              chunk_key_encoding=cellstore.CHUNK_KEYS)
         part.attrs["columns"] = columns
-    root["progress/done"][block] = True
+
+    async def write_rows():  # one hand-off to Zarr's event loop: open the three arrays, write rows, then the flag
+        store = zarr.storage.LocalStore(out)
+        images, mask_array, done = await asyncio.gather(*(
+            zarr.api.asynchronous.open_array(store=store, path=name, mode="r+", zarr_format=3)
+            for name in ("images", "masks", "progress/done")))
+        await asyncio.gather(images.with_config(cellstore.WRITE_CONFIG).setitem(slice(start, stop), crops),
+                             mask_array.with_config(cellstore.WRITE_CONFIG).setitem(slice(start, stop), masks))
+        await done.setitem(block, True)  # after the rows: a flagged block is always whole
+
+    sync(write_rows())
     return stop - start
 
 
