@@ -15,6 +15,7 @@ import numpy as np
 from skimage import segmentation
 
 from . import cellpose_backend as cpb
+from ._fast import one_cv2_thread
 from .classical import ClassicalParams, segment_cells, segment_nuclei
 from .empty import drop_faint, evidence_maps, field_is_empty, has_foreground
 from .objects import border_labels, pair_nuclei_cells
@@ -182,6 +183,11 @@ class ClassicalSegmenter(Segmenter):
 
     name = "classical"
 
+    @one_cv2_thread  # once for the whole batch: toggling OpenCV's pool per step costs wall time
+    def segment_fields(self, fields, channels):
+        return Segmenter.segment_fields(self, fields, channels)
+
+    @one_cv2_thread
     def segment_nuclei(self, images):
         return [segment_nuclei(im, self.params) for im in images]
 
