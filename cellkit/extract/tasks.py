@@ -101,12 +101,23 @@ def write_block(out: str, block: int, start: int, stop: int, pieces: list) -> in
         images, mask_array, done = await asyncio.gather(*(
             zarr.api.asynchronous.open_array(store=store, path=name, mode="r+", zarr_format=3)
             for name in ("images", "masks", "progress/done")))
-        await asyncio.gather(images.with_config(cellstore.WRITE_CONFIG).setitem(slice(start, stop), crops),
-                             mask_array.with_config(cellstore.WRITE_CONFIG).setitem(slice(start, stop), masks))
+        await asyncio.gather(*(piece for array, rows in ((images, crops), (mask_array, masks))
+                               for piece in _chunk_writes(array.with_config(cellstore.WRITE_CONFIG), start, rows)))
         await done.setitem(block, True)  # after the rows: a flagged block is always whole
 
     sync(write_rows())
     return stop - start
+
+
+def _chunk_writes(array, start: int, rows: np.ndarray) -> list:
+    """One ``setitem`` per chunk (shard when sharded) of ``rows`` written at ``start`` (a chunk boundary).
+
+    Zarr passes a value of exactly one chunk's shape straight to the encoder; a value spanning several
+    chunks is first copied into a fill-value buffer per chunk (~20% of the CPU of writing a block).
+    """
+    step = (array.shards or array.chunks)[0]
+    return [array.setitem(slice(start + i, start + min(i + step, len(rows))), rows[i:i + step])
+            for i in range(0, len(rows), step)]
 
 
 def block_pieces(counts: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
