@@ -12,7 +12,7 @@ network's flows make the mask step meaningless and slow).
     nice -n 10 python benchmarks/segmentation_synthetic.py [--fields 6] [--model MODEL]
 
 It also times the classical backend against a plain scikit-image threshold + watershed
-(`plain_skimage`, the speed floor) on the same fields, interleaved, in one process, in wall and CPU
+(`plain_skimage`, the speed floor) on the same fields, interleaved field by field, in one process, in wall and CPU
 time (the target of issue 21 is <= 1.5x; docs/segmentation.md has the figures).
 
 Writes benchmarks/results/segmentation_synthetic.json.
@@ -108,8 +108,9 @@ def plain_skimage(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def measure_floor(n_fields: int, seed: int, rounds: int = 3) -> dict:
-    """Classical backend vs `plain_skimage` on the same fields, interleaved ``rounds`` times in this
-    process: seconds per field (median round) of each, their ratio, and both accuracies."""
+    """Classical backend vs `plain_skimage` on the same fields in this process, ``rounds`` times,
+    interleaved field by field (alternating which runs first): wall and CPU seconds per field
+    (median round) of each, their ratios, and both accuracies."""
     from cellkit.segment import get_segmenter, score_images
 
     fields = synthetic_fields(n_fields, seed=seed)
@@ -118,15 +119,20 @@ def measure_floor(n_fields: int, seed: int, rounds: int = 3) -> dict:
     plain_skimage(fields[0][0][:, :256, :256])
     seconds = {"classical": [], "skimage_floor": []}
     cpu = {"classical": [], "skimage_floor": []}  # process CPU time (all threads), less sensitive to load
-    for _ in range(rounds):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        ours = [segmenter.segment_field(images, CHANNELS) for images, _, _ in fields]
-        seconds["classical"].append((time.perf_counter() - start) / n_fields)
-        cpu["classical"].append((time.process_time() - start_cpu) / n_fields)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        floor = [plain_skimage(images) for images, _, _ in fields]
-        seconds["skimage_floor"].append((time.perf_counter() - start) / n_fields)
-        cpu["skimage_floor"].append((time.process_time() - start_cpu) / n_fields)
+    runs = {"classical": lambda images: segmenter.segment_field(images, CHANNELS), "skimage_floor": plain_skimage}
+    for r in range(rounds):
+        # interleaved field by field, the order alternating, so both see the same machine load
+        wall, used, out = dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0.0), {k: [] for k in runs}
+        for i, (images, _, _) in enumerate(fields):
+            for name in (list(runs) if (r + i) % 2 == 0 else list(runs)[::-1]):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                out[name].append(runs[name](images))
+                wall[name] += time.perf_counter() - start
+                used[name] += time.process_time() - start_cpu
+        for name in runs:
+            seconds[name].append(wall[name] / n_fields)
+            cpu[name].append(used[name] / n_fields)
+        ours, floor = out["classical"], out["skimage_floor"]
     median = {k: float(np.median(v)) for k, v in seconds.items()}
     median_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
     score = (lambda pairs: score_images(pairs)["pooled"]["ap@0.5"])
