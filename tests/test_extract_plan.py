@@ -161,3 +161,17 @@ def test_write_error_leaves_store_incomplete_then_rerun_completes(tiny_plate, tm
     for a, b in zip(read_cells(reference)[:2], read_cells(out)[:2]):
         np.testing.assert_array_equal(a.compute(), b.compute())
     assert read_cells(out)[2].equals(read_cells(reference)[2])
+
+
+def test_field_attributes_reads_the_group_document_as_zarr_does(tmp_path):
+    from cellkit.io.labels import field_attributes, field_group
+
+    nuclei, cells = _blobs(np.random.default_rng(4))
+    path = tmp_path / "labels.zarr"
+    write_field_labels(path, "P/A01/1", nuclei, cells, attrs={"model": "m"})
+    assert field_attributes(path, "P/A01/1") == dict(field_group(path, "P/A01/1").attrs)
+    assert field_attributes(path, "P/A01/1")["objects"] == summarize_labels(nuclei, cells)  # floats exact
+    assert field_attributes(path, "P/A02/1") is None  # missing
+    zarr.open_group(str(path / "P/A01/1"), mode="r+").attrs["complete"] = False  # a writer killed half-way
+    assert field_attributes(path, "P/A01/1") is None and field_group(path, "P/A01/1") is None
+    assert field_attributes(path, "P/A01/1/nuclei") is None  # an array, not a field group

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from ..io.images import ImageReadError, image_shape
-from ..io.labels import SUMMARY_VERSION, field_group, summarize_labels
+from ..io.labels import SUMMARY_VERSION, field_attributes, field_group, summarize_labels
 from ..io.plate_index import PATH_PREFIX
 from .crops import crop_origins, touches_border
 
@@ -69,11 +69,14 @@ def plan_field(row: dict, labels_path: str, size: int, border: str) -> FieldPlan
     without decoding its label images; a store written without summaries has its labels decoded.
     """
     field_id = row["field_id"]
-    group = field_group(labels_path, field_id)
-    if group is None:
+    attrs = field_attributes(labels_path, field_id)  # the group's metadata document only
+    if attrs is None:
         return f"{field_id}: labels are missing or incomplete in {labels_path}"
-    summary = group.attrs.get("objects")
+    summary = attrs.get("objects")
     if not isinstance(summary, dict) or summary.get("version") != SUMMARY_VERSION:
+        group = field_group(labels_path, field_id)
+        if group is None:
+            return f"{field_id}: labels are missing or incomplete in {labels_path}"
         nuclei, cells = group["nuclei"], group["cells"]
         if nuclei.shape != cells.shape:
             return f"{field_id}: nuclei {nuclei.shape} and cells {cells.shape} labels differ in shape"

@@ -14,6 +14,7 @@ written before it existed lack it; their plans decode the labels.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -124,6 +125,20 @@ def field_group(path: str | os.PathLike, field_id: str) -> zarr.Group | None:
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return None
     return group if group.attrs.get("complete") is True else None
+
+
+def field_attributes(path: str | os.PathLike, field_id: str) -> dict | None:
+    """The field group's attributes (``objects``, ``n_nuclei``, ...) when its labels were written completely,
+    else None. Read from the group's Zarr v3 metadata document (``<field_id>/zarr.json``) alone: no array
+    is opened (an extraction plan reads only this)."""
+    try:
+        document = json.loads((Path(path) / field_id / "zarr.json").read_bytes())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("zarr_format") != 3 or document.get("node_type") != "group":
+        return None
+    attrs = document.get("attributes") or {}
+    return attrs if attrs.get("complete") is True else None
 
 
 def field_complete(path: str | os.PathLike, field_id: str) -> bool:
