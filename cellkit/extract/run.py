@@ -11,7 +11,8 @@ How writing stays safe and resumable
 2. **Skeleton** (`store.py`): the store is created in a temporary folder with its empty ``images``/``masks``,
    the full ``obs`` table and a ``progress/done`` flag per write block, then moved into place. A
    store at ``out`` therefore always has its full skeleton.
-3. **Cut and write** (one dask graph, `tasks.py`): a *field task* reads one field and decodes its
+3. **Cut and write** (one dask graph, `tasks.py`; one local worker runs the same tasks in order in the
+   calling thread, without building a graph): a *field task* reads one field and decodes its
    labels once, checks them against the plan, cuts all its kept
    cells (and measures them when a ``measure`` function is given); a *block task* gathers the rows
    of one write block (``block_cells`` rows, whole chunks) from the field tasks that overlap it,
@@ -83,6 +84,25 @@ def _measure_name(measure: Measure | None) -> str:
     if measure is None:
         return "none"
     return f"{getattr(measure, '__module__', '?')}.{getattr(measure, '__qualname__', repr(measure))}"
+
+
+def _write_inline(todo: list[int], pieces: dict, cut, write, progress) -> None:
+    """One local worker: the field and block tasks in order in this thread, as dask's synchronous scheduler
+    would run them, without building a graph. A field is cut once, when its first block needs it, and
+    dropped after its last block is written (memory stays flat). ``progress(cells written so far)``."""
+    last_use = {f: j for j in todo for f, _, _ in pieces[j]}
+    cuts, written = {}, 0
+    for j in todo:
+        parts = []
+        for f, lo, hi in pieces[j]:
+            if f not in cuts:
+                cuts[f] = cut(f)
+            parts.append((cuts[f], lo, hi))
+        written += write(j, parts)
+        for f, _, _ in pieces[j]:
+            if last_use[f] == j:
+                cuts.pop(f, None)
+        progress(written)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -181,7 +201,11 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
 
     rows = index.to_dict("records")
     log(f"plan: reading labels of {len(rows)} fields ({run.describe()})")
-    plans = run.compute([dask.delayed(plan_field, pure=False)(row, labels, size, border) for row in rows])
+    inline = run.address is None and run.workers <= 1  # one local worker: tasks in order here, no dask graph
+    if inline:
+        plans = [plan_field(row, labels, size, border) for row in rows]
+    else:
+        plans = run.compute([dask.delayed(plan_field, pure=False)(row, labels, size, border) for row in rows])
     problems = [p for p in plans if isinstance(p, str)]
     if problems:
         raise ExtractInputError(problems)
@@ -220,21 +244,26 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
     if len(todo) < len(bounds):
         log(f"extract: resuming, {len(bounds) - len(todo)} of {len(bounds)} blocks already written")
 
-    needed = sorted({f for j in todo for f, _, _ in _block_pieces(counts, *bounds[j])})
-    field_tasks = {f: dask.delayed(_cut_field, pure=False)(rows[f], labels, plans[f], size, border, mask_neighbors,
-                                                            channels, measure,
-                                                            dask_key_name=f"cut-field-{f}-{fingerprint[:8]}")
-                   for f in needed}
-    block_tasks = [dask.delayed(_write_block, pure=False)(
-        str(out), j, *bounds[j], [(field_tasks[f], lo, hi) for f, lo, hi in _block_pieces(counts, *bounds[j])],
-        dask_key_name=f"write-block-{j}-{fingerprint[:8]}") for j in todo]
+    pieces = {j: _block_pieces(counts, *bounds[j]) for j in todo}
+    needed = sorted({f for j in todo for f, _, _ in pieces[j]})
     log(f"extract: {len(obs)} cells from {len(rows)} fields ({len(empty)} without cells), "
         f"{len(todo)} blocks to write")
     offset = int(sum(b - a for j, (a, b) in enumerate(bounds) if done[j]))  # cells written by an earlier run
     with progress_bar(progress, "extracting cells", total=len(obs)) as update:
         update(offset, len(obs))
-        run.compute(block_tasks, progress=lambda n, total: update(offset + n, len(obs)),
-                    weights=[bounds[j][1] - bounds[j][0] for j in todo])
+        if inline:
+            cut = (lambda f: _cut_field(rows[f], labels, plans[f], size, border, mask_neighbors, channels, measure))
+            _write_inline(todo, pieces, cut, lambda j, parts: _write_block(str(out), j, *bounds[j], parts),
+                          lambda n: update(offset + n, len(obs)))
+        else:
+            field_tasks = {f: dask.delayed(_cut_field, pure=False)(
+                rows[f], labels, plans[f], size, border, mask_neighbors, channels, measure,
+                dask_key_name=f"cut-field-{f}-{fingerprint[:8]}") for f in needed}
+            block_tasks = [dask.delayed(_write_block, pure=False)(
+                str(out), j, *bounds[j], [(field_tasks[f], lo, hi) for f, lo, hi in pieces[j]],
+                dask_key_name=f"write-block-{j}-{fingerprint[:8]}") for j in todo]
+            run.compute(block_tasks, progress=lambda n, total: update(offset + n, len(obs)),
+                        weights=[bounds[j][1] - bounds[j][0] for j in todo])
     result.blocks_written = len(todo)
     _verify_blocks(out, len(bounds))
 
