@@ -38,7 +38,7 @@ def label_centroids(nuclei: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     labels : (n,) int64, ascending
-    centroids : (n, 2) float64, (y, x) in pixels (sums in raster order: bit-identical to
+    centroids : (n, 2) float64, (y, x) in pixels (exact integer coordinate sums: bit-identical to
         ``np.bincount`` over ``np.nonzero``)
     """
     nuclei = np.asarray(nuclei)
@@ -47,12 +47,12 @@ def label_centroids(nuclei: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     signed = np.issubdtype(nuclei.dtype, np.signedinteger)
     if nuclei.size and signed and int(nuclei.min()) < 0:
         raise ValueError("label images must not hold negative values")
-    top = int(nuclei.max()) if nuclei.size else 0
+    from ._label_moments import label_max, label_sums
+
+    top = int(label_max(nuclei)) if nuclei.size and nuclei.dtype != bool else int(nuclei.max(initial=0))
     if top == 0:
         return np.zeros(0, np.int64), np.zeros((0, 2))
     if top <= 4 * nuclei.size:  # dense label values: one pass, indexed by value
-        from ._label_moments import label_sums
-
         counts, sum_y, sum_x = label_sums(np.ascontiguousarray(nuclei), top + 1)
         counts[0] = 0
         labels = np.arange(top + 1)
