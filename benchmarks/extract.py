@@ -130,7 +130,7 @@ def stage_breakdown(index, labels, out, size=64, border="inside") -> dict:
     from cellkit.extract.plan import plan_field, plan_obs
     from cellkit.extract.store import create_skeleton
     from cellkit.extract.tasks import FieldCut, block_pieces, read_planned_labels, write_block
-    from cellkit.io.cells import block_bounds
+    from cellkit.io.cells import DEFAULT_BLOCK_CELLS, DEFAULT_CHUNK_CELLS, block_bounds
     from cellkit.io.images import to_uint16
 
     rows, seconds = index.to_dict("records"), {}
@@ -144,7 +144,7 @@ def stage_breakdown(index, labels, out, size=64, border="inside") -> dict:
     plans = [timed("plan", plan_field, row, str(labels), size, border) for row in rows]
     shutil.rmtree(out, ignore_errors=True)
     obs = plan_obs(index, plans)
-    timed("skeleton", create_skeleton, Path(out), obs, CHANNELS, size, 16, 256, False, {})
+    timed("skeleton", create_skeleton, Path(out), obs, CHANNELS, size, DEFAULT_CHUNK_CELLS, DEFAULT_BLOCK_CELLS, False, {})
     cuts = []
     for row, plan in zip(rows, plans):
         images = timed("read_images", lambda: to_uint16(read_field(row, CHANNELS))[0])
@@ -152,7 +152,7 @@ def stage_breakdown(index, labels, out, size=64, border="inside") -> dict:
         crops, masks = timed("cut", cut_crops, images, nuclei, cells, plan.labels, plan.origins, size)
         cuts.append(FieldCut(plan.field_id, crops, masks))
     counts = np.array([p.n_cells for p in plans])
-    for j, (a, b) in enumerate(block_bounds(len(obs), 256)):
+    for j, (a, b) in enumerate(block_bounds(len(obs), DEFAULT_BLOCK_CELLS)):
         timed("write_blocks", write_block, str(out), j, a, b, [(cuts[f], lo, hi) for f, lo, hi in block_pieces(counts, a, b)])
     return {**{f"{k}_s": v for k, v in seconds.items()}, "cells": len(obs), "fields": len(rows)}
 
