@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from cellkit.datasets import phenotype, render_field  # noqa: E402
 from cellkit.io import read_field  # noqa: E402
-from cellkit.io.labels import read_field_labels, write_field_labels  # noqa: E402
+from cellkit.io.labels import open_labels, read_field_labels, write_field_labels  # noqa: E402
 
 CHANNELS = ["DNA", "Tubulin", "Actin"]
 
@@ -74,6 +74,7 @@ def make_fields(folder: Path, n: int, shape=(1024, 1280), density=0.55) -> pd.Da
                 "compound": "DMSO", "concentration": 0.0, "moa": "control", **paths}
 
     folder.mkdir(parents=True, exist_ok=True)
+    open_labels(folder / "labels.zarr", mode="a")  # the root group once: two threads creating it race
     with ThreadPoolExecutor(2) as pool:
         rows = list(pool.map(one, range(n)))
     return pd.DataFrame(rows)
