@@ -173,6 +173,24 @@ def test_resume_equals_uninterrupted(store, tmp_path):
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["complete"]
 
 
+def test_resume_takes_the_same_partial_augment_and_refuses_a_changed_one(store, tmp_path):
+    # pipelines pass a partial augment (merged into the method's defaults); resuming with it is no change
+    partial = {"crop_scale": [0.5, 1.0], "brightness": 0.2}
+    config = {**TINY, "epochs": 2, "augment": partial}
+
+    def stop_in_epoch_2(epoch, n_epochs, step, steps, loss):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(store, tmp_path / "m", method="simclr", config=config, progress=stop_in_epoch_2)
+    with pytest.raises(ValueError, match=r"\['augment'\] differ"):
+        train(store, tmp_path / "m", resume=True, config={**config, "augment": {**partial, "brightness": 0.3}})
+    train(store, tmp_path / "m", resume=True, config=config)
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["complete"] and saved["augment"]["brightness"] == 0.2
+
+
 def test_model_round_trip_and_safe_loading(store, tmp_path):
     train(store, tmp_path / "m", method="simclr", config=TINY)
     model, config = load_model(tmp_path / "m")

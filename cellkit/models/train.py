@@ -223,6 +223,22 @@ def _training_chunks(data: CellChunks, max_cells) -> list[int]:
     return np.unique(np.linspace(0, data.n_chunks - 1, n_take).round().astype(int)).tolist()
 
 
+def _changed_options(saved: dict, config: dict) -> dict:
+    """The options of ``config`` whose values differ from the ``saved`` run's. A partial ``augment`` (as
+    `default_config` takes it) is completed from the saved one first, so only the keys it changes count."""
+    changed = {}
+    for key, value in config.items():
+        if key not in saved:
+            continue
+        old = saved[key]
+        if key == "augment" and isinstance(value, dict):
+            old = AugmentConfig.from_dict(old).to_dict()
+            value = AugmentConfig.from_dict({**old, **value}).to_dict()
+        if old != value:
+            changed[key] = value
+    return changed
+
+
 def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None, resume: bool = False,
           overwrite: bool = False, device=None, progress=None) -> Path:
     """Train an encoder of ``method`` on the crops of a complete cells.zarr; return ``out_dir``.
@@ -249,7 +265,7 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     log = logger.info
     if resume:
         saved = read_config(out_dir)
-        extra = {k: v for k, v in (config or {}).items() if k in saved and saved[k] != v}
+        extra = _changed_options(saved, config or {})
         if set(extra) - {"epochs", "num_workers"}:
             raise ValueError(f"--resume continues the saved run; only epochs and num_workers may change, but "
                              f"{sorted(set(extra) - {'epochs', 'num_workers'})} differ from it")
