@@ -88,7 +88,7 @@ def test_embed_pool_stages_recorded_and_rebuilt(store, tmp_path):
 def test_ssl_defaults_are_the_measured_recipe():
     """SimCLR / BYOL: SSL_AUGMENT and stage pooling (chosen on ssl_moa seed 3); random-init pools like them;
     weak supervision keeps the last stage; presets only size the views."""
-    from cellkit.models.train import SSL_AUGMENT
+    from cellkit.models.options import SSL_AUGMENT
 
     for method in ("simclr", "byol"):
         config = default_config(method, "cpu-small")

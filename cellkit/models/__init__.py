@@ -12,8 +12,9 @@ from .embed import embed, embed_cells, embed_h5ad
 from .encoders import BYOL, ConvAutoencoder, RandomEncoder, ResNetEncoder, SimCLR, WeaklySupervised, build_model
 from .losses import byol_loss, nt_xent, supcon
 from .pca import PCAModel, fit_pca
-from .train import (DEFAULTS, EMBEDDING_KEYS, METHODS, MICROSCOPY_AUGMENT, PRESETS, default_config, embedding_spread,
-                    read_config_file, train, training_options, weak_labels)
+from .options import (DEFAULTS, EMBEDDING_KEYS, METHODS, MICROSCOPY_AUGMENT, PRESETS, default_config, read_config_file,
+                      training_options)
+from .train import embedding_spread, train, weak_labels
 
 __all__ = [
     "AugmentConfig", "BYOL", "CellChunks", "ChannelMismatchError", "ConvAutoencoder", "DEFAULTS", "EMBEDDING_KEYS",

@@ -147,7 +147,7 @@ def embed(adata, cells, model_dir, *, key_added: str | None = None, batch_size: 
     ``X_byol``, ``X_ae``, ``X_pixel_pca``, ``X_random``) and ``adata.uns["cellkit"]["embeddings"][key]``
     (model folder, method, weights sha256, channels, normalization, pool, versions). ``pool``: see `embed_cells`.
     """
-    from .train import EMBEDDING_KEYS
+    from .options import EMBEDDING_KEYS
 
     z, config = embed_cells(cells, model_dir, batch_size=batch_size, num_workers=num_workers, device=device,
                             progress=progress, pool=pool)

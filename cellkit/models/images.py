@@ -155,7 +155,7 @@ def embed_images(index: pd.DataFrame, model, *, policy: str | None = None, size:
                       batch_size=batch_size, device=device, progress=progress)
             z, record = per_tile.obsm[key], dict(per_tile.uns["cellkit"]["embeddings"][key])
         else:
-            from .train import EMBEDDING_KEYS
+            from .options import EMBEDDING_KEYS
 
             z, config = embed_cells(folder, model, batch_size=batch_size, device=device, progress=progress)
             key = key_added or EMBEDDING_KEYS[config["method"]]

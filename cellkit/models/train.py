@@ -9,7 +9,6 @@ run resumed from its last epoch ends with the same weights as an uninterrupted o
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -23,133 +22,13 @@ from .augment import AugmentConfig, augment
 from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_exist, read_config, remove_model_files,
                          save_checkpoint, save_weights, write_json)
 from .data import CellChunks, cell_view_size, channel_stats, iter_batches
-from .encoders import build_model, check_weak_loss
+from .encoders import build_model
+from .options import METHOD_ALIASES, RECORDED_KEYS, changed_options, default_config
 
 logger = get_logger(__name__)
 
 # An epoch whose embeddings of one batch spread less than this (`embedding_spread`) logs a collapse warning.
 COLLAPSE_SPREAD = 0.05
-METHODS = ("simclr", "byol", "autoencoder", "mae", "weak", "pixel_pca", "random")
-# "pca" (the earlier name of the PCA of crop pixels): accepted, and read from older model folders
-METHOD_ALIASES = {"pca": "pixel_pca"}
-# obsm keys of the embeddings; the pixel PCA has its own key, so scanpy's X_pca (a PCA of X) is never overwritten
-EMBEDDING_KEYS = {"simclr": "X_simclr", "byol": "X_byol", "autoencoder": "X_ae", "mae": "X_mae",
-                  "pixel_pca": "X_pixel_pca", "pca": "X_pixel_pca", "random": "X_random", "weak": "X_weak"}
-
-DEFAULTS = {
-    "epochs": 10, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5, "seed": 0,
-    "warmup_epochs": 0,          # linear lr warm-up over these first epochs, then the cosine over the rest (the warm-up
-                                 # does not depend on "epochs": train 1 epoch, then resume with more = train them all)
-    "input_size": 64,            # crops are centre-cropped (embedding) or random-resized-cropped (training) to this
-    "width": 32, "blocks": [1, 1, 1, 1], "stem_pool": True,  # ResNet encoder
-    "embed_pool": "last",        # the embedding: "last" stage's average pool, or "stages" (every stage's, concatenated)
-    "proj_hidden": 256, "proj_dim": 64,              # projection / prediction heads
-    "temperature": 0.2,                              # SimCLR
-    "ema": 0.99,                                     # BYOL target EMA at the start (cosine to 1)
-    "latent_dim": 64, "ae_depth": 3,                 # autoencoder
-    "n_components": 50,                              # PCA
-    "patch_size": 8, "mae_dim": 64, "mae_depth": 4, "mae_heads": 4, "mae_decoder_depth": 1,  # MAE (ViT)
-    "mask_ratio": 0.75,
-    "weak_label": ["compound", "concentration"],     # weak supervision: obs columns whose values make a class
-    "weak_loss": "ce", "label_smoothing": 0.0,       # weak supervision: "ce", "supcon" or "ce+supcon" (its
-                                                     # default: METHOD_DEFAULTS)
-    "weak_group": None,                              # weak supervision: obs columns (e.g. ["batch"]); a cell is
-                                                     # contrasted / classified only against its own group's
-                                                     # treatments, so batch features earn the loss nothing;
-                                                     # "auto" (weak default): ["batch"] with 2+ batches
-    "preset": None,                                  # the preset these options started from (see PRESETS)
-    "max_cells": None,                               # train on (about) this many cells, whole chunks spread evenly
-    "num_workers": 2, "shuffle_cells": 1024, "stats_cells": 4096, "amp": True,
-    "augment": AugmentConfig().to_dict(),
-}
-# Keys `train` adds to a saved config.json (so a saved config can be passed back as options).
-RECORDED_KEYS = {"method", "channels", "crop_size", "norm_mean", "norm_std", "cells", "epochs_done", "history",
-                 "complete", "cellkit_version", "torch_version", "n_train_cells", "weights_sha256", "weak_classes",
-                 "view_size_measured"}
-# The autoencoder and the MAE reconstruct their input: photometric jitter and noise only make the target noisier.
-_RECONSTRUCTION_AUGMENT = AugmentConfig(crop_scale=(0.8, 1.0), brightness=0.0, contrast=0.0, blur_prob=0.0,
-                                        noise_std=0.0).to_dict()
-# Weak supervision: supervised contrastive on the treatments at T = 0.1, chosen on seed 3 of benchmarks/ssl_moa.py
-# (session 5, 5-minute budget; treatment NSC plain / corrected: supcon 0.844 / 0.844, ce+supcon 0.854 / 0.823, ce
-# 0.802 / 0.792, ce with label smoothing 0.1 0.792 / 0.865), with negatives restricted to the cell's batch
-# (weak_group "auto"; session 6, seeds 3 and 5, 5 minutes, plain NSC under the PCA-100 DEFAULT: 0.927 / 0.865
-# against 0.865 / 0.750 without, 0.938 / 0.760 for ce + supcon within the batch; docs/models.md).
-# SimCLR and BYOL (and random-init, their control, which only uses the view and the pooling): stronger generic
-# augmentation (resized crop 0.25-1 of the area, per-channel brightness and contrast +-0.4) and the embedding
-# pooled from every ResNet stage. Chosen on seed 3 of benchmarks/ssl_moa.py (SimCLR, cpu-small, 5 minutes, 1 thread;
-# treatment NSC plain: 0.833 stages / 0.792 last pool, against 0.750 / 0.740 for the earlier 0.5-1, +-0.2
-# augmentation; MICROSCOPY_AUGMENT 0.656 / 0.562; temperature 0.5: 0.677 / 0.594, 0.1: 0.729 / 0.740;
-# docs/models.md, "Session 6"). Weak supervision keeps the last-stage embedding it was tuned with.
-SSL_AUGMENT = AugmentConfig(crop_scale=(0.25, 1.0), brightness=0.4, contrast=0.4).to_dict()
-METHOD_DEFAULTS = {"simclr": {"augment": SSL_AUGMENT, "embed_pool": "stages"},
-                   "byol": {"augment": SSL_AUGMENT, "embed_pool": "stages"},
-                   "random": {"embed_pool": "stages"},
-                   "autoencoder": {"augment": _RECONSTRUCTION_AUGMENT},
-                   "mae": {"augment": _RECONSTRUCTION_AUGMENT, "lr": 5e-4, "weight_decay": 0.05},
-                   "weak": {"weak_loss": "supcon", "temperature": 0.1, "weak_group": "auto"}}
-
-# The microscopy recipe: remove nuisance (orientation: any rotation and flips; position: a small shift;
-# plate-level staining: one intensity factor for all channels; focus: blur; noise), keep biology (no scale
-# change, so cell size stays; no per-channel jitter, so the ratios between channels stay); views sized from
-# the measured cells so that a whole cell fits.
-MICROSCOPY_AUGMENT = {"crop_scale": None, "flips": True, "rot90": False, "rotation": True, "translate": 0.08,
-                      "brightness": 0.0, "contrast": 0.0, "intensity_scale": 0.3, "blur_prob": 0.5,
-                      "blur_sigma": [0.1, 1.5], "noise_std": 0.1, "view_size": "auto"}
-# Presets: a starting set of options (explicit options override them). Nothing in them needs a GPU:
-# on a CPU, ``gpu`` runs (slowly) in float32. They size the views from the cells and keep each method's own
-# augmentation (SSL_AUGMENT for SimCLR / BYOL: on seed 3 of benchmarks/ssl_moa.py it beat MICROSCOPY_AUGMENT,
-# 0.833 against 0.656 treatment NSC at 5 minutes; session 3's 1-minute test on seed 1 had 0.406 against 0.323).
-PRESET_AUGMENT = {"view_size": "auto"}
-PRESETS = {
-    "cpu-small": {"width": 16, "blocks": [1, 1, 1, 1], "input_size": 48, "batch_size": 128, "epochs": 10,
-                  "lr": 2e-3, "proj_hidden": 128, "proj_dim": 64, "num_workers": 1, "augment": PRESET_AUGMENT},
-    "gpu": {"width": 64, "blocks": [2, 2, 2, 2], "input_size": 96, "batch_size": 512, "epochs": 100, "lr": 2e-3,
-            "proj_hidden": 1024, "proj_dim": 128, "num_workers": 8, "amp": True, "shuffle_cells": 8192,
-            "augment": PRESET_AUGMENT},
-}
-
-
-def default_config(method: str, preset: str | None = None, **overrides) -> dict:
-    """The training config of ``method`` (from ``preset`` when given) with ``overrides`` applied
-    (unknown keys are refused).
-
-    ``augment`` may be given partially: its keys override the method's (or preset's) augmentation defaults.
-    """
-    method = METHOD_ALIASES.get(method, method)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    preset = preset or overrides.pop("preset", None)
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    overrides.pop("preset", None)
-    config = json.loads(json.dumps({**DEFAULTS, **METHOD_DEFAULTS.get(method, {})}))
-    unknown = set(overrides) - set(config)
-    if unknown:
-        raise ValueError(f"unknown training option(s): {sorted(unknown)}; known: {sorted(config)}")
-    if preset is not None:
-        chosen = json.loads(json.dumps(PRESETS[preset]))
-        if method in ("autoencoder", "mae"):  # reconstruction targets keep their own augmentation, not their view
-            chosen["augment"] = {"view_size": chosen["augment"]["view_size"]}
-        config["augment"] = {**config["augment"], **chosen.pop("augment", {})}
-        config.update(chosen, preset=preset)
-    aug = {**config["augment"], **(overrides.pop("augment", None) or {})}
-    config.update(overrides)
-    config["augment"] = AugmentConfig.from_dict(aug).to_dict()
-    config["method"] = method
-    group = config["weak_group"]
-    if isinstance(group, str):  # "auto", "none" (the CLI's way to say None) or one column
-        config["weak_group"] = group = None if group == "none" else group if group == "auto" else [group]
-    if method == "weak" and "moa" in [str(c).lower() for c in config["weak_label"] + list(
-            group if isinstance(group, list) else [])]:
-        raise ValueError("weak_label and weak_group must not use the MOA: it is what the profiles are scored on")
-    check_weak_loss(config["weak_loss"])
-    if method in ("autoencoder", "mae", "pixel_pca"):  # no ResNet stages: their embedding is their own
-        config["embed_pool"] = "last"
-    from .embed import EMBED_POOLS
-
-    if config["embed_pool"] not in EMBED_POOLS:
-        raise ValueError(f"unknown embed_pool {config['embed_pool']!r}; choose one of {', '.join(EMBED_POOLS)}")
-    return config
 
 
 def weak_labels(cells, columns) -> tuple[np.ndarray, list[str]]:
@@ -178,30 +57,6 @@ def _weak_group(cells, group):
     return None
 
 
-def read_config_file(path) -> dict:
-    """Options from a JSON or YAML file (a saved config.json works too)."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
-
-
-def training_options(method: str, config: dict | None = None, *, depth: int | None = None, **options) -> dict:
-    """Training options from user-facing names: ``config`` (e.g. `read_config_file`) updated with the
-    ``options`` that are not None; ``depth`` = transformer blocks for ``"mae"`` (``mae_depth``), else residual
-    blocks per stage (``blocks``). Returns the ``config`` argument of `train`."""
-    out = dict(config or {})
-    out.update({k: v for k, v in options.items() if v is not None})
-    if depth is not None and method == "mae":
-        out["mae_depth"] = depth
-    elif depth is not None:
-        out["blocks"] = [depth] * len(out.get("blocks", DEFAULTS["blocks"]))
-    return out
-
-
 def _lr_at(config: dict, step: int, total: int, steps_per_epoch: int) -> float:
     """Linear warm-up over ``warmup_epochs`` (independent of ``total``), then a cosine to 0 at step ``total``."""
     warm = int(config.get("warmup_epochs") or 0) * steps_per_epoch
@@ -221,22 +76,6 @@ def _training_chunks(data: CellChunks, max_cells) -> list[int]:
         return list(range(data.n_chunks))
     n_take = max(1, -(-int(max_cells) // data.chunk_size))
     return np.unique(np.linspace(0, data.n_chunks - 1, n_take).round().astype(int)).tolist()
-
-
-def _changed_options(saved: dict, config: dict) -> dict:
-    """The options of ``config`` whose values differ from the ``saved`` run's. A partial ``augment`` (as
-    `default_config` takes it) is completed from the saved one first, so only the keys it changes count."""
-    changed = {}
-    for key, value in config.items():
-        if key not in saved:
-            continue
-        old = saved[key]
-        if key == "augment" and isinstance(value, dict):
-            old = AugmentConfig.from_dict(old).to_dict()
-            value = AugmentConfig.from_dict({**old, **value}).to_dict()
-        if old != value:
-            changed[key] = value
-    return changed
 
 
 def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None, resume: bool = False,
@@ -265,7 +104,7 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     log = logger.info
     if resume:
         saved = read_config(out_dir)
-        extra = _changed_options(saved, config or {})
+        extra = changed_options(saved, config or {})
         if set(extra) - {"epochs", "num_workers"}:
             raise ValueError(f"--resume continues the saved run; only epochs and num_workers may change, but "
                              f"{sorted(set(extra) - {'epochs', 'num_workers'})} differ from it")

@@ -5,7 +5,7 @@ Checked: top-level keys (``name``, ``description``, ``output``, ``input``, ``sta
 ``plates``, ``image_csv``, ``moa_csv``, ``index`` with ``path``, ``omezarr`` with ``path``), each stage's name and options
 against the stage function's own signature (unknown keys, types from its annotations and
 defaults) plus the value ranges in `RANGES`, and the ``embed`` stage's training ``config`` keys
-(`cellkit.models.train.default_config`). `validate_spec` returns the list of problems, each
+(`cellkit.models.options.default_config`). `validate_spec` returns the list of problems, each
 naming where it is (``stages[2].extract.size``) and what is allowed.
 """
 
@@ -147,7 +147,7 @@ def _check_embed_config(where: str, options: dict, problems: list[str]) -> None:
     if not isinstance(config, dict):
         return
     try:
-        from ..models.train import default_config
+        from ..models.options import default_config
     except ImportError:
         return
     for method in options.get("methods") or ("simclr",):
