@@ -4,9 +4,9 @@ Generates its own synthetic plate set from ``--seed`` (12 MOAs x 4 compounds x 2
 2 batches x 3 plates, 4 DMSO wells per plate, batch effects on; each MOA has two compounds in each
 batch, so NSC can find a same-batch sibling and NSCB must cross batches; sites per well chosen so
 that about ``--cells`` cells come out), extracts ground-truth-segmented cells into 96 px crops with
-morphology, trains every method for at most ``--budget-minutes`` of wall time each (a short throughput
-probe, then one real warm-up epoch, after which the epoch count is re-planned from that epoch's time: see
-`train_within`; all counted in the training time), embeds all cells (every ResNet encoder both with its own
+morphology, trains every method for at most ``--budget-minutes`` of CPU time each (a short throughput
+probe, then one real warm-up epoch, after which the epoch count is re-planned from that epoch's CPU time: see
+`train_within`; all counted in the budget), embeds all cells (every ResNet encoder both with its own
 ``embed_pool`` and with the other one: rows ``<method>-stages`` / ``<method>-last``), and runs the same
 profile pipelines on every representation:
 
@@ -91,30 +91,34 @@ def build_cells(out: Path, config: SyntheticConfig, size: int) -> tuple[Path, Pa
     return cells, h5ad
 
 
+TIMING_KEYS = ("budget_s", "train_cpu_s", "train_s", "probe_s", "crops_per_s", "epochs")
+
+
 def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_cells: int, options: dict,
                  log=print) -> dict:
-    """Train ``method`` for at most about ``budget_s`` seconds of wall time. A probe on 16 batches measures the
-    speed; when fewer than 2 epochs fit, the epochs (or cells) follow from it. Otherwise the model trains one real
-    epoch (a linear lr warm-up, ``warmup_epochs=1``, which does not depend on the epoch count), the epoch count is
-    re-planned from that epoch's time and what is left of the budget, and training resumes to it: the weights are
-    those of ``train`` with that epoch count from the start (a shared machine's load changes between the probe
-    and the run; session 5's SimCLR used 1,056 s of 1,800). Returns timing facts (also in ``timing.json``)."""
+    """Train ``method`` for at most about ``budget_s`` seconds of this process's CPU time (the issue's
+    CPU-minutes: other processes on a shared machine do not shrink or stretch the budget; sessions 5-6 planned
+    on wall time, and the load moved their epochs from 9 to 36 per 5 minutes). A probe on 16 batches measures
+    the CPU cost per cell; when fewer than 2 epochs fit, the epochs (or cells) follow from it. Otherwise the
+    model trains one real epoch (a linear lr warm-up, ``warmup_epochs=1``, which does not depend on the epoch
+    count), the epoch count is re-planned from that epoch's CPU time and what is left of the budget, and
+    training resumes to it: the weights are those of ``train`` with that epoch count from the start. Returns
+    timing facts (also in ``timing.json``; ``*_s`` are wall seconds, ``*_cpu_s`` CPU seconds)."""
     done = model_dir / "config.json"
     if done.exists() and json.loads(done.read_text()).get("complete"):
         return json.loads((model_dir / "timing.json").read_text())
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     plan = {"epochs": 1}
     replan = None
     if method not in ("pca", "random"):
         probe = model_dir.parent / f".probe_{method}"
         batch = options.get("batch_size", 128)
-        # 16 batches (a few seconds): 4 were too few to average out a shared machine's load (session 5: a weak
-        # probe's rate planned 7 epochs into a 5-minute budget, and training took 145 s of it)
+        # 16 batches (a few seconds): 4 were too few to average out a shared machine's load (session 5)
         train(cells, probe, method=method, overwrite=True,
               config={**options, "epochs": 1, "max_cells": min(16 * batch, n_cells)})
-        history = json.loads((probe / "config.json").read_text())["history"]
-        rate = history[-1]["cells_per_s"]
-        left = budget_s - (time.perf_counter() - start)
+        history = json.loads((probe / "config.json").read_text())["history"][-1]
+        rate = history["cells_per_s"] * history["seconds"] / history["cpu_seconds"]  # cells per CPU second
+        left = budget_s - (time.process_time() - start_cpu)
         epochs = int(left * rate // n_cells)
         plan = {"epochs": max(1, epochs)} if epochs >= 1 else {"epochs": 1, "max_cells": max(batch, int(left * rate))}
         replan = epochs >= 2
@@ -122,18 +126,20 @@ def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_c
     if replan:
         options = {**options, "warmup_epochs": 1}
         train(cells, model_dir, method=method, overwrite=True, config={**options, "epochs": 1})
-        first_s = json.loads(done.read_text())["history"][0]["seconds"]  # the epoch (not the setup before it)
-        left = budget_s - (time.perf_counter() - start)
-        epochs = 1 + max(0, int(left // first_s))
-        plan = {"epochs": epochs, "probe_epochs": plan["epochs"], "first_epoch_s": first_s}
+        first_cpu_s = json.loads(done.read_text())["history"][0]["cpu_seconds"]  # the epoch, not the setup
+        left = budget_s - (time.process_time() - start_cpu)
+        epochs = 1 + max(0, int(left // first_cpu_s))
+        plan = {"epochs": epochs, "probe_epochs": plan["epochs"], "first_epoch_cpu_s": first_cpu_s}
         if epochs > 1:
             train(cells, model_dir, method=method, resume=True, config={"epochs": epochs})
     else:
         train(cells, model_dir, method=method, overwrite=True, config={**options, **plan})
     saved = json.loads(done.read_text())
     train_s = sum(h["seconds"] for h in saved["history"]) if saved["history"] else 0.0
-    timing = {"budget_s": budget_s, "probe_s": probe_s, "train_s": train_s, "wall_s": time.perf_counter() - start,
-              **plan,
+    train_cpu_s = sum(h.get("cpu_seconds", 0.0) for h in saved["history"])
+    timing = {"budget_s": budget_s, "clock": "cpu", "probe_s": probe_s, "train_s": train_s,
+              "train_cpu_s": train_cpu_s, "wall_s": time.perf_counter() - start,
+              "cpu_s": time.process_time() - start_cpu, **plan,
               "n_train_cells": saved["n_train_cells"],
               "crops_per_s": (float(np.mean([h["cells_per_s"] for h in saved["history"]]))
                               if saved["history"] else None)}
@@ -170,7 +176,8 @@ def combined_scores(h5ad: Path, weights: dict, steps: dict, scale: str = "norm")
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--budget-minutes", type=float, required=True, help="training wall time per method")
+    parser.add_argument("--budget-minutes", type=float, required=True,
+                        help="training CPU time per method (this process's CPU-minutes)")
     parser.add_argument("--cells", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -224,22 +231,21 @@ def main():
         rows[name] = {p: {k: (None if pd.isna(v) else float(v)) for k, v in t.loc[key].items()}
                       for p, t in tables.items()}
         method, pool = trained.get(name, (name, None))
-        rows[name].update({k: timings.get(method, {}).get(k) for k in ("budget_s", "train_s", "probe_s", "crops_per_s",
-                                                                       "epochs")}, pool=pool)
+        rows[name].update({k: timings.get(method, {}).get(k) for k in TIMING_KEYS}, pool=pool)
     combined = {k: float(w) for k, w in (item.split(":") for item in args.combined.split(","))}
     if all(k in present for k in combined if k != "X"):
         rows["combined"] = {p: combined_scores(h5ad, combined, steps) for p, steps in pipelines.items()}
-        rows["combined"].update(dict.fromkeys(("train_s", "probe_s", "crops_per_s", "epochs")))
+        rows["combined"].update(dict.fromkeys(TIMING_KEYS))
         # the control for it: morphology alone through the same combination (equal to morphology by construction)
         rows["morphology-std"] = {p: combined_scores(h5ad, {"X": 1.0}, steps) for p, steps in pipelines.items()}
-        rows["morphology-std"].update(dict.fromkeys(("train_s", "probe_s", "crops_per_s", "epochs")))
-    header = (f"{'representation':<15}{'budget s':>9}{'train s':>8}{'crops/s':>8}{'epochs':>7} | {'plain NSC':>9}"
-              f"{'NSCB':>6}{'mAP':>6}")
+        rows["morphology-std"].update(dict.fromkeys(TIMING_KEYS))
+    header = (f"{'representation':<15}{'budget s':>9}{'cpu s':>7}{'train s':>8}{'crops/s':>8}{'epochs':>7}"
+              f" | {'plain NSC':>9}{'NSCB':>6}{'mAP':>6}")
     print("\n" + header + f" | {'corr. NSC':>9}{'NSCB':>6}{'mAP':>6}")
     for name, r in rows.items():
         t = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
-        line = (f"{name:<15}{t(r.get('budget_s'), '9.0f'):>9}{t(r['train_s'], '8.0f'):>8}"
-                f"{t(r['crops_per_s'], '8.0f'):>8}{t(r['epochs'], '7d'):>7}")
+        line = (f"{name:<15}{t(r.get('budget_s'), '9.0f'):>9}{t(r.get('train_cpu_s'), '7.0f'):>7}"
+                f"{t(r['train_s'], '8.0f'):>8}{t(r['crops_per_s'], '8.0f'):>8}{t(r['epochs'], '7d'):>7}")
         for p in ("plain", "corrected"):
             s = r[p]
             line += f" | {s['NSC']:>9.3f}{t(s['NSCB'], '6.3f'):>6}{s['mAP']:>6.3f}"

@@ -42,6 +42,7 @@ def test_one_warmup_epoch_then_resume_equals_training_them_all(store, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     saved = json.loads((tmp_path / "replanned" / "config.json").read_text())
     assert saved["complete"] and saved["epochs_done"] == 3 and len(saved["history"]) == 3
+    assert all(0 < h["cpu_seconds"] for h in saved["history"])  # what train_within budgets on
     # without the warm-up the first epoch's learning rate depends on the epoch count: not the same weights
     train(store, tmp_path / "cosine", method="simclr", config={**TINY, "epochs": 1})
     train(store, tmp_path / "cosine", resume=True, config={"epochs": 3})

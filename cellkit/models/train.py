@@ -168,14 +168,15 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
         raise ValueError(f"{train_data.n_rows()} cells is fewer than one batch of {config['batch_size']}; "
                          "lower batch_size")
     for epoch in range(first_epoch, config["epochs"]):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         losses, last = _train_epoch(model, optimizer, train_data, config, epoch=epoch, steps=steps, device=device,
                                     progress=progress)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
         n_seen = len(losses) * config["batch_size"]
         spread, dims = _spread_of(model, last)
         config["history"].append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": seconds,
-                                  "cells_per_s": n_seen / seconds, "spread": spread, "effective_dims": dims})
+                                  "cpu_seconds": cpu_seconds, "cells_per_s": n_seen / seconds, "spread": spread,
+                                  "effective_dims": dims})
         if spread < COLLAPSE_SPREAD:
             logger.warning(f"epoch {epoch + 1}: the embeddings of one batch have collapsed (spread {spread:.3f} < "
                            f"{COLLAPSE_SPREAD}; effective dimensions {dims:.1f}): check lr, ema, temperature")
