@@ -181,6 +181,64 @@ def test_weak_group(store, tmp_path, loss):
         train(store, tmp_path / "ls", method="weak", config={**config, "weak_loss": "ce", "label_smoothing": 0.1})
 
 
+def test_reverse_gradient():
+    from cellkit.models.encoders import reverse_gradient
+
+    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    y = reverse_gradient(x, 0.5)
+    assert torch.equal(y, x.detach())  # identity forward
+    (y * torch.tensor([1.0, 2.0, 4.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([-0.5, -1.0, -2.0]))  # gradient times -scale
+
+
+def test_weak_adversary(store, tmp_path):
+    batched = _store(tmp_path / "batched.zarr", batches=2)
+    config = {**TINY, "epochs": 3, "lr": 5e-3, "weak_group": "auto", "weak_adversary": 1.0}
+    train(batched, tmp_path / "adv", method="weak", config=config)
+    saved = json.loads((tmp_path / "adv" / "config.json").read_text())
+    assert saved["weak_group_classes"] == ["W1", "W2"] and saved["weak_adversary"] == 1.0 and saved["complete"]
+    assert np.isfinite([h["loss"] for h in saved["history"]]).all()
+    assert any(k.startswith("adversary.") for k in load_file(tmp_path / "adv" / "model.safetensors"))
+    z, _ = embed_cells(batched, tmp_path / "adv")
+    assert z.shape == (64, 8) and np.isfinite(z).all()
+    # no groups on a store without batches: trained without the adversary (no head)
+    train(store, tmp_path / "none", method="weak", config={**config, "epochs": 1})
+    assert json.loads((tmp_path / "none" / "config.json").read_text())["weak_group_classes"] is None
+    assert not any(k.startswith("adversary.") for k in load_file(tmp_path / "none" / "model.safetensors"))
+    with pytest.raises(ValueError, match="weak_adversary"):
+        train(batched, tmp_path / "neg", method="weak", config={**config, "weak_adversary": -1.0})
+
+
+def test_weak_adversary_pushes_the_encoder_away_from_the_groups():
+    from torch.nn import functional as F
+
+    from cellkit.models.encoders import WeaklySupervised
+
+    torch.manual_seed(0)
+    cfg = {**default_config("weak", **TINY), "weak_classes": ["a", "b"], "weak_group_classes": ["W1", "W2"],
+           "weak_adversary": 2.0, "weak_group": ["batch"]}
+    model = WeaklySupervised(3, cfg)
+    views, labels, groups = torch.randn(8, 3, 16, 16), torch.tensor([0, 1] * 4), torch.tensor([0] * 4 + [1] * 4)
+    y, g = torch.cat([labels, labels]), torch.cat([groups, groups])
+    enc, head = list(model.encoder.parameters()), list(model.adversary.parameters())
+
+    def grads(loss):
+        return torch.autograd.grad(loss, enc + head, allow_unused=True, retain_graph=True)
+
+    total = model.loss(views, views, labels, groups)
+    h = model.encoder(torch.cat([views, views]))
+    main = supcon(model.projector(h), y, 0.1, groups=g)
+    adv = F.cross_entropy(model.adversary(h).float(), g)
+    assert total.item() == pytest.approx((main + adv).item(), rel=1e-5)
+    g_total, g_main, g_adv = grads(total), grads(main), grads(adv)
+    for i in range(len(enc)):  # the encoder follows the main loss and climbs the adversary's (weight 2)
+        torch.testing.assert_close(g_total[i], g_main[i] - 2.0 * g_adv[i], rtol=1e-4, atol=1e-6)
+    for i in range(len(enc), len(enc) + len(head)):  # the head learns to tell the groups apart
+        torch.testing.assert_close(g_total[i], g_adv[i], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="groups"):
+        model.loss(views, views, labels)
+
+
 def test_embedding_spread_finds_collapse():
     rng = torch.Generator().manual_seed(0)
     spread, dims = embedding_spread(torch.randn(256, 32, generator=rng))

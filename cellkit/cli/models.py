@@ -30,6 +30,8 @@ def train(
     weak_group: str = typer.Option(None, help="weak: obs column(s), comma-separated (e.g. batch): contrast and "
                                    "classify each cell only against its own group's treatments; none: all "
                                    "together; auto (default): batch when the store has 2+ batches."),
+    weak_adversary: float = typer.Option(None, help="weak: weight of a batch (group) classifier trained through a "
+                                         "reversed gradient, pushing the embedding to forget the batch (0: none)."),
     max_cells: int = typer.Option(None, help="Train on about this many cells (whole chunks spread over the store)."),
     seed: int = typer.Option(None, help="Random seed (default 0)."),
     workers: int = typer.Option(None, help="DataLoader workers reading chunks (default 2)."),
@@ -50,7 +52,7 @@ def train(
     options = models.training_options(method, options, depth=depth, epochs=epochs, batch_size=batch_size, lr=lr,
                                       width=width, max_cells=max_cells, seed=seed, num_workers=workers,
                                       patch_size=patch_size, mask_ratio=mask_ratio, preset=preset,
-                                      weak_loss=weak_loss,
+                                      weak_loss=weak_loss, weak_adversary=weak_adversary,
                                       weak_group=(weak_group.split(",") if weak_group and weak_group not in
                                                   ("auto", "none") else weak_group))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

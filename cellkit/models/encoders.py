@@ -193,6 +193,24 @@ def check_weak_loss(kind: str) -> str:
     return kind
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient times ``-scale`` backward (Ganin & Lempitsky 2015)."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``x`` unchanged, but the gradient flowing back through it is multiplied by ``-scale``."""
+    return _ReverseGradient.apply(x, float(scale))
+
+
 class WeaklySupervised(nn.Module):
     """Encoder trained on treatment labels (compound and concentration, never the MOA): weak labels, as in
     Caicedo et al. 2018. ``config["weak_loss"]``: ``"ce"`` (a classification head, cross entropy of both
@@ -200,7 +218,9 @@ class WeaklySupervised(nn.Module):
     projection head, ``temperature``) or ``"ce+supcon"`` (their sum). Embedding = encoder output.
     ``config["weak_classes"]`` lists the classes (the head's outputs). With groups (``config["weak_group"]``, e.g.
     the batch), `loss` contrasts a cell only with its own group's cells and its positives, and classifies it only
-    among the classes present in its group."""
+    among the classes present in its group. ``config["weak_adversary"]`` > 0 (with 2+ ``weak_group_classes``):
+    a head learns to tell the groups apart from the embedding through a reversed gradient of that weight, so
+    the encoder is pushed to forget the group (a batch-adversarial head, Ganin & Lempitsky 2015)."""
 
     def __init__(self, in_channels: int, config: dict):
         super().__init__()
@@ -217,6 +237,12 @@ class WeaklySupervised(nn.Module):
         if self.smoothing and config.get("weak_group") and hasattr(self, "classifier"):
             raise ValueError("label_smoothing cannot be combined with weak_group (the masked classes would get mass)")
         self.temperature = float(config["temperature"])
+        self.adversary_weight = float(config.get("weak_adversary") or 0.0)  # older models have no adversary
+        if self.adversary_weight < 0:
+            raise ValueError(f"weak_adversary must be >= 0, got {self.adversary_weight}")
+        n_groups = len(config.get("weak_group_classes") or [])
+        if self.adversary_weight and n_groups >= 2:
+            self.adversary = mlp_head(self.encoder.out_dim, config["proj_hidden"], n_groups)
 
     def embed(self, x):
         return self.encoder(x)
@@ -236,6 +262,10 @@ class WeaklySupervised(nn.Module):
             total = total + F.cross_entropy(logits, y, label_smoothing=self.smoothing)
         if "supcon" in self.kind:
             total = total + supcon(self.projector(h), y, self.temperature, groups=g)
+        if hasattr(self, "adversary"):
+            if g is None:
+                raise ValueError("the batch adversary (weak_adversary) needs the groups of the cells")
+            total = total + F.cross_entropy(self.adversary(reverse_gradient(h, self.adversary_weight)).float(), g)
         return total
 
 

@@ -41,6 +41,8 @@ DEFAULTS = {
                                                      # contrasted / classified only against its own group's
                                                      # treatments, so batch features earn the loss nothing;
                                                      # "auto" (weak default): ["batch"] with 2+ batches
+    "weak_adversary": 0.0,                           # weak supervision: weight of a group (batch) classifier
+                                                     # trained through a reversed gradient (0 = none)
     "preset": None,                                  # the preset these options started from (see PRESETS)
     "max_cells": None,                               # train on (about) this many cells, whole chunks spread evenly
     "num_workers": 2, "shuffle_cells": 1024, "stats_cells": 4096, "amp": True,
@@ -48,7 +50,7 @@ DEFAULTS = {
 }
 # Keys `train` adds to a saved config.json (so a saved config can be passed back as options).
 RECORDED_KEYS = {"method", "channels", "crop_size", "norm_mean", "norm_std", "cells", "epochs_done", "history",
-                 "complete", "cellkit_version", "torch_version", "n_train_cells", "weights_sha256", "weak_classes",
+                 "complete", "cellkit_version", "torch_version", "n_train_cells", "weights_sha256", "weak_classes", "weak_group_classes",
                  "view_size_measured"}
 # The autoencoder and the MAE reconstruct their input: photometric jitter and noise only make the target noisier.
 _RECONSTRUCTION_AUGMENT = AugmentConfig(crop_scale=(0.8, 1.0), brightness=0.0, contrast=0.0, blur_prob=0.0,

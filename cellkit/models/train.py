@@ -134,6 +134,9 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
         if method == "weak":
             config["weak_classes"] = weak_labels(cells, config["weak_label"])[1]
             config["weak_group"] = _weak_group(cells, config["weak_group"])
+            config["weak_group_classes"] = weak_labels(cells, config["weak_group"])[1] if config["weak_group"] else None
+            if config.get("weak_adversary") and not config["weak_group_classes"]:
+                logger.info("weak_adversary: no weak groups on this store; training without the batch adversary")
     aug = AugmentConfig.from_dict(config["augment"])
     train_data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"],
                             chunks=_training_chunks(data, config["max_cells"]), masks=aug.needs_masks)
