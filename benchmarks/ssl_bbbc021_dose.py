@@ -8,7 +8,11 @@ compares four representations of the whole crop (the source gives no masks):
 - ``pixel_pca``: PCA of the crop pixels;
 - ``random``: the SSL encoder at its seeded initialisation (same options as the SSL row);
 - ``simclr`` (and any other ``--methods``): trained with ``--preset`` and ``--config`` (the recipe chosen on
-  synthetic plates, `docs/models.md`; nothing here is tuned on these crops).
+  synthetic plates, `docs/models.md`; nothing here is tuned on these crops), for ``--epochs`` or, with
+  ``--budget-minutes``, for that many CPU-minutes planned like `benchmarks/ssl_moa.py` (``train_within``).
+
+Every ResNet encoder (random-init, SimCLR, BYOL, weak) is embedded with its own ``embed_pool`` and with the other
+one, as a second row ``<method>-last`` / ``<method>-stages`` (``--one-pool``: its own only).
 
 Scores, for every representation:
 
@@ -21,7 +25,8 @@ Scores, for every representation:
   the 8 treated wells, ``spearman_dose_means`` = Spearman over the 3 dose means (1.0 = 5 < 15 < 50 uM).
   The plain distances are recorded too.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/ssl_bbbc021_dose.py [--epochs 30] [--threads 1] [--out DIR]
+Usage: OMP_NUM_THREADS=1 python benchmarks/ssl_bbbc021_dose.py [--epochs 30 | --budget-minutes M] [--threads 1]
+[--out DIR]
 Writes ``benchmarks/results/ssl_bbbc021_dose.json`` (or ``--json``). Finished models in ``--out`` are reused.
 """
 
@@ -48,6 +53,7 @@ from cellkit.models import EMBEDDING_KEYS, embed_h5ad, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssl_bbbc021 import REAL, cell_knn_lopo  # noqa: E402
+from ssl_moa import OTHER_POOL, RESNET_METHODS, train_within  # noqa: E402
 
 # The SSL recipe (chosen on synthetic plates, seed 3 of the demo's layout; see docs/models.md).
 RECIPE = {"preset": "cpu-small", "seed": 0, "num_workers": 0}
@@ -106,6 +112,10 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("/tmp/cellkit_ssl_bbbc021_dose"))
     parser.add_argument("--methods", default="simclr", help="trained methods (random and pixel_pca always run)")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="train each method for this many CPU-minutes (ssl_moa's planning) instead of --epochs")
+    parser.add_argument("--one-pool", dest="both_pools", action="store_false",
+                        help="embed each ResNet encoder only with its own embed_pool")
     parser.add_argument("--config", default="{}", help="JSON training options over RECIPE")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results"
@@ -117,26 +127,44 @@ def main():
     cells, h5ad = out / "cells.zarr", out / "cells.h5ad"
     if not cells.exists():
         import_bbbc021_crops(REAL / "bbbc021_crops_68x68_subset.npz", REAL / "index.csv", cells, h5ad)
-    options = {**RECIPE, **json.loads(args.config), "epochs": args.epochs}
-    timings = {}
-    for method in ["random", "pixel_pca", *args.methods.split(",")]:
+    options = {**RECIPE, **json.loads(args.config)}
+    if args.budget_minutes is None:
+        options["epochs"] = args.epochs
+    n_cells = ad.read_h5ad(h5ad, backed="r").n_obs
+    timings, reps_keys = {}, {}
+    for method in dict.fromkeys(["random", "pixel_pca", *args.methods.split(",")]):
         model_dir = out / method
         config_file = model_dir / "config.json"
-        if not (config_file.exists() and json.loads(config_file.read_text()).get("complete")):
+        if method != "pixel_pca" and args.budget_minutes is not None:
+            timing = train_within(cells, model_dir, method, 60 * args.budget_minutes, n_cells, options)
+            print(f"{method}: {timing}", flush=True)
+        elif not (config_file.exists() and json.loads(config_file.read_text()).get("complete")):
             start = time.perf_counter()
             config = options if method not in ("pixel_pca",) else {"seed": 0, "n_components": 50}
             train(cells, model_dir, method=method, config=config, overwrite=True)
             print(f"{method}: trained in {time.perf_counter() - start:.0f}s", flush=True)
-        if EMBEDDING_KEYS[method] not in ad.read_h5ad(h5ad, backed="r").obsm:
+        present = set(ad.read_h5ad(h5ad, backed="r").obsm)
+        if EMBEDDING_KEYS[method] not in present:
             embed_h5ad(cells, model_dir, h5ad)
-        history = json.loads(config_file.read_text())["history"]
-        timings[method] = {"train_s": float(sum(h["seconds"] for h in history)), "epochs": len(history)}
+        saved = json.loads(config_file.read_text())
+        history = saved["history"]
+        timings[method] = {"train_s": float(sum(h["seconds"] for h in history)), "epochs": len(history),
+                           "train_cpu_s": float(sum(h.get("cpu_seconds", 0.0) for h in history)),
+                           "pool": saved.get("embed_pool", "last")}
+        reps_keys[method] = EMBEDDING_KEYS[method]
+        if method in RESNET_METHODS and args.both_pools:  # the same encoder with the other pooling, its own row
+            other = OTHER_POOL[timings[method]["pool"]]
+            key = f"{EMBEDDING_KEYS[method]}_{other}"
+            if key not in present:
+                embed_h5ad(cells, model_dir, h5ad, key_added=key, pool=other)
+            reps_keys[f"{method}-{other}"] = key
+            timings[f"{method}-{other}"] = {**timings[method], "pool": other}
     adata = ad.read_h5ad(h5ad)
     start = time.perf_counter()
     morphology = whole_crop_morphology(cells, out / "morphology_whole_crop.parquet").loc[adata.obs_names]
     print(f"morphology: {morphology.shape[1]} features in {time.perf_counter() - start:.0f}s", flush=True)
     reps = {"morphology": morphology.to_numpy(np.float64),
-            **{m: adata.obsm[EMBEDDING_KEYS[m]] for m in ["pixel_pca", "random", *args.methods.split(",")]}}
+            **{name: adata.obsm[key] for name, key in reps_keys.items()}}
     y = (adata.obs["compound"].astype(str) != "DMSO").to_numpy().astype(int)
     plates = adata.obs["plate"].astype(str).to_numpy()
     rows = {}
@@ -144,11 +172,11 @@ def main():
         finite = np.isfinite(z).all(0) & (np.nanstd(z, 0) > 0)
         rows[name] = {"knn_bal_acc": cell_knn_lopo(z[:, finite], y, plates)["balanced_accuracy"],
                       **dose_order(z, adata.obs), **timings.get(name, {})}
-    print(f"\n{'representation':<14}{'dim':>5}{'kNN bal.acc':>12}{'rho wells':>10}{'rho doses':>10}"
+    print(f"\n{'representation':<16}{'dim':>5}{'kNN bal.acc':>12}{'rho wells':>10}{'rho doses':>10}"
           f"   dose means of d^2 (5 / 15 / 50 uM)")
     for name, r in rows.items():
         d = r["dose_means"]
-        print(f"{name:<14}{r['n_features']:>5}{r['knn_bal_acc']:>12.3f}{r['spearman_wells']:>10.3f}"
+        print(f"{name:<16}{r['n_features']:>5}{r['knn_bal_acc']:>12.3f}{r['spearman_wells']:>10.3f}"
               f"{r['spearman_dose_means']:>10.3f}   {d['5']:.2f} / {d['15']:.2f} / {d['50']:.2f}")
     result = {"settings": {**vars(args), "out": str(out), "json": str(args.json)}, "recipe": options,
               "rows": rows, "versions": {"cellkit": cellkit.__version__, "torch": str(torch.__version__),
