@@ -92,6 +92,63 @@ def test_version2_store_with_nested_chunk_folders_reads_the_same(store, tmp_path
     assert item[1]["index"] == 69
 
 
+@pytest.mark.parametrize("separator", [".", "/"])
+def test_chunk_writer_writes_the_files_zarr_writes(store, tmp_path, separator):
+    """`_chunk_files.chunk_writer` (extraction's block writes) stores byte-identical files to Zarr's setitem: uint16
+    blosc images, bool masks, an all-zero chunk, the partial last chunk (padded), a zstd flag array, nested keys."""
+    import zarr
+
+    from cellkit.io import cells
+    from cellkit.io._chunk_files import chunk_writer
+
+    path, images, masks, obs = store
+    zeros = images.copy()
+    zeros[8:16] = 0
+    keys = {"name": "default", "separator": separator}
+    roots = {}
+    for how in ("zarr", "direct"):
+        root = create_cells_store(tmp_path / f"{how}.zarr", len(images), ["DNA", "Tubulin", "Actin"], 16,
+                                  chunk_cells=8, block_cells=32)
+        for name in ("images", "masks"):  # the layout of format 3 (or of format 2 with "/")
+            assert root[name].metadata.chunk_key_encoding.separator == "."
+        roots[how] = root
+        flags = root.create_array("done", shape=(3,), chunks=(1,), dtype=bool, fill_value=False, chunk_key_encoding=keys)
+        if separator == "/":
+            for name, data in (("images", zeros), ("masks", masks)):
+                old = root[name]
+                root.create_array(name, shape=old.shape, dtype=old.dtype, chunks=old.chunks, compressors=old.compressors,
+                                  fill_value=old.fill_value, chunk_key_encoding=keys, overwrite=True)
+        for start, stop in cells.block_bounds(len(images), 32):
+            for name, data in (("images", zeros), ("masks", masks), ("done", None)):
+                array = root[name]
+                rows, at = (data[start:stop], start) if data is not None else (np.ones(1, bool), start // 32)
+                if how == "zarr":
+                    array.with_config(cells.WRITE_CONFIG)[at:at + len(rows)] = rows
+                else:
+                    chunk_writer(array)(at, rows)
+    files = {how: sorted(p.relative_to(tmp_path / f"{how}.zarr") for p in (tmp_path / f"{how}.zarr").rglob("*")
+                         if p.is_file()) for how in roots}
+    assert files["zarr"] == files["direct"] and len(files["zarr"]) > 20
+    for name in files["zarr"]:
+        assert (tmp_path / "zarr.zarr" / name).read_bytes() == (tmp_path / "direct.zarr" / name).read_bytes(), name
+    np.testing.assert_array_equal(roots["direct"]["images"][:], zeros)
+    np.testing.assert_array_equal(roots["direct"]["masks"][:], masks)
+    writer = chunk_writer(roots["direct"]["images"])
+    with pytest.raises(ValueError, match="whole chunks"):
+        writer(4, zeros[4:12])
+    with pytest.raises(ValueError, match="inside a chunk"):
+        writer(0, zeros[:12])
+
+
+def test_chunk_writer_leaves_sharded_arrays_to_zarr(tmp_path):
+    from cellkit.io._chunk_files import chunk_writer
+
+    root = create_cells_store(tmp_path / "s.zarr", 64, ["DNA"], 8, chunk_cells=8, block_cells=32, sharded=True)
+    assert chunk_writer(root["images"]) is None
+    root = create_cells_store(tmp_path / "p.zarr", 64, ["DNA"], 8, chunk_cells=8, block_cells=32)
+    assert chunk_writer(root["images"]) is not None
+
+
 def test_incomplete_store_refused(tmp_path):
     root = create_cells_store(tmp_path / "c.zarr", 4, ["DNA"], 8)
     write_obs(root, pd.DataFrame({"cell_id": list("abcd")}))

@@ -156,6 +156,16 @@ def test_identical_for_any_worker_count(plate, reference, tmp_path, how):
     pd.testing.assert_frame_equal(a.obs, b.obs)
 
 
+def test_sharded_store_holds_the_same_cells(plate, reference, tmp_path):
+    """Sharded blocks are written through Zarr (not the direct chunk writer): the same cells."""
+    index, labels = plate
+    out = tmp_path / "cells.zarr"
+    extract_cells(index, labels, out, sharded=True, **OPTIONS)
+    assert open_cells(out)["images"].shards is not None
+    for got, want in zip(read_cells(out)[:2], read_cells(reference)[:2]):
+        np.testing.assert_array_equal(got.compute(), want.compute())
+
+
 def test_distributed_scheduler(plate, reference, tmp_path):
     from distributed import LocalCluster
 

@@ -26,8 +26,9 @@ How writing stays safe and resumable
 A killed run leaves an incomplete store (readers refuse it). Rerunning the same command checks
 that inputs and parameters are unchanged (a fingerprint of both), skips blocks already flagged
 done, and writes the rest; blocks are deterministic, so the final store equals an
-uninterrupted run, whatever the number of workers. Zarr's local store writes every chunk and
-metadata file atomically (temporary file + rename), so a kill never leaves a torn chunk or flag.
+uninterrupted run, whatever the number of workers. Every chunk, flag and metadata file is written
+atomically (temporary file + rename: Zarr's local store, and `cellkit.io._chunk_files` for the rows
+and flags of blocks), so a kill never leaves a torn chunk or flag.
 """
 
 from __future__ import annotations

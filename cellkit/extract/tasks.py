@@ -12,6 +12,7 @@ import zarr
 from zarr.core.sync import sync
 
 from ..io import cells as cellstore
+from ..io._chunk_files import chunk_writer
 from ..io.images import read_field, to_uint16
 from ..io.labels import edge_labels, field_group, label_centroids
 from .crops import cut_crops
@@ -96,28 +97,34 @@ def write_block(out: str, block: int, start: int, stop: int, pieces: list) -> in
                                              chunk_key_encoding=cellstore.CHUNK_KEYS)
         part.attrs["columns"] = columns
 
-    async def write_rows():  # one hand-off to Zarr's event loop: open the three arrays, write rows, then the flag
+    async def open_arrays():  # one hand-off to Zarr's event loop
         store = zarr.storage.LocalStore(out)
-        images, mask_array, done = await asyncio.gather(*(
-            zarr.api.asynchronous.open_array(store=store, path=name, mode="r+", zarr_format=3)
-            for name in ("images", "masks", "progress/done")))
-        await asyncio.gather(*(piece for array, rows in ((images, crops), (mask_array, masks))
-                               for piece in _chunk_writes(array.with_config(cellstore.WRITE_CONFIG), start, rows)))
-        await done.setitem(block, True)  # after the rows: a flagged block is always whole
+        return await asyncio.gather(*(zarr.api.asynchronous.open_array(store=store, path=name, mode="r+", zarr_format=3)
+                                      for name in ("images", "masks", "progress/done")))
 
-    sync(write_rows())
+    images, mask_array, done = (zarr.Array(a) for a in sync(open_arrays()))
+    for array, rows in ((images, crops), (mask_array, masks)):
+        write_rows(array, start, rows)
+    write_rows(done, block, np.ones(1, bool))  # after the rows: a flagged block is always whole
     return stop - start
 
 
-def _chunk_writes(array, start: int, rows: np.ndarray) -> list:
-    """One ``setitem`` per chunk (shard when sharded) of ``rows`` written at ``start`` (a chunk boundary).
+def write_rows(array: zarr.Array, start: int, rows: np.ndarray) -> None:
+    """Write ``rows`` at ``start`` (a chunk boundary; whole chunks, or up to the array's end), every chunk stored.
 
-    Zarr passes a value of exactly one chunk's shape straight to the encoder; a value spanning several
-    chunks is first copied into a fill-value buffer per chunk (~20% of the CPU of writing a block).
+    Plain local layouts go straight to their chunk files (`cellkit.io._chunk_files`: the same bytes
+    as Zarr, without its per-chunk event-loop machinery, which cost more CPU than encoding and
+    writing); others (sharded stores) go through Zarr, one ``setitem`` per chunk or shard.
     """
+    direct = chunk_writer(array)
+    if direct is not None:
+        direct(start, rows)
+        return
+
+    array = array.with_config(cellstore.WRITE_CONFIG)
     step = (array.shards or array.chunks)[0]
-    return [array.setitem(slice(start + i, start + min(i + step, len(rows))), rows[i:i + step])
-            for i in range(0, len(rows), step)]
+    for i in range(0, len(rows), step):  # Zarr copies a value spanning several chunks (shards) into one buffer each
+        array[start + i:start + min(i + step, len(rows))] = rows[i:i + step]
 
 
 def block_pieces(counts: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
