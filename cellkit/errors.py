@@ -3,7 +3,8 @@
 `CellkitError` is the base of errors about the user's input or environment; `OutputPathError`
 covers output paths that cannot be written safely. `describe(err)` turns any *expected* failure
 (these, the library's own input errors, ``OSError`` such as a full disk or a read-only folder,
-corrupt Zarr / HDF5 / TIFF files) into ``(message, hint)``, or returns None for an unexpected one
+corrupt Zarr / HDF5 / TIFF files, a ``ValueError`` from one of the library's own checks) into
+``(message, hint)``, or returns None for an unexpected one
 (a bug), which the CLI reports with a pointer to the log holding its traceback.
 Messages name files, fields and options; they never quote file contents.
 """
@@ -11,8 +12,12 @@ Messages name files, fields and options; they never quote file contents.
 from __future__ import annotations
 
 import errno
+import linecache
 import os
 import re
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
 
 
 class CellkitError(Exception):
@@ -109,6 +114,21 @@ def is_corrupt(err: BaseException) -> bool:
     return not isinstance(err, CellkitError) and _corrupt_file(err) is not None
 
 
+def raised_by_cellkit(err: BaseException) -> bool:
+    """True for a ``ValueError`` that cellkit's own code raised with a ``raise`` statement: one of the
+    library's input and option checks (a message written for the user), not a bug inside cellkit (an unpacking
+    or conversion error in a cellkit line that is not a ``raise``) nor one from a library it calls."""
+    tb = err.__traceback__
+    if not isinstance(err, ValueError) or tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    if not Path(filename).resolve().is_relative_to(_PACKAGE):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise ")
+
+
 def describe(err: BaseException) -> tuple[str, str] | None:
     """``(message, hint)`` for an expected failure, None for an unexpected one (a bug)."""
     if isinstance(err, CellkitError):  # our own messages: never file contents, may list many problems
@@ -124,7 +144,7 @@ def describe(err: BaseException) -> tuple[str, str] | None:
     if corrupt is not None:
         return corrupt
     expected = _expected_types()
-    if expected and isinstance(err, expected):
+    if expected and isinstance(err, expected) or raised_by_cellkit(err):
         return _one_line(err), ""
     if isinstance(err, (UnicodeDecodeError,)):
         return f"a text file is not valid UTF-8 ({err.reason} at byte {err.start})", "save it as UTF-8 text"

@@ -471,3 +471,30 @@ def _tiny_adata(n_wells: int = 2, per_well: int = 3):
                        index=[f"P1/W{i // per_well}/1/{i % per_well + 1}" for i in range(n)])
     return ad.AnnData(rng.normal(size=(n, 4)).astype(np.float32), obs=obs,
                       var=pd.DataFrame(index=[f"f{j}" for j in range(4)]))
+
+
+def test_a_check_of_the_library_is_an_error_line_and_a_bug_stays_a_bug(plate, tmp_path, monkeypatch):
+    """A ValueError that cellkit raises itself (an option check) reaching the CLI uncaught is one error line,
+    exit 1; a ValueError from a cellkit line that is no ``raise`` (a bug) or from another library stays a bug."""
+    import anndata as ad
+
+    from cellkit import errors, pp
+    from cellkit.models.embed import embedding_function
+
+    root, _ = plate
+    monkeypatch.setenv("CELLKIT_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setattr("cellkit.io.write_index", lambda *a, **k: embedding_function(None, {}, pool="bogus"))
+    args = ["index", root / "BBBC021_v1_image.csv", "--moa", root / "BBBC021_v1_moa.csv", "--out", tmp_path / "i.pq"]
+    one_error(run(*args), "unknown embedding pool 'bogus'")
+    with pytest.raises(ValueError) as raised:  # a check whose raise statement spans two lines
+        pp.spherize(ad.AnnData(np.full((4, 2), np.nan)), control=None)
+    assert errors.raised_by_cellkit(raised.value) and "contain NaN" in str(raised.value)
+
+    def unpack_bug(*args, **kwargs):
+        exec(compile("a, b = (1, 2, 3)", str(errors._PACKAGE / "somewhere.py"), "exec"))
+
+    monkeypatch.setattr("cellkit.io.write_index", unpack_bug)
+    assert run(*args).exit_code == 2
+    monkeypatch.setattr("cellkit.io.write_index", lambda *a, **k: np.zeros(3).reshape(2, 2))  # numpy's own error
+    result = run(*args)
+    assert result.exit_code == 2 and "unexpected error" in result.output
