@@ -149,6 +149,31 @@ def test_chunk_writer_leaves_sharded_arrays_to_zarr(tmp_path):
     assert chunk_writer(root["images"]) is not None
 
 
+def test_skeleton_built_in_memory_has_the_files_zarr_writes_on_disk(store, tmp_path):
+    """`create_skeleton` builds the store in a MemoryStore and writes its files: the same files, byte for byte, as
+    Zarr creating it on disk (arrays, obs with a missing string, progress flags, attributes)."""
+    from cellkit.extract.store import create_skeleton
+    from cellkit.io import cells
+
+    path, images, masks, obs = store
+    obs = obs.assign(compound=[None if k % 7 == 0 else f"c{k % 3}" for k in range(len(obs))],
+                     dose=np.linspace(0, 1, len(obs)), edge=np.arange(len(obs)) % 2 == 0)
+    attrs = {"extract": {"fingerprint": "abc", "objects": 70}}
+    create_skeleton(tmp_path / "memory.zarr", obs, ["DNA", "Tubulin", "Actin"], 16, 8, 32, False, attrs)
+    root = cells.create_cells_store(tmp_path / "disk.zarr", len(obs), ["DNA", "Tubulin", "Actin"], 16, chunk_cells=8,
+                                    block_cells=32, attrs=attrs)
+    cells.write_obs(root, obs)
+    root.require_group("progress").create_array("done", shape=(3,), chunks=(1,), dtype=bool, fill_value=False,
+                                                chunk_key_encoding=cells.CHUNK_KEYS)
+    files = {how: sorted(p.relative_to(tmp_path / how) for p in (tmp_path / how).rglob("*") if p.is_file())
+             for how in ("memory.zarr", "disk.zarr")}
+    assert files["memory.zarr"] == files["disk.zarr"] and "obs/compound__missing/c.0" in map(str, files["disk.zarr"])
+    for name in files["disk.zarr"]:
+        assert (tmp_path / "memory.zarr" / name).read_bytes() == (tmp_path / "disk.zarr" / name).read_bytes(), name
+    read = cells.read_obs(cells.open_cells(tmp_path / "memory.zarr", require_complete=False))
+    assert read.compound.isna().sum() == 10 and list(read.cell_id) == list(obs.cell_id)
+
+
 def test_incomplete_store_refused(tmp_path):
     root = create_cells_store(tmp_path / "c.zarr", 4, ["DNA"], 8)
     write_obs(root, pd.DataFrame({"cell_id": list("abcd")}))

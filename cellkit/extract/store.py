@@ -15,6 +15,7 @@ import zarr
 
 from .._atomic import atomic_path
 from ..io import cells as cellstore
+from ..io._chunk_files import write_files
 from ..io.plate_index import PATH_PREFIX
 from .plan import ExtractInputError
 
@@ -75,14 +76,20 @@ def open_existing(out: Path, fingerprint: str, overwrite: bool, derived: Path | 
 def create_skeleton(out: Path, obs: pd.DataFrame, channels: list[str], size: int, chunk_cells: int,
                     block_cells: int, sharded: bool, attrs: dict) -> zarr.Group:
     """Create the empty store (arrays, full obs, a ``progress/done`` flag per block) in a temporary
-    folder and move it to ``out``: a store at ``out`` always has its full skeleton."""
+    folder and move it to ``out``: a store at ``out`` always has its full skeleton.
+
+    Zarr builds it in memory (a `zarr.storage.MemoryStore`), then its files are written out as they are:
+    the same files as building it on disk, without Zarr's existence checks, parent-group updates and
+    thread hand-offs per node (about 40% of the skeleton's CPU)."""
     n_blocks = len(cellstore.block_bounds(len(obs), block_cells))
+    files: dict = {}
+    root = cellstore.create_cells_store(zarr.storage.MemoryStore(store_dict=files), len(obs), channels, size,
+                                        chunk_cells=chunk_cells, block_cells=block_cells, sharded=sharded, attrs=attrs)
+    cellstore.write_obs(root, obs)
+    root.require_group("progress").create_array("done", shape=(n_blocks,), chunks=(1,), dtype=bool,
+                                                fill_value=False, chunk_key_encoding=cellstore.CHUNK_KEYS)
     with atomic_path(out) as tmp:
-        root = cellstore.create_cells_store(tmp, len(obs), channels, size, chunk_cells=chunk_cells,
-                                            block_cells=block_cells, sharded=sharded, attrs=attrs)
-        cellstore.write_obs(root, obs)
-        root.require_group("progress").create_array("done", shape=(n_blocks,), chunks=(1,), dtype=bool,
-                                                    fill_value=False, chunk_key_encoding=cellstore.CHUNK_KEYS)
+        write_files(tmp, files)
     return zarr.open_group(str(out), mode="r+")
 
 

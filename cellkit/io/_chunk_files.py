@@ -9,6 +9,8 @@ a cells store uses: regular chunks along the first axis only, no sharding, the `
 codec and parameters Zarr itself uses. Each file is written atomically (a temporary file renamed
 into place), as Zarr's `LocalStore` does. Any other layout gets None: write it through Zarr.
 tests/test_cells_readers.py checks that the files are identical to Zarr's.
+
+`write_files` writes out a store built in memory (a new store's skeleton, `cellkit.extract.store`).
 """
 
 from __future__ import annotations
@@ -94,3 +96,17 @@ def _put(path: Path, payload) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_files(folder: str | os.PathLike, files: dict) -> None:
+    """Write the contents of a `zarr.storage.MemoryStore` (its ``store_dict``: key -> Buffer) as the files of
+    a local store in ``folder`` (new or empty, e.g. a temporary folder moved into place afterwards)."""
+    folder = Path(folder)
+    made = set()
+    for key, value in files.items():
+        path = folder / key
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        with open(path, "wb") as f:
+            f.write(value.as_buffer_like())

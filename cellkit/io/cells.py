@@ -75,15 +75,16 @@ def _chunking(shape: tuple, chunk_cells: int, block_cells: int, sharded: bool) -
     return keywords
 
 
-def create_cells_store(path: str | os.PathLike, n_cells: int, channels: list[str], crop_size: int, *,
-                       chunk_cells: int = DEFAULT_CHUNK_CELLS, block_cells: int = DEFAULT_BLOCK_CELLS,
+def create_cells_store(path: str | os.PathLike | zarr.abc.store.Store, n_cells: int, channels: list[str],
+                       crop_size: int, *, chunk_cells: int = DEFAULT_CHUNK_CELLS, block_cells: int = DEFAULT_BLOCK_CELLS,
                        sharded: bool = False, attrs: dict | None = None, overwrite: bool = False) -> zarr.Group:
-    """Create an empty cells.zarr (not yet complete) and return its root group.
+    """Create an empty cells.zarr (not yet complete) at ``path`` (a folder, or any Zarr store) and return its root group.
 
     ``images`` (N, C, S, S) uint16 and ``masks`` (N, 2, S, S) bool are chunked by ``chunk_cells``
     cells and written in blocks of ``block_cells`` cells (one shard file each when ``sharded``).
     """
-    root = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=3)
+    store = path if isinstance(path, zarr.abc.store.Store) else str(path)
+    root = zarr.open_group(store, mode="w" if overwrite else "w-", zarr_format=3)
     shape = (int(n_cells), len(channels), int(crop_size), int(crop_size))
     mask_shape = (shape[0], 2) + shape[2:]
     root.create_array("images", shape=shape, dtype="uint16", compressors=_compressor(), fill_value=0,
