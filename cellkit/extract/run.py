@@ -266,7 +266,8 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
             run.compute(block_tasks, progress=lambda n, total: update(offset + n, len(obs)),
                         weights=[bounds[j][1] - bounds[j][0] for j in todo])
     result.blocks_written = len(todo)
-    _verify_blocks(out, len(bounds))
+    if not inline:  # other workers' flags must be visible here; inline blocks were written by this thread
+        _verify_blocks(out, len(bounds))
 
     if measure is not None:
         _join_features(root, len(bounds))
