@@ -12,8 +12,8 @@ Run (from the repository root)::
    rounds of: read every field's images and labels only (the I/O floor), extract them (64x64 crops,
    no features) with 1 and ``--workers`` threads. Prints medians: cells/s, the fraction of the floor
    (median over rounds of floor / extract seconds, and the ratio of the medians), the same for CPU
-   seconds; then, for ``--fields`` fields, the seconds of each step run alone on one thread (plan,
-   skeleton, read images, decode + check labels, cut, write blocks). An extraction has fixed costs
+   seconds; then, for ``--fields`` fields, the seconds (wall and CPU) of each step run alone on one
+   thread (plan, skeleton, read images, decode + check labels, cut, write blocks). An extraction has fixed costs
    per run (plan set-up, the store's skeleton), so small plates show a lower fraction than large ones.
 4. Peak memory (max RSS of a fresh process) for the ``--fields`` fields and for ``--copies`` times
    as many (same images under new field ids, labels copied).
@@ -134,12 +134,13 @@ def stage_breakdown(index, labels, out, size=64, border="inside") -> dict:
     from cellkit.io.cells import DEFAULT_BLOCK_CELLS, DEFAULT_CHUNK_CELLS, block_bounds
     from cellkit.io.images import to_uint16
 
-    rows, seconds = index.to_dict("records"), {}
+    rows, seconds, cpu = index.to_dict("records"), {}, {}
 
     def timed(name, fn, *args):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         value = fn(*args)
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - start_cpu  # the process: Zarr's threads included
         return value
 
     plans = [timed("plan", plan_field, row, str(labels), size, border) for row in rows]
@@ -155,7 +156,8 @@ def stage_breakdown(index, labels, out, size=64, border="inside") -> dict:
     counts = np.array([p.n_cells for p in plans])
     for j, (a, b) in enumerate(block_bounds(len(obs), DEFAULT_BLOCK_CELLS)):
         timed("write_blocks", write_block, str(out), j, a, b, [(cuts[f], lo, hi) for f, lo, hi in block_pieces(counts, a, b)])
-    return {**{f"{k}_s": v for k, v in seconds.items()}, "cells": len(obs), "fields": len(rows)}
+    return {**{f"{k}_s": v for k, v in seconds.items()}, **{f"{k}_cpu": v for k, v in cpu.items()},
+            "cells": len(obs), "fields": len(rows)}
 
 
 def timed_extract(index, labels, out, workers, **options) -> dict:
@@ -295,8 +297,10 @@ def main():
         stages = stage_breakdown(index, labels, work / "stages.zarr")
         report["stages_one_thread"] = stages
         total = sum(v for k, v in stages.items() if k.endswith("_s"))
-        print(f"one thread, steps alone ({stages['cells']} cells, {stages['fields']} fields; {total:.2f} s): "
-              + ", ".join(f"{k[:-2]} {v:.3f} s ({v / total:.0%})" for k, v in stages.items() if k.endswith("_s")))
+        total_cpu = sum(v for k, v in stages.items() if k.endswith("_cpu"))
+        print(f"one thread, steps alone ({stages['cells']} cells, {stages['fields']} fields; {total:.2f} s, CPU "
+              f"{total_cpu:.2f} s): " + ", ".join(f"{k[:-2]} {v:.3f} s ({v / total:.0%}; CPU {stages[k[:-2] + '_cpu']:.3f} s)"
+                                                  for k, v in stages.items() if k.endswith("_s")))
 
         big = copy_fields(index, labels, work / "big_labels.zarr", args.copies)
         report["memory"] = [peak_memory(index, labels, work / "m_small.zarr", args.workers),
