@@ -95,7 +95,34 @@ def test_ssl_defaults_are_the_measured_recipe():
         config = default_config(method, "cpu-small")
         assert config["embed_pool"] == "stages" and config["augment"]["view_size"] == "auto"
         assert config["augment"]["crop_scale"] == tuple(SSL_AUGMENT["crop_scale"]) == (0.25, 1.0)
-        assert (config["augment"]["brightness"], config["augment"]["contrast"]) == (0.4, 0.4)
+        assert (config["augment"]["brightness"], config["augment"]["contrast"]) == (0.0, 0.0)
+        assert config["augment"]["intensity_scale"] == 0.4
     assert default_config("random", "cpu-small")["embed_pool"] == "stages"
     assert default_config("weak", "cpu-small")["embed_pool"] == "last"
     assert default_config("weak", "cpu-small")["augment"]["crop_scale"] == (0.5, 1.0)
+
+
+def test_ssl_default_augmentation_keeps_channel_ratios():
+    """SimCLR's default views (session 7) scale all channels of a crop by one factor: on crops whose channels are
+    multiples of one pattern, every view keeps the channels' ratios; the session-6 per-channel jitter did not."""
+    from cellkit.models import augment
+    from cellkit.models.augment import AugmentConfig
+
+    g = torch.Generator().manual_seed(0)
+    pattern = torch.rand(8, 1, 40, 40, generator=g) + 0.5
+    scale = torch.tensor([1.0, 2.0, 4.0]).view(1, 3, 1, 1)
+    mean, std = torch.tensor([0.5, 1.0, 3.0]), torch.tensor([0.5, 2.0, 1.0])
+    norm = (pattern * scale - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+    def ratios(aug):
+        cfg = AugmentConfig.from_dict({**aug, "noise_std": 0.0, "view_size": None})
+        out = augment(norm, cfg, 24, torch.Generator().manual_seed(1), offset=mean / std)
+        raw = (out * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)).mean((2, 3))
+        return raw[:, 1:] / raw[:, :1], raw[:, 0] / pattern.mean((1, 2, 3))
+
+    augment_config = default_config("simclr", "cpu-small")["augment"]
+    kept, factor = ratios(augment_config)
+    assert torch.allclose(kept, torch.tensor([2.0, 4.0]).expand_as(kept), rtol=1e-4)
+    assert factor.std() > 0.05  # one intensity factor per crop, not the same for all crops
+    jittered, _ = ratios({**augment_config, "brightness": 0.4, "contrast": 0.4, "intensity_scale": 0.0})
+    assert not torch.allclose(jittered, torch.tensor([2.0, 4.0]).expand_as(jittered), rtol=1e-2)

@@ -20,10 +20,11 @@ DEMO_CONFIG = SyntheticConfig()
 # demo's seed 0), treatment NSC / NSCB / mAP: SimCLR 0.625 / 0.653 / 0.489 (0.639 / 0.542 / 0.492 at batch 128),
 # pixel PCA 0.542 / 0.514 / 0.432, random-init 0.486 / 0.458 / 0.383 (docs/models.md, "The demo's encoder").
 # Its augmentation and pooling are pinned to the ones measured then (session 6 changed SimCLR's defaults on
-# benchmarks/ssl_moa.py, METHOD_DEFAULTS; the demo's table was not measured again with them).
+# benchmarks/ssl_moa.py, METHOD_DEFAULTS, and session 7 replaced their per-channel jitter by one intensity factor,
+# pinned off here; the demo's table was not measured again with them).
 DEMO_TRAINING = {"preset": "cpu-small", "epochs": 20, "batch_size": 64, "n_components": 20, "num_workers": 0,
                  "seed": 0, "embed_pool": "last", "augment": {"crop_scale": [0.5, 1.0], "brightness": 0.2,
-                                                           "contrast": 0.2}}
+                                                           "contrast": 0.2, "intensity_scale": 0.0}}
 DEMO_STAGES = [
     {"segment": {"backend": "classical"}},
     {"extract": {"size": 64}},
