@@ -114,14 +114,15 @@ def test_weak_supervision(store, tmp_path):
         default_config("weak", weak_label=["moa"])
     train(store, tmp_path / "weak", method="weak", config={**TINY, "epochs": 3, "lr": 5e-3})
     config = json.loads((tmp_path / "weak" / "config.json").read_text())
-    assert config["weak_classes"] == classes and config["complete"]
-    # the default, chosen on ssl_moa seeds 3 and 5: supcon, negatives within the batch (this store has none)
+    # the default, chosen on ssl_moa seeds 3 and 5: supcon, negatives within the batch (this store has none),
+    # the compound alone as the label (both concentrations one class), every stage pooled
+    assert config["weak_classes"] == ["DMSO", "taxol"] and config["weak_label"] == ["compound"] and config["complete"]
     assert (config["weak_loss"], config["temperature"], config["weak_group"]) == ("supcon", 0.1, None)
     assert default_config("weak")["weak_group"] == "auto"
     losses = [h["loss"] for h in config["history"]]
     assert losses[-1] < losses[0]  # learns the treatment classes
     z, _ = embed_cells(store, tmp_path / "weak")
-    assert z.shape == (64, 8)
+    assert z.shape == (64, 4 + 8)  # both stages' pools (embed_pool "stages")
     with pytest.raises(ValueError, match="preset"):
         default_config("simclr", preset="tpu")
 
@@ -167,7 +168,7 @@ def test_weak_group(store, tmp_path, loss):
     assert saved["weak_group"] == ["concentration"] and saved["complete"]
     assert saved["history"][-1]["loss"] < saved["history"][0]["loss"]
     z, _ = embed_cells(store, tmp_path / "weak")
-    assert z.shape == (64, 8) and np.isfinite(z).all()
+    assert z.shape == (64, 4 + 8) and np.isfinite(z).all()
     with pytest.raises(ValueError, match="MOA"):
         default_config("weak", weak_group=["moa"])
     assert default_config("weak", weak_group="none")["weak_group"] is None
@@ -200,7 +201,7 @@ def test_weak_adversary(store, tmp_path):
     assert np.isfinite([h["loss"] for h in saved["history"]]).all()
     assert any(k.startswith("adversary.") for k in load_file(tmp_path / "adv" / "model.safetensors"))
     z, _ = embed_cells(batched, tmp_path / "adv")
-    assert z.shape == (64, 8) and np.isfinite(z).all()
+    assert z.shape == (64, 4 + 8) and np.isfinite(z).all()
     # no groups on a store without batches: trained without the adversary (no head)
     train(store, tmp_path / "none", method="weak", config={**config, "epochs": 1})
     assert json.loads((tmp_path / "none" / "config.json").read_text())["weak_group_classes"] is None
@@ -264,7 +265,7 @@ def test_weak_losses(store, tmp_path, loss):
     assert any(k.startswith("projector.") for k in keys) == ("supcon" in loss)
     assert any(k.startswith("classifier.") for k in keys) == ("ce" in loss.split("+"))
     z, _ = embed_cells(store, tmp_path / "weak")
-    assert z.shape == (64, 8) and np.isfinite(z).all()
+    assert z.shape == (64, 4 + 8) and np.isfinite(z).all()
 
 
 def test_combine_weights_blocks_by_variance():
