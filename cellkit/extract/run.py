@@ -233,14 +233,15 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
         log(f"extract: {out} is already complete ({len(obs)} cells); nothing to do")
         result.skipped = True
         return result
-    if root is None:
+    fresh = root is None  # a new skeleton: no block is flagged done yet
+    if fresh:
         _remove_derived(adata_path)
         segmentation = dict(zarr.open_group(labels, mode="r").attrs.get("segmentation", {}))
         attrs = {"extract": {"parameters": parameters, "inputs": inputs, "fingerprint": fingerprint,
                              "objects": n_objects, "dropped": dropped, "pad_value": 0,
                              "intensity": INTENSITY_RULE, "segmentation": segmentation}}
         root = _create_skeleton(out, obs, channels, size, chunk_cells, block_cells, sharded, attrs)
-    done = root["progress/done"][:] if bounds else np.zeros(0, bool)
+    done = root["progress/done"][:] if bounds and not fresh else np.zeros(len(bounds), bool)
     todo = [j for j in range(len(bounds)) if not done[j]]
     if len(todo) < len(bounds):
         log(f"extract: resuming, {len(bounds) - len(todo)} of {len(bounds)} blocks already written")
