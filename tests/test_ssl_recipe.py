@@ -208,6 +208,20 @@ def test_weak_adversary(store, tmp_path):
     assert not any(k.startswith("adversary.") for k in load_file(tmp_path / "none" / "model.safetensors"))
     with pytest.raises(ValueError, match="weak_adversary"):
         train(batched, tmp_path / "neg", method="weak", config={**config, "weak_adversary": -1.0})
+    # the CLI: --weak-adversary W, a negative weight is one error line
+    from typer.testing import CliRunner
+
+    from cellkit.cli import app
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    args = ["train", str(batched), "--method", "weak", "--config", str(cfg), "--weak-group", "batch"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "cli"), "--weak-adversary", "0.5"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert (saved["weak_adversary"], saved["weak_group"], saved["weak_group_classes"]) == (0.5, ["batch"], ["W1", "W2"])
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "cli2"), "--weak-adversary", "-1"])
+    assert result.exit_code == 1 and "weak_adversary" in result.output
 
 
 def test_weak_adversary_pushes_the_encoder_away_from_the_groups():
