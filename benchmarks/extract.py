@@ -298,9 +298,10 @@ def main():
         report["stages_one_thread"] = stages
         total = sum(v for k, v in stages.items() if k.endswith("_s"))
         total_cpu = sum(v for k, v in stages.items() if k.endswith("_cpu"))
+        steps = [(k[:-2], v, stages[k[:-2] + "_cpu"]) for k, v in stages.items() if k.endswith("_s")]
         print(f"one thread, steps alone ({stages['cells']} cells, {stages['fields']} fields; {total:.2f} s, CPU "
-              f"{total_cpu:.2f} s): " + ", ".join(f"{k[:-2]} {v:.3f} s ({v / total:.0%}; CPU {stages[k[:-2] + '_cpu']:.3f} s)"
-                                                  for k, v in stages.items() if k.endswith("_s")))
+              f"{total_cpu:.2f} s): "
+              + ", ".join(f"{k} {v:.3f} s ({v / total:.0%}; CPU {c:.3f} s)" for k, v, c in steps))
 
         big = copy_fields(index, labels, work / "big_labels.zarr", args.copies)
         report["memory"] = [peak_memory(index, labels, work / "m_small.zarr", args.workers),

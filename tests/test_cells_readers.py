@@ -112,12 +112,13 @@ def test_chunk_writer_writes_the_files_zarr_writes(store, tmp_path, separator):
         for name in ("images", "masks"):  # the layout of format 3 (or of format 2 with "/")
             assert root[name].metadata.chunk_key_encoding.separator == "."
         roots[how] = root
-        flags = root.create_array("done", shape=(3,), chunks=(1,), dtype=bool, fill_value=False, chunk_key_encoding=keys)
+        root.create_array("done", shape=(3,), chunks=(1,), dtype=bool, fill_value=False, chunk_key_encoding=keys)
         if separator == "/":
             for name, data in (("images", zeros), ("masks", masks)):
                 old = root[name]
-                root.create_array(name, shape=old.shape, dtype=old.dtype, chunks=old.chunks, compressors=old.compressors,
-                                  fill_value=old.fill_value, chunk_key_encoding=keys, overwrite=True)
+                root.create_array(name, shape=old.shape, dtype=old.dtype, chunks=old.chunks,
+                                  compressors=old.compressors, fill_value=old.fill_value, chunk_key_encoding=keys,
+                                  overwrite=True)
         for start, stop in cells.block_bounds(len(images), 32):
             for name, data in (("images", zeros), ("masks", masks), ("done", None)):
                 array = root[name]

@@ -76,9 +76,10 @@ def _chunking(shape: tuple, chunk_cells: int, block_cells: int, sharded: bool) -
 
 
 def create_cells_store(path: str | os.PathLike | zarr.abc.store.Store, n_cells: int, channels: list[str],
-                       crop_size: int, *, chunk_cells: int = DEFAULT_CHUNK_CELLS, block_cells: int = DEFAULT_BLOCK_CELLS,
-                       sharded: bool = False, attrs: dict | None = None, overwrite: bool = False) -> zarr.Group:
-    """Create an empty cells.zarr (not yet complete) at ``path`` (a folder, or any Zarr store) and return its root group.
+                       crop_size: int, *, chunk_cells: int = DEFAULT_CHUNK_CELLS,
+                       block_cells: int = DEFAULT_BLOCK_CELLS, sharded: bool = False, attrs: dict | None = None,
+                       overwrite: bool = False) -> zarr.Group:
+    """Create an empty cells.zarr (not yet complete) at ``path`` (a folder, or any Zarr store); return its root group.
 
     ``images`` (N, C, S, S) uint16 and ``masks`` (N, 2, S, S) bool are chunked by ``chunk_cells``
     cells and written in blocks of ``block_cells`` cells (one shard file each when ``sharded``).
