@@ -50,8 +50,8 @@ DEFAULTS = {
 }
 # Keys `train` adds to a saved config.json (so a saved config can be passed back as options).
 RECORDED_KEYS = {"method", "channels", "crop_size", "norm_mean", "norm_std", "cells", "epochs_done", "history",
-                 "complete", "cellkit_version", "torch_version", "n_train_cells", "weights_sha256", "weak_classes", "weak_group_classes",
-                 "view_size_measured"}
+                 "complete", "cellkit_version", "torch_version", "n_train_cells", "weights_sha256", "weak_classes",
+                 "weak_group_classes", "view_size_measured"}
 # The autoencoder and the MAE reconstruct their input: photometric jitter and noise only make the target noisier.
 _RECONSTRUCTION_AUGMENT = AugmentConfig(crop_scale=(0.8, 1.0), brightness=0.0, contrast=0.0, blur_prob=0.0,
                                         noise_std=0.0).to_dict()
