@@ -19,8 +19,8 @@ profile pipelines on every representation:
 
 Rows: morphology (X), pca, random (untrained encoder), simclr, byol, mae, weak (treatment labels: the
 compound, never the MOA; `--method weak`'s defaults), combined (morphology + weak-supervision well profiles,
-each prepared by the whole pipeline, morphology's kept as they are, the embedding's scaled to morphology's well length times its
-weight in ``COMBINED``, chosen on the tuning seeds; ``--combined``
+each prepared by the whole pipeline, morphology's kept as they are, the embedding's scaled to morphology's well
+length times its weight in ``COMBINED``, chosen on the tuning seeds; ``--combined``
 changes them, e.g. ``X:1,X_simclr:0.5``, the earlier choice on seed 1), and its
 control morphology-std (morphology alone through that same combination: equal to morphology by construction). Scores: treatment NSC, NSCB (cosine 1-NN, not-same-compound / -batch), mAP.
 Training settings: the ``cpu-small`` preset (views sized from the cells) with each method's defaults
