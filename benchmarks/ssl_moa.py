@@ -24,7 +24,8 @@ length times its weight in ``COMBINED``, chosen on the tuning seeds; ``--combine
 changes them, e.g. ``X:1,X_simclr:0.5``, the earlier choice on seed 1), and its
 control morphology-std (morphology alone through that same combination: equal to morphology by construction). Scores: treatment NSC, NSCB (cosine 1-NN, not-same-compound / -batch), mAP.
 Training settings: the ``cpu-small`` preset (views sized from the cells) with each method's defaults
-(SimCLR / BYOL: ``SSL_AUGMENT`` and stage pooling, chosen on seed 3 in session 6; docs/models.md).
+(SimCLR / BYOL: ``SSL_AUGMENT``, whose one intensity factor for all channels was chosen on seeds 3 and 5 in
+session 7, and stage pooling, chosen on seed 3 in session 6; docs/models.md).
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/ssl_moa.py --seed S --budget-minutes M [--cells N] [--threads 1]
 Writes ``benchmarks/results/ssl_moa_seed<S>.json`` (or ``--json``). Finished steps in ``--out`` are reused.
