@@ -148,6 +148,14 @@ def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_c
     return timing
 
 
+def embedded_weights(h5ad: Path) -> dict:
+    """``{obsm key: weights_sha256}`` of the embeddings already in ``h5ad`` (as `embed_h5ad` records them in
+    ``uns["cellkit"]["embeddings"]``): an embedding is reused only when it came from the same weights (a model
+    retrained in ``--out`` is embedded again)."""
+    recorded = ad.read_h5ad(h5ad, backed="r").uns.get("cellkit", {}).get("embeddings", {})
+    return {key: str(info.get("weights_sha256")) for key, info in recorded.items()}
+
+
 def combined_scores(h5ad: Path, weights: dict, steps: dict, scale: str = "norm") -> dict:
     """The combined row: each representation's wells prepared by ``steps``, then `ck.pp.combine` of the prepared
     wells, treatments by the recipe's ``treatment_func``, scores.
@@ -202,22 +210,23 @@ def main():
     n_cells = ad.read_h5ad(h5ad, backed="r").n_obs
     print(f"{n_cells} cells ready in {time.perf_counter() - start:.0f}s ({config.sites} sites per well)", flush=True)
     options = {"preset": args.preset, "seed": 0, "num_workers": 0}
-    timings, present, pools, extra = {}, set(ad.read_h5ad(h5ad, backed="r").obsm), {}, {}
+    timings, pools, extra = {}, {}, {}
+    present = embedded_weights(h5ad)
     for method in args.methods.split(","):
         model_dir = out / "models" / method
         timings[method] = train_within(cells, model_dir, method, 60 * args.budget_minutes, n_cells, options)
         print(f"{method}: {timings[method]}", flush=True)
-        if EMBEDDING_KEYS[method] not in present:
+        saved = json.loads((model_dir / "config.json").read_text())
+        if present.get(EMBEDDING_KEYS[method]) != saved["weights_sha256"]:  # absent, or another model's embedding
             embed_h5ad(cells, model_dir, h5ad)
-            present.add(EMBEDDING_KEYS[method])
-        pool = json.loads((model_dir / "config.json").read_text()).get("embed_pool", "last")
-        pools[method] = pool
+            present[EMBEDDING_KEYS[method]] = saved["weights_sha256"]
+        pools[method] = pool = saved.get("embed_pool", "last")
         if method in RESNET_METHODS and args.both_pools:  # the other embedding of the same encoder, as its own row
             other = OTHER_POOL[pool]
             key = f"{EMBEDDING_KEYS[method]}_{other}"
-            if key not in present:
+            if present.get(key) != saved["weights_sha256"]:
                 embed_h5ad(cells, model_dir, h5ad, key_added=key, pool=other)
-                present.add(key)
+                present[key] = saved["weights_sha256"]
             extra[key] = (f"{method}-{other}", method, other)
     if args.train_only:
         return

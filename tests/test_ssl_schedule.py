@@ -127,3 +127,26 @@ def test_ssl_default_augmentation_keeps_channel_ratios():
     assert factor.std() > 0.05  # one intensity factor per crop, not the same for all crops
     jittered, _ = ratios({**augment_config, "brightness": 0.4, "contrast": 0.4, "intensity_scale": 0.0})
     assert not torch.allclose(jittered, torch.tensor([2.0, 4.0]).expand_as(jittered), rtol=1e-2)
+
+
+def test_ssl_moa_reuses_an_embedding_only_from_the_same_weights(store, tmp_path):
+    """benchmarks/ssl_moa.py skips embedding a model whose embedding is in the h5ad, but only when the recorded
+    weights are that model's: a model retrained in --out (another budget) is embedded again."""
+    import importlib.util
+    from pathlib import Path
+
+    from cellkit.models import embed_h5ad
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ssl_moa.py"
+    spec = importlib.util.spec_from_file_location("ssl_moa", path)
+    ssl_moa = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ssl_moa)
+    h5ad = tmp_path / "cells.h5ad"
+    shas = []
+    for seed in (0, 1):
+        train(store, tmp_path / "m", method="random", overwrite=True, config={**TINY, "seed": seed})
+        shas.append(json.loads((tmp_path / "m" / "config.json").read_text())["weights_sha256"])
+        if seed == 0:
+            embed_h5ad(store, tmp_path / "m", h5ad)
+    assert shas[0] != shas[1]
+    assert ssl_moa.embedded_weights(h5ad) == {"X_random": shas[0]}  # not the retrained model's
