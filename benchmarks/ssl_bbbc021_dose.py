@@ -49,11 +49,11 @@ import cellkit
 from cellkit import pp
 from cellkit.io import import_bbbc021_crops
 from cellkit.io.cells import open_cells, read_cells
-from cellkit.models import EMBEDDING_KEYS, embed_h5ad, train
+from cellkit.models import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssl_bbbc021 import REAL, cell_knn_lopo  # noqa: E402
-from ssl_moa import OTHER_POOL, RESNET_METHODS, embedded_weights, train_within  # noqa: E402
+from ssl_moa import embed_model, embedded_weights, train_within  # noqa: E402
 
 # The SSL recipe (chosen on synthetic plates, seed 3 of the demo's layout; see docs/models.md).
 RECIPE = {"preset": "cpu-small", "seed": 0, "num_workers": 0}
@@ -132,6 +132,7 @@ def main():
         options["epochs"] = args.epochs
     n_cells = ad.read_h5ad(h5ad, backed="r").n_obs
     timings, reps_keys = {}, {}
+    present = embedded_weights(h5ad)  # an embedding is reused only when it came from the same weights
     for method in dict.fromkeys(["random", "pixel_pca", *args.methods.split(",")]):
         model_dir = out / method
         config_file = model_dir / "config.json"
@@ -143,22 +144,12 @@ def main():
             config = options if method not in ("pixel_pca",) else {"seed": 0, "n_components": 50}
             train(cells, model_dir, method=method, config=config, overwrite=True)
             print(f"{method}: trained in {time.perf_counter() - start:.0f}s", flush=True)
-        present = embedded_weights(h5ad)  # an embedding is reused only when it came from these weights
-        saved = json.loads(config_file.read_text())
-        if present.get(EMBEDDING_KEYS[method]) != saved["weights_sha256"]:
-            embed_h5ad(cells, model_dir, h5ad)
-        history = saved["history"]
-        timings[method] = {"train_s": float(sum(h["seconds"] for h in history)), "epochs": len(history),
-                           "train_cpu_s": float(sum(h.get("cpu_seconds", 0.0) for h in history)),
-                           "pool": saved.get("embed_pool", "last")}
-        reps_keys[method] = EMBEDDING_KEYS[method]
-        if method in RESNET_METHODS and args.both_pools:  # the same encoder with the other pooling, its own row
-            other = OTHER_POOL[timings[method]["pool"]]
-            key = f"{EMBEDDING_KEYS[method]}_{other}"
-            if present.get(key) != saved["weights_sha256"]:
-                embed_h5ad(cells, model_dir, h5ad, key_added=key, pool=other)
-            reps_keys[f"{method}-{other}"] = key
-            timings[f"{method}-{other}"] = {**timings[method], "pool": other}
+        history = json.loads(config_file.read_text())["history"]
+        trained = {"train_s": float(sum(h["seconds"] for h in history)), "epochs": len(history),
+                   "train_cpu_s": float(sum(h.get("cpu_seconds", 0.0) for h in history))}
+        for name, (key, pool) in embed_model(cells, model_dir, h5ad, method, present, args.both_pools).items():
+            reps_keys[name] = key
+            timings[name] = {**trained, "pool": pool}
     adata = ad.read_h5ad(h5ad)
     start = time.perf_counter()
     morphology = whole_crop_morphology(cells, out / "morphology_whole_crop.parquet").loc[adata.obs_names]

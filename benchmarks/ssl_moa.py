@@ -156,6 +156,24 @@ def embedded_weights(h5ad: Path) -> dict:
     return {key: str(info.get("weights_sha256")) for key, info in recorded.items()}
 
 
+def embed_model(cells: Path, model_dir: Path, h5ad: Path, method: str, present: dict, both_pools: bool) -> dict:
+    """Embed the model in ``model_dir`` into ``h5ad``: with its own ``embed_pool`` as ``EMBEDDING_KEYS[method]``
+    and, for a ResNet encoder with ``both_pools``, with the other pooling as ``<key>_<other pool>``. An embedding
+    that ``present`` (`embedded_weights`, updated here) shows was made from the same weights is not made again.
+    Returns ``{row name: (obsm key, pool)}``: ``method`` and, with the other pooling, ``<method>-<other pool>``."""
+    saved = json.loads((model_dir / "config.json").read_text())
+    pool = saved.get("embed_pool", "last")
+    rows = {method: (EMBEDDING_KEYS[method], pool)}
+    if method in RESNET_METHODS and both_pools:
+        other = OTHER_POOL[pool]
+        rows[f"{method}-{other}"] = (f"{EMBEDDING_KEYS[method]}_{other}", other)
+    for key, row_pool in rows.values():
+        if present.get(key) != saved["weights_sha256"]:  # absent, or another model's embedding
+            embed_h5ad(cells, model_dir, h5ad, key_added=key, pool=row_pool)
+            present[key] = saved["weights_sha256"]
+    return rows
+
+
 def combined_scores(h5ad: Path, weights: dict, steps: dict, scale: str = "norm") -> dict:
     """The combined row: each representation's wells prepared by ``steps``, then `ck.pp.combine` of the prepared
     wells, treatments by the recipe's ``treatment_func``, scores.
@@ -216,18 +234,11 @@ def main():
         model_dir = out / "models" / method
         timings[method] = train_within(cells, model_dir, method, 60 * args.budget_minutes, n_cells, options)
         print(f"{method}: {timings[method]}", flush=True)
-        saved = json.loads((model_dir / "config.json").read_text())
-        if present.get(EMBEDDING_KEYS[method]) != saved["weights_sha256"]:  # absent, or another model's embedding
-            embed_h5ad(cells, model_dir, h5ad)
-            present[EMBEDDING_KEYS[method]] = saved["weights_sha256"]
-        pools[method] = pool = saved.get("embed_pool", "last")
-        if method in RESNET_METHODS and args.both_pools:  # the other embedding of the same encoder, as its own row
-            other = OTHER_POOL[pool]
-            key = f"{EMBEDDING_KEYS[method]}_{other}"
-            if present.get(key) != saved["weights_sha256"]:
-                embed_h5ad(cells, model_dir, h5ad, key_added=key, pool=other)
-                present[key] = saved["weights_sha256"]
-            extra[key] = (f"{method}-{other}", method, other)
+        for name, (key, pool) in embed_model(cells, model_dir, h5ad, method, present, args.both_pools).items():
+            if name == method:
+                pools[method] = pool
+            else:  # the other embedding of the same encoder, as its own row
+                extra[key] = (name, method, pool)
     if args.train_only:
         return
     names = {"X": "morphology", **{EMBEDDING_KEYS[m]: m for m in args.methods.split(",")},

@@ -130,8 +130,9 @@ def test_ssl_default_augmentation_keeps_channel_ratios():
 
 
 def test_ssl_moa_reuses_an_embedding_only_from_the_same_weights(store, tmp_path):
-    """benchmarks/ssl_moa.py skips embedding a model whose embedding is in the h5ad, but only when the recorded
-    weights are that model's: a model retrained in --out (another budget) is embedded again."""
+    """benchmarks/ssl_moa.py (and ssl_bbbc021_dose.py, through `embed_model`) skip embedding a model whose
+    embedding is in the h5ad, but only when the recorded weights are that model's: a model retrained in --out
+    (another budget) is embedded again, with both poolings."""
     import importlib.util
     from pathlib import Path
 
@@ -149,4 +150,11 @@ def test_ssl_moa_reuses_an_embedding_only_from_the_same_weights(store, tmp_path)
         if seed == 0:
             embed_h5ad(store, tmp_path / "m", h5ad)
     assert shas[0] != shas[1]
-    assert ssl_moa.embedded_weights(h5ad) == {"X_random": shas[0]}  # not the retrained model's
+    present = ssl_moa.embedded_weights(h5ad)
+    assert present == {"X_random": shas[0]}  # not the retrained model's
+    rows = ssl_moa.embed_model(store, tmp_path / "m", h5ad, "random", present, both_pools=True)
+    assert rows == {"random": ("X_random", "stages"), "random-last": ("X_random_last", "last")}
+    assert ssl_moa.embedded_weights(h5ad) == present == {"X_random": shas[1], "X_random_last": shas[1]}
+    written = h5ad.stat().st_mtime_ns
+    ssl_moa.embed_model(store, tmp_path / "m", h5ad, "random", present, both_pools=True)  # nothing to embed again
+    assert h5ad.stat().st_mtime_ns == written
