@@ -247,7 +247,6 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
         log(f"extract: resuming, {len(bounds) - len(todo)} of {len(bounds)} blocks already written")
 
     pieces = {j: _block_pieces(counts, *bounds[j]) for j in todo}
-    needed = sorted({f for j in todo for f, _, _ in pieces[j]})
     log(f"extract: {len(obs)} cells from {len(rows)} fields ({len(empty)} without cells), "
         f"{len(todo)} blocks to write")
     offset = int(sum(b - a for j, (a, b) in enumerate(bounds) if done[j]))  # cells written by an earlier run
@@ -258,6 +257,7 @@ def _extract(index, labels, out, *, size, border, mask_neighbors, measure, adata
             _write_inline(todo, pieces, cut, lambda j, parts: _write_block(str(out), j, *bounds[j], parts),
                           lambda n: update(offset + n, len(obs)))
         else:
+            needed = sorted({f for j in todo for f, _, _ in pieces[j]})
             field_tasks = {f: dask.delayed(_cut_field, pure=False)(
                 rows[f], labels, plans[f], size, border, mask_neighbors, channels, measure,
                 dask_key_name=f"cut-field-{f}-{fingerprint[:8]}") for f in needed}
