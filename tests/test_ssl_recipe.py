@@ -114,10 +114,10 @@ def test_weak_supervision(store, tmp_path):
         default_config("weak", weak_label=["moa"])
     train(store, tmp_path / "weak", method="weak", config={**TINY, "epochs": 3, "lr": 5e-3})
     config = json.loads((tmp_path / "weak" / "config.json").read_text())
-    # the default, chosen on ssl_moa seeds 3 and 5: supcon, negatives within the batch (this store has none),
+    # the default, chosen on ssl_moa seeds 3 and 5: supcon at T 0.3, negatives within the batch (this store has none),
     # the compound alone as the label (both concentrations one class), every stage pooled
     assert config["weak_classes"] == ["DMSO", "taxol"] and config["weak_label"] == ["compound"] and config["complete"]
-    assert (config["weak_loss"], config["temperature"], config["weak_group"]) == ("supcon", 0.1, None)
+    assert (config["weak_loss"], config["temperature"], config["weak_group"]) == ("supcon", 0.3, None)
     assert default_config("weak")["weak_group"] == "auto"
     losses = [h["loss"] for h in config["history"]]
     assert losses[-1] < losses[0]  # learns the treatment classes
@@ -242,7 +242,7 @@ def test_weak_adversary_pushes_the_encoder_away_from_the_groups():
 
     total = model.loss(views, views, labels, groups)
     h = model.encoder(torch.cat([views, views]))
-    main = supcon(model.projector(h), y, 0.1, groups=g)
+    main = supcon(model.projector(h), y, cfg["temperature"], groups=g)
     adv = F.cross_entropy(model.adversary(h).float(), g)
     assert total.item() == pytest.approx((main + adv).item(), rel=1e-5)
     g_total, g_main, g_adv = grads(total), grads(main), grads(adv)
