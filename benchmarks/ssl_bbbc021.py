@@ -56,6 +56,16 @@ def probe_lopo(z: np.ndarray, y: np.ndarray, plates: np.ndarray) -> dict:
             "auroc_mean_plates": float(np.mean(list(per_plate.values())))}
 
 
+def knn_vote(z: np.ndarray, y: np.ndarray, test: np.ndarray, k: int = 15) -> np.ndarray:
+    """Binary labels (int) of the ``test`` rows of ``z`` (N, D) by a majority vote of their ``k`` cosine nearest
+    neighbours among the other rows (features standardized over all N rows first)."""
+    z = (z - z.mean(0)) / (z.std(0) + 1e-8)
+    z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-12
+    sim = z[test] @ z[~test].T
+    nearest = np.argpartition(-sim, k, axis=1)[:, :k]
+    return (y[~test][nearest].mean(1) > 0.5).astype(int)
+
+
 def cell_knn_lopo(z: np.ndarray, y: np.ndarray, plates: np.ndarray, k: int = 15) -> dict:
     """Leave-one-plate-out cosine kNN vote at cell level; balanced accuracy (a probe without training).
 
@@ -64,14 +74,10 @@ def cell_knn_lopo(z: np.ndarray, y: np.ndarray, plates: np.ndarray, k: int = 15)
     """
     from sklearn.metrics import balanced_accuracy_score
 
-    z = (z - z.mean(0)) / (z.std(0) + 1e-8)
-    z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-12
     pred = np.empty(len(y), int)
     for plate in np.unique(plates):
         test = plates == plate
-        sim = z[test] @ z[~test].T
-        nearest = np.argpartition(-sim, k, axis=1)[:, :k]
-        pred[test] = (y[~test][nearest].mean(1) > 0.5).astype(int)
+        pred[test] = knn_vote(z, y, test, k)
     return {"k": k, "balanced_accuracy": float(balanced_accuracy_score(y, pred))}
 
 
