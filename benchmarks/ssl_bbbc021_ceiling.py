@@ -37,7 +37,7 @@ from cellkit.models import embed_cells, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssl_bbbc021 import REAL, knn_vote  # noqa: E402
-from ssl_bbbc021_dose import RECIPE, whole_crop_morphology  # noqa: E402
+from ssl_bbbc021_dose import RECIPE, real_crops, whole_crop_morphology  # noqa: E402
 from ssl_moa import train_within  # noqa: E402
 
 
@@ -84,10 +84,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    cells, h5ad = out / "cells.zarr", out / "cells.h5ad"
-    if not cells.exists():
-        import_bbbc021_crops(REAL / "bbbc021_crops_68x68_subset.npz", REAL / "index.csv", cells, h5ad)
+    cells, h5ad = real_crops(out)
     obs = ad.read_h5ad(h5ad, backed="r").obs
     y = (obs["compound"].astype(str) != "DMSO").to_numpy().astype(int)
     plates = obs["plate"].astype(str).to_numpy()

@@ -59,6 +59,15 @@ from ssl_moa import embed_model, embedded_weights, train_within  # noqa: E402
 RECIPE = {"preset": "cpu-small", "seed": 0, "num_workers": 0}
 
 
+def real_crops(out: Path) -> tuple[Path, Path]:
+    """The real crops as ``out``/cells.zarr and cells.h5ad (imported from the source files when missing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cells, h5ad = out / "cells.zarr", out / "cells.h5ad"
+    if not cells.exists():
+        import_bbbc021_crops(REAL / "bbbc021_crops_68x68_subset.npz", REAL / "index.csv", cells, h5ad)
+    return cells, h5ad
+
+
 def whole_crop_morphology(cells: Path, out: Path) -> pd.DataFrame:
     """`measure_crops` of every crop with the whole crop as cell and nucleus (cached in ``out``)."""
     from cellkit.features import measure_crops
@@ -123,10 +132,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    cells, h5ad = out / "cells.zarr", out / "cells.h5ad"
-    if not cells.exists():
-        import_bbbc021_crops(REAL / "bbbc021_crops_68x68_subset.npz", REAL / "index.csv", cells, h5ad)
+    cells, h5ad = real_crops(out)
     options = {**RECIPE, **json.loads(args.config)}
     if args.budget_minutes is None:
         options["epochs"] = args.epochs
