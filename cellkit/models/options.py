@@ -55,10 +55,9 @@ RECORDED_KEYS = {"method", "channels", "crop_size", "norm_mean", "norm_std", "ce
 # The autoencoder and the MAE reconstruct their input: photometric jitter and noise only make the target noisier.
 _RECONSTRUCTION_AUGMENT = AugmentConfig(crop_scale=(0.8, 1.0), brightness=0.0, contrast=0.0, blur_prob=0.0,
                                         noise_std=0.0).to_dict()
-# Weak supervision: supervised contrastive on the treatments (T = 0.1 until session 8), chosen on seed 3 of
-# benchmarks/ssl_moa.py
-# (session 5, 5-minute budget; treatment NSC plain / corrected: supcon 0.844 / 0.844, ce+supcon 0.854 / 0.823, ce
-# 0.802 / 0.792, ce with label smoothing 0.1 0.792 / 0.865), with negatives restricted to the cell's batch
+# Weak supervision: supervised contrastive on the treatments, chosen on seed 3 of benchmarks/ssl_moa.py
+# (session 5, 5-minute budget, T 0.1; treatment NSC plain / corrected: supcon 0.844 / 0.844, ce+supcon 0.854 /
+# 0.823, ce 0.802 / 0.792, ce with label smoothing 0.1 0.792 / 0.865), with negatives restricted to the cell's batch
 # (weak_group "auto"; session 6, seeds 3 and 5, 5 minutes, plain NSC under the PCA-100 DEFAULT: 0.927 / 0.865
 # against 0.865 / 0.750 without, 0.938 / 0.760 for ce + supcon within the batch; docs/models.md); labels = the
 # compound alone (both concentrations one class) and the embedding pooled from every stage (session 7, seeds 3 and
