@@ -138,3 +138,26 @@ def test_train_mae_resume_and_embed(setup, tmp_path):
     res = CliRunner().invoke(app, ["train", str(cells), "--out", str(tmp_path / "cli"), "--method", "mae",
                                    "--epochs", "1", "--batch-size", "16", "--patch-size", "3", "--workers", "0"])
     assert res.exit_code == 1 and "not divisible by patch_size 3" in " ".join(res.output.split())
+
+
+def test_mae_pixel_target():
+    """``mae_norm_pix``: per-patch normalized pixels (True) or the crop's own normalized pixels (False, the
+    default since session 8) as the reconstruction target."""
+    from cellkit.models import default_config
+    from cellkit.models.mae import MaskedAutoencoder
+
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for norm_pix in (True, False):
+        config = default_config("mae", **MAE_TINY, mae_norm_pix=norm_pix)
+        torch.manual_seed(0)
+        model = MaskedAutoencoder(3, config)
+        assert model.net.config.norm_pix_loss is norm_pix
+        losses[norm_pix] = []
+        for scale in (1.0, 10.0):
+            model.steps.zero_()  # the same masked patches for both scales
+            losses[norm_pix].append(model.loss(x * scale).item())
+    assert default_config("mae")["mae_norm_pix"] is False
+    # a per-patch normalized target does not see the crop's scale; the raw target's error grows with it
+    assert losses[True][1] == pytest.approx(losses[True][0], rel=0.5)
+    assert losses[False][1] > 20 * losses[False][0]

@@ -1,7 +1,7 @@
 """A small masked autoencoder (ViT-MAE, from ``transformers``) trained on cell crops: ``cellkit train --method mae``.
 
 The crops (normalized, ``input_size`` square) are cut into ``patch_size`` patches; ``mask_ratio``
-of them are hidden and the decoder reconstructs their (per-patch normalized) pixels. The
+of them are hidden and the decoder reconstructs their pixels (normalized per patch with ``mae_norm_pix``). The
 embedding is the mean of the encoder's patch tokens with masking off. The masks come from a
 generator seeded by (seed, step), whose step counter is saved with the weights, so a resumed
 run draws the same masks as an uninterrupted one.
@@ -29,7 +29,8 @@ def mae_config(in_channels: int, config: dict):
                         intermediate_size=4 * dim, decoder_hidden_size=max(heads, dim // 2),
                         decoder_num_hidden_layers=int(config["mae_decoder_depth"]),
                         decoder_num_attention_heads=heads, decoder_intermediate_size=2 * dim,
-                        mask_ratio=float(config["mask_ratio"]), norm_pix_loss=True)
+                        mask_ratio=float(config["mask_ratio"]),
+                        norm_pix_loss=bool(config.get("mae_norm_pix", True)))  # older models: True
 
 
 class MaskedAutoencoder(nn.Module):
