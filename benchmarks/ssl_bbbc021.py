@@ -41,19 +41,24 @@ if not REAL.exists():
     REAL = Path("/work/shared/data/real/bbbc021_singlecell_crops")
 
 
-def probe_lopo(z: np.ndarray, y: np.ndarray, plates: np.ndarray) -> dict:
-    """Leave-one-plate-out logistic-regression probe; pooled and per-plate AUROC."""
+def probe_lopo(z: np.ndarray, y: np.ndarray, plates: np.ndarray, c: float = 0.1,
+               class_weight: str | None = None) -> dict:
+    """Leave-one-plate-out logistic-regression probe (inverse regularization ``c``, sklearn's ``class_weight``);
+    pooled and per-plate AUROC, and the balanced accuracy of its labels (score > 0.5)."""
+    from sklearn.metrics import balanced_accuracy_score
+
     scores = np.empty(len(y))
     per_plate = {}
     for plate in np.unique(plates):
         test = plates == plate
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, class_weight=class_weight))
         clf.fit(z[~test], y[~test])
         scores[test] = clf.predict_proba(z[test])[:, 1]
         if len(np.unique(y[test])) == 2:
             per_plate[str(plate)] = float(roc_auc_score(y[test], scores[test]))
     return {"auroc_pooled": float(roc_auc_score(y, scores)), "auroc_per_plate": per_plate,
-            "auroc_mean_plates": float(np.mean(list(per_plate.values())))}
+            "auroc_mean_plates": float(np.mean(list(per_plate.values()))),
+            "balanced_accuracy": float(balanced_accuracy_score(y, scores > 0.5))}
 
 
 def knn_vote(z: np.ndarray, y: np.ndarray, test: np.ndarray, k: int = 15) -> np.ndarray:

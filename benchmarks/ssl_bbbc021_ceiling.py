@@ -10,8 +10,8 @@ random-init there by 0.05. This script measures what the probe can show at all, 
   held-out cell among the training plates' cells. 3 folds: each holds out one plate with cycloheximide and one
   with DMSO only (6 plates), so every fold's training set has both classes;
 - ``random-init`` and ``morphology`` (whole crop): the same vote under the same folds, untrained;
-- ``linear probe (labels)``: leave-one-plate-out logistic regression (balanced classes, C 0.01 / 0.1 / 1) on
-  morphology, random-init and both together: a supervised classifier, not a kNN.
+- ``linear probe (labels)``: ssl_bbbc021's leave-one-plate-out logistic regression (`probe_lopo`, balanced
+  classes, C 0.01 / 0.1 / 1) on morphology, random-init and both together: a supervised classifier, not a kNN.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/ssl_bbbc021_ceiling.py [--budget-minutes 5] [--out DIR]
 The crops, morphology and random-init model of ``--out`` are ssl_bbbc021_dose's (imported there if missing).
@@ -29,14 +29,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from cellkit.io import import_bbbc021_crops
 from cellkit.models import embed_cells, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssl_bbbc021 import REAL, knn_vote  # noqa: E402
+from ssl_bbbc021 import REAL, knn_vote, probe_lopo  # noqa: E402
 from ssl_bbbc021_dose import RECIPE, real_crops, whole_crop_morphology  # noqa: E402
 from ssl_moa import train_within  # noqa: E402
 
@@ -61,17 +60,6 @@ def fold_store(out: Path, k: int, held_out: list[str]) -> Path:
         index[keep].to_csv(out / f"fold{k}.csv", index=False)
         import_bbbc021_crops(out / f"fold{k}.npz", out / f"fold{k}.csv", store)
     return store
-
-
-def linear_probe(z: np.ndarray, y: np.ndarray, plates: np.ndarray, c: float) -> float:
-    """Leave-one-plate-out logistic regression (standardized features, balanced classes): balanced accuracy."""
-    z = (z - z.mean(0)) / (z.std(0) + 1e-8)
-    pred = np.empty(len(y), int)
-    for plate in np.unique(plates):
-        test = plates == plate
-        model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(z[~test], y[~test])
-        pred[test] = model.predict(z[test])
-    return float(balanced_accuracy_score(y, pred))
 
 
 def main():
@@ -118,7 +106,8 @@ def main():
                 "morphology + random-init": np.hstack([morphology, random_init])}
     for name, z in features.items():
         rows[f"{name}, linear probe (labels)"] = {
-            "balanced_accuracy_by_C": {str(c): linear_probe(z, y, plates, c) for c in (0.01, 0.1, 1.0)}}
+            "balanced_accuracy_by_C": {str(c): probe_lopo(z, y, plates, c, "balanced")["balanced_accuracy"]
+                                       for c in (0.01, 0.1, 1.0)}}
     print(f"\n{'representation':<44}{'bal. acc.':>10}   accuracy by dose (0 / 5 / 15 / 50 uM)")
     for name, row in rows.items():
         if "balanced_accuracy" in row:

@@ -1,4 +1,5 @@
-"""The real-crop probes of benchmarks/ssl_bbbc021*.py: the kNN vote and the ceiling benchmark's plate folds."""
+"""The real-crop probes of benchmarks/ssl_bbbc021*.py: the kNN vote, the linear probe and the ceiling benchmark's
+plate folds."""
 import sys
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from ssl_bbbc021 import cell_knn_lopo, knn_vote  # noqa: E402
+from ssl_bbbc021 import cell_knn_lopo, knn_vote, probe_lopo  # noqa: E402
 from ssl_bbbc021_ceiling import plate_folds  # noqa: E402
 
 
@@ -22,6 +23,9 @@ def test_knn_vote_and_leave_one_plate_out():
     # labels that do not follow the features: about chance
     shuffled = rng.permutation(y)
     assert cell_knn_lopo(z, shuffled, plates, k=5)["balanced_accuracy"] < 0.7
+    # the supervised linear probe, leave one plate out: its labels' balanced accuracy beside its AUROC
+    assert probe_lopo(z, y, plates, class_weight="balanced")["balanced_accuracy"] == 1.0
+    assert probe_lopo(z, shuffled, plates, class_weight="balanced")["balanced_accuracy"] < 0.7
 
 
 def test_plate_folds_pair_a_treated_plate_with_a_dmso_plate():
