@@ -148,12 +148,17 @@ def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_c
     return timing
 
 
+def embedding_source(sha256, norm_by) -> str:
+    """What an embedding comes from: the model's weights and its input's per-plate normalization (`norm_by`)."""
+    return f"{sha256} norm_by={','.join(str(c) for c in (norm_by if norm_by is not None else []))}"
+
+
 def embedded_weights(h5ad: Path) -> dict:
-    """``{obsm key: weights_sha256}`` of the embeddings already in ``h5ad`` (as `embed_h5ad` records them in
-    ``uns["cellkit"]["embeddings"]``): an embedding is reused only when it came from the same weights (a model
-    retrained in ``--out`` is embedded again)."""
+    """``{obsm key: embedding_source}`` of the embeddings already in ``h5ad`` (as `embed_h5ad` records them in
+    ``uns["cellkit"]["embeddings"]``): an embedding is reused only when it came from the same weights and input
+    (a model retrained in ``--out`` is embedded again)."""
     recorded = ad.read_h5ad(h5ad, backed="r").uns.get("cellkit", {}).get("embeddings", {})
-    return {key: str(info.get("weights_sha256")) for key, info in recorded.items()}
+    return {key: embedding_source(info.get("weights_sha256"), info.get("norm_by")) for key, info in recorded.items()}
 
 
 def embed_model(cells: Path, model_dir: Path, h5ad: Path, method: str, present: dict, both_pools: bool) -> dict:
@@ -167,10 +172,11 @@ def embed_model(cells: Path, model_dir: Path, h5ad: Path, method: str, present: 
     if method in RESNET_METHODS and both_pools:
         other = OTHER_POOL[pool]
         rows[f"{method}-{other}"] = (f"{EMBEDDING_KEYS[method]}_{other}", other)
+    source = embedding_source(saved["weights_sha256"], saved.get("norm_by"))
     for key, row_pool in rows.values():
-        if present.get(key) != saved["weights_sha256"]:  # absent, or another model's embedding
+        if present.get(key) != source:  # absent, or another model's embedding
             embed_h5ad(cells, model_dir, h5ad, key_added=key, pool=row_pool)
-            present[key] = saved["weights_sha256"]
+            present[key] = source
     return rows
 
 

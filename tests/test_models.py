@@ -319,3 +319,37 @@ def test_embed_stage(store, tmp_path):
     weights = (tmp_path / "models" / "simclr" / "model.safetensors").stat().st_mtime_ns
     embed_stage(ctx, methods=["simclr", "pixel_pca"], config=TINY)  # finished models are not trained again
     assert (tmp_path / "models" / "simclr" / "model.safetensors").stat().st_mtime_ns == weights
+
+
+def test_norm_by_plate_removes_a_plate_gain(store, tmp_path):
+    """A second plate that is the first with each channel's gain x2 / x4 / x1: with norm_by="plate" every
+    cell of it embeds exactly like its twin; without, it does not."""
+    from cellkit.io.cells import read_cells
+    from cellkit.models.data import group_scale
+
+    images, masks, obs = read_cells(store)
+    images = np.asarray(images, dtype=np.uint16)
+    twin = obs.reset_index(drop=True).assign(plate="P2", cell_id=lambda o: "P2" + o["cell_id"].str[2:])
+    gains = np.array([2, 4, 1], dtype=np.uint16)[None, :, None, None]
+    two = _store_from(tmp_path / "two.zarr", np.concatenate([images, images * gains]),
+                      pd.concat([obs.reset_index(drop=True), twin], ignore_index=True))
+    scale, reference = group_scale(two, "plate")
+    assert scale.shape == (2 * len(obs), 3) and len(reference) == 3
+    np.testing.assert_allclose(scale[len(obs)] * [2, 4, 1], scale[0], rtol=1e-6)
+    for norm_by, same in (("plate", True), (None, False)):
+        train(two, tmp_path / str(norm_by), method="simclr", config={**TINY, "epochs": 1, "norm_by": norm_by})
+        z, config = embed_cells(two, tmp_path / str(norm_by))
+        assert np.array_equal(z[:len(obs)], z[len(obs):]) is same
+    assert config.get("norm_reference") is None
+    saved = json.loads((tmp_path / "plate" / "config.json").read_text())
+    assert saved["norm_by"] == ["plate"] and saved["norm_reference"] == reference
+    with pytest.raises(ValueError, match="normalize by"):
+        group_scale(two, "batch")
+    result = CliRunner().invoke(app, ["train", str(two), "--out", str(tmp_path / "cli"), "--norm-by", "batch"])
+    assert result.exit_code != 0 and "normalize by" in result.output
+
+
+def _store_from(path, images, obs):
+    write_cells(path, images, np.ones((len(images), 2) + images.shape[-2:], bool), obs, channels=CHANNELS,
+                chunk_cells=32)
+    return path

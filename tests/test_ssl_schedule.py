@@ -131,8 +131,9 @@ def test_ssl_default_augmentation_keeps_channel_ratios():
 
 def test_ssl_moa_reuses_an_embedding_only_from_the_same_weights(store, tmp_path):
     """benchmarks/ssl_moa.py (and ssl_bbbc021_dose.py, through `embed_model`) skip embedding a model whose
-    embedding is in the h5ad, but only when the recorded weights are that model's: a model retrained in --out
-    (another budget) is embedded again, with both poolings."""
+    embedding is in the h5ad, but only when the recorded weights and input normalization are that model's: a
+    model retrained in --out (another budget, or the same weights with another norm_by) is embedded again, with
+    both poolings."""
     import importlib.util
     from pathlib import Path
 
@@ -143,18 +144,21 @@ def test_ssl_moa_reuses_an_embedding_only_from_the_same_weights(store, tmp_path)
     ssl_moa = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ssl_moa)
     h5ad = tmp_path / "cells.h5ad"
-    shas = []
-    for seed in (0, 1):
-        train(store, tmp_path / "m", method="random", overwrite=True, config={**TINY, "seed": seed})
-        shas.append(json.loads((tmp_path / "m" / "config.json").read_text())["weights_sha256"])
+    sources = []
+    for seed, norm_by in ((0, "plate"), (1, "plate"), (1, None)):
+        train(store, tmp_path / "m", method="random", overwrite=True, config={**TINY, "seed": seed, "norm_by": norm_by})
+        saved = json.loads((tmp_path / "m" / "config.json").read_text())
+        sources.append(ssl_moa.embedding_source(saved["weights_sha256"], saved["norm_by"]))
         if seed == 0:
             embed_h5ad(store, tmp_path / "m", h5ad)
-    assert shas[0] != shas[1]
-    present = ssl_moa.embedded_weights(h5ad)
-    assert present == {"X_random": shas[0]}  # not the retrained model's
-    rows = ssl_moa.embed_model(store, tmp_path / "m", h5ad, "random", present, both_pools=True)
-    assert rows == {"random": ("X_random", "stages"), "random-last": ("X_random_last", "last")}
-    assert ssl_moa.embedded_weights(h5ad) == present == {"X_random": shas[1], "X_random_last": shas[1]}
+            present = ssl_moa.embedded_weights(h5ad)
+            assert present == {"X_random": sources[0]}
+            continue
+        assert present["X_random"] != sources[-1]  # not the retrained model's
+        rows = ssl_moa.embed_model(store, tmp_path / "m", h5ad, "random", present, both_pools=True)
+        assert rows == {"random": ("X_random", "stages"), "random-last": ("X_random_last", "last")}
+        assert ssl_moa.embedded_weights(h5ad) == present == {"X_random": sources[-1], "X_random_last": sources[-1]}
+    assert sources[1].split()[0] == sources[2].split()[0] and sources[1] != sources[2]  # same weights, other input
     written = h5ad.stat().st_mtime_ns
     ssl_moa.embed_model(store, tmp_path / "m", h5ad, "random", present, both_pools=True)  # nothing to embed again
     assert h5ad.stat().st_mtime_ns == written

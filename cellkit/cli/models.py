@@ -32,6 +32,9 @@ def train(
                                    "together; auto (default): batch when the store has 2+ batches."),
     weak_adversary: float = typer.Option(None, help="weak: weight of a batch (group) classifier trained through a "
                                          "reversed gradient, pushing the embedding to forget the batch (0: none)."),
+    norm_by: str = typer.Option(None, help="obs column(s), comma-separated (e.g. plate): bring each one's mean "
+                                "intensity per channel (of its DMSO cells) to one level before the encoder; none: "
+                                "the store's global statistics; auto (simclr, random): plate when the store has it."),
     max_cells: int = typer.Option(None, help="Train on about this many cells (whole chunks spread over the store)."),
     seed: int = typer.Option(None, help="Random seed (default 0)."),
     workers: int = typer.Option(None, help="DataLoader workers reading chunks (default 2)."),
@@ -54,7 +57,9 @@ def train(
                                       patch_size=patch_size, mask_ratio=mask_ratio, preset=preset,
                                       weak_loss=weak_loss, weak_adversary=weak_adversary,
                                       weak_group=(weak_group.split(",") if weak_group and weak_group not in
-                                                  ("auto", "none") else weak_group))
+                                                  ("auto", "none") else weak_group),
+                                      norm_by=(norm_by.split(",") if norm_by and norm_by not in ("auto", "none")
+                                               else norm_by))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("training", total=None)

@@ -16,7 +16,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from .._logging import get_logger
 from ..io.cells import open_cells
+
+logger = get_logger(__name__)
 
 
 class CellChunks(torch.utils.data.Dataset):
@@ -30,6 +33,8 @@ class CellChunks(torch.utils.data.Dataset):
     chunks : indices of the read units to serve (default: all).
     read_cells : cells per read unit, rounded up to whole store chunks (``chunk_size`` attribute).
     masks : also serve the masks.
+    scale : per-cell channel factors ``(N, C)`` float32 applied to the raw values before ``mean`` / ``std``
+        (`group_scale`: each plate's intensities brought to one reference). ``None``: none.
 
     Item ``i`` is ``(crops, rows)``: float32 tensor ``(n, C, S, S)`` and int64 tensor ``(n,)``
     of their row numbers in the store; with ``masks``, ``(crops, masks, rows)``, masks bool ``(n, 2, S, S)``
@@ -37,7 +42,8 @@ class CellChunks(torch.utils.data.Dataset):
     """
 
     def __init__(self, path, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 chunks: Sequence[int] | None = None, read_cells: int = 64, masks: bool = False):
+                 chunks: Sequence[int] | None = None, read_cells: int = 64, masks: bool = False,
+                 scale: np.ndarray | None = None):
         root = open_cells(path)
         images = root["images"]
         self.path = str(path)
@@ -53,6 +59,10 @@ class CellChunks(torch.utils.data.Dataset):
         self.mean = None if mean is None else np.asarray(mean, np.float32)[:, None, None]
         self.std = None if std is None else np.asarray(std, np.float32)[:, None, None]
         self.masks = bool(masks)
+        self.scale = None if scale is None else np.asarray(scale, np.float32)
+        if self.scale is not None and self.scale.shape != (self.n_cells, len(self.channels)):
+            raise ValueError(f"scale must be (cells, channels) = {(self.n_cells, len(self.channels))}, "
+                             f"got {self.scale.shape}")
         self._images = self._masks = None
         self._pid = None
 
@@ -76,6 +86,8 @@ class CellChunks(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         start, stop = self._bounds(self.chunks[i])
         x = self._array()[start:stop].astype(np.float32)
+        if self.scale is not None:
+            x *= self.scale[start:stop, :, None, None]
         if self.mean is not None:
             x = (x - self.mean) / self.std
         if self.masks:
@@ -83,13 +95,14 @@ class CellChunks(torch.utils.data.Dataset):
         return torch.from_numpy(x), torch.arange(start, stop)
 
 
-def channel_stats(path, *, max_cells: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of the raw pixel values of up to ``max_cells`` cells.
+def channel_stats(path, *, max_cells: int = 4096, scale: np.ndarray | None = None) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the raw pixel values (times ``scale``, see `CellChunks`) of up to
+    ``max_cells`` cells.
 
     The cells are whole chunks spread evenly over the store (deterministic). Returns two lists
     of length C. A channel with zero spread gets std 1.
     """
-    data = CellChunks(path)
+    data = CellChunks(path, scale=scale)
     n_take = max(1, min(data.n_chunks, -(-max_cells // data.chunk_size)))
     picks = np.unique(np.linspace(0, data.n_chunks - 1, n_take).round().astype(int))
     s1, s2, n = np.zeros(len(data.channels)), np.zeros(len(data.channels)), 0
@@ -102,6 +115,45 @@ def channel_stats(path, *, max_cells: int = 4096) -> tuple[list[float], list[flo
     std = np.sqrt(np.maximum(s2 / n - mean ** 2, 0.0))
     std[std == 0] = 1.0
     return [float(v) for v in mean], [float(v) for v in std]
+
+
+def group_scale(path, by: str | Sequence[str], *, control: str | None = "compound == 'DMSO'",
+                reference: Sequence[float] | None = None) -> tuple[np.ndarray, list[float]]:
+    """Per-cell channel factors that bring every group's (plate's) mean intensity to one reference.
+
+    Each group's reference cells are its ``control`` cells (an obs query; all of the group's cells where it
+    has none); a group's level is the mean over them of each crop's channel means. ``reference`` (C,): the
+    level to bring each group to (default: the mean of the groups' levels, which a model records so that new
+    stores are scaled to the level it was trained at). Reads every crop once.
+
+    Returns ``scale`` float32 ``(N, C)`` (reference / the cell's group level; for `CellChunks`) and the
+    reference as a list of C floats.
+    """
+    from ..get import control_mask
+    from ..io.cells import obs_adata
+
+    adata = obs_adata(path)
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in by if c not in adata.obs]
+    if missing:
+        raise ValueError(f"the cells store has no obs column(s) {missing} to normalize by; it has {list(adata.obs)}")
+    data = CellChunks(path)
+    means = np.concatenate([data[c][0].mean(dim=(2, 3)).numpy() for c in range(data.n_chunks)])
+    group = adata.obs[by].astype(str).agg("@".join, axis=1).to_numpy()
+    try:
+        is_control = control_mask(adata, control, require=False)
+    except ValueError as err:  # e.g. a store without a compound column
+        logger.warning("group_scale: %s; each group's level comes from all its cells", err)
+        is_control = np.zeros(adata.n_obs, dtype=bool)
+    levels = {}
+    for g in np.unique(group):
+        in_group = group == g
+        pick = in_group & is_control if (in_group & is_control).any() else in_group
+        levels[g] = means[pick].mean(axis=0)
+    ref = np.mean(list(levels.values()), axis=0) if reference is None else np.asarray(reference, np.float64)
+    level = np.stack([levels[g] for g in group])
+    scale = (ref / np.maximum(level, 1e-12)).astype(np.float32)
+    return scale, [float(v) for v in ref]
 
 
 def iter_batches(data: CellChunks, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,

@@ -12,7 +12,7 @@ from .. import __version__
 from .augment import AugmentConfig, view
 from .checkpoint import check_channels, load_model
 from ..io.cells import obs_adata
-from .data import CellChunks
+from .data import CellChunks, group_scale
 from .inference import embed_store, store_embedding
 
 
@@ -44,6 +44,8 @@ class ModelEmbedder:
 
     ``channels``: the crops' channel names, checked against the model's (`ChannelMismatchError`).
     ``pool``: see `embedding_function` (None = the model's ``embed_pool``).
+    A model trained with ``norm_by`` (each plate brought to one intensity level) takes the crops' factors as
+    ``scale`` ``(B, C)`` (`store_scale`); without them, crops are taken as they are, at the model's level.
     """
 
     def __init__(self, model_dir, channels: Sequence[str], *, device="cpu", pool: str | None = None):
@@ -57,8 +59,19 @@ class ModelEmbedder:
         self.needs_masks = self.view.needs_masks  # robustness passes masks when this is True
         self.embed_fn = embedding_function(self.model, self.config, pool)
 
+    def store_scale(self, cells) -> np.ndarray | None:
+        """The factors ``(N, C)`` float32 that bring the crops of ``cells`` to the model's level (`group_scale`);
+        None for a model trained without ``norm_by``."""
+        if not self.config.get("norm_by"):
+            return None
+        return group_scale(cells, self.config["norm_by"], control=self.config["norm_control"],
+                           reference=self.config["norm_reference"])[0]
+
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> np.ndarray:
+    def __call__(self, x: torch.Tensor, masks: torch.Tensor | None = None, scale: torch.Tensor | None = None
+                 ) -> np.ndarray:
+        if scale is not None:
+            x = x * scale[:, :, None, None]
         x = view((x - self.mean) / self.std, self.view, self.config["input_size"], masks=masks,
                  offset=(self.mean / self.std).flatten())
         return self.embed_fn(x.to(self.device)).float().cpu().numpy()
@@ -81,8 +94,12 @@ def embed_cells(cells, model_dir, *, batch_size: int = 256, num_workers: int = 0
     model, config = load_model(model_dir, device=device)
     aug = AugmentConfig.from_dict(config.get("augment"))
     offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"])
-    data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"], masks=aug.needs_masks)
-    check_channels(config["channels"], data.channels, where=f"the cells store {cells}")
+    check_channels(config["channels"], CellChunks(cells).channels, where=f"the cells store {cells}")
+    scale = None
+    if config.get("norm_by"):  # each plate brought to the level the model was trained at
+        scale = group_scale(cells, config["norm_by"], control=config["norm_control"],
+                            reference=config["norm_reference"])[0]
+    data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"], masks=aug.needs_masks, scale=scale)
     amp = config.get("amp", False) and device.type == "cuda"
     embed_fn = embedding_function(model, config, pool)
     config = {**config, "embed_pool": pool or config.get("embed_pool") or "last"}
@@ -155,7 +172,8 @@ def embed(adata, cells, model_dir, *, key_added: str | None = None, batch_size: 
         "model_dir": str(Path(model_dir).resolve()), "method": config["method"], "cells": str(cells),
         "weights_sha256": config.get("weights_sha256", ""), "channels": list(config["channels"]),
         "input_size": config["input_size"], "norm_mean": config["norm_mean"], "norm_std": config["norm_std"],
-        "pool": config["embed_pool"], "epochs": config.get("epochs_done", 0), "seed": config["seed"], "cellkit_version": __version__,
+        "pool": config["embed_pool"], "norm_by": list(config.get("norm_by") or []),
+        "epochs": config.get("epochs_done", 0), "seed": config["seed"], "cellkit_version": __version__,
         "torch_version": str(torch.__version__)})
 
 

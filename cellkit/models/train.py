@@ -21,7 +21,7 @@ from .._logging import get_logger
 from .augment import AugmentConfig, augment
 from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_exist, read_config, remove_model_files,
                          save_checkpoint, save_weights, write_json)
-from .data import CellChunks, cell_view_size, channel_stats, iter_batches
+from .data import CellChunks, cell_view_size, channel_stats, group_scale, iter_batches
 from .encoders import build_model
 from .options import METHOD_ALIASES, RECORDED_KEYS, changed_options, default_config
 
@@ -42,6 +42,18 @@ def weak_labels(cells, columns) -> tuple[np.ndarray, list[str]]:
     names = obs[list(columns)].astype(str).agg("@".join, axis=1)
     classes = sorted(names.unique())
     return names.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64), classes
+
+
+def _norm_by(cells, norm_by):
+    """The obs columns to normalize crop intensities by: ``"auto"`` -> ``["plate"]`` when the store's obs has it."""
+    if norm_by != "auto":
+        return norm_by
+    from ..io.cells import open_cells, read_obs
+
+    if "plate" in read_obs(open_cells(cells)):
+        return ["plate"]
+    logger.info("norm_by auto: the store's obs has no 'plate'; crops keep the store's global statistics")
+    return None
 
 
 def _weak_group(cells, group):
@@ -121,10 +133,17 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
 
     data = CellChunks(cells)
+    scale = None
     if resume:
         check_channels(config["channels"], data.channels, where=f"the cells store {cells}")
+        if config.get("norm_by"):
+            scale = group_scale(cells, config["norm_by"], control=config["norm_control"],
+                                reference=config["norm_reference"])[0]
     else:
-        mean, std = channel_stats(cells, max_cells=config["stats_cells"])
+        config["norm_by"] = _norm_by(cells, config["norm_by"])
+        if config["norm_by"]:
+            scale, config["norm_reference"] = group_scale(cells, config["norm_by"], control=config["norm_control"])
+        mean, std = channel_stats(cells, max_cells=config["stats_cells"], scale=scale)
         config.update(channels=data.channels, crop_size=data.crop_size, norm_mean=mean, norm_std=std,
                       cells=str(cells), epochs_done=0, history=[], complete=False, cellkit_version=__version__,
                       torch_version=str(torch.__version__))
@@ -139,7 +158,7 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
                 logger.info("weak_adversary: no weak groups on this store; training without the batch adversary")
     aug = AugmentConfig.from_dict(config["augment"])
     train_data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"],
-                            chunks=_training_chunks(data, config["max_cells"]), masks=aug.needs_masks)
+                            chunks=_training_chunks(data, config["max_cells"]), masks=aug.needs_masks, scale=scale)
     config["n_train_cells"] = train_data.n_rows()
     torch.manual_seed(config["seed"])
 

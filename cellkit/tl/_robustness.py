@@ -229,6 +229,8 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
         name = name or _model_name(model, embedder, embedders)
         embedders[name], sources[name] = embedder, str(model) if not callable(model) else repr(model)
 
+    # models trained with norm_by see each crop at its plate's factor, computed once from the clean store
+    scales = {m: e.store_scale(cells) for m, e in embedders.items() if hasattr(e, "store_scale")}
     conditions = [("clean", 0.0)] + [(p, s) for p, levels in perturbations.items() for s in levels]
     out = {m: {c: [] for c in conditions} for m in embedders}
     need_masks = any(getattr(e, "needs_masks", False) for e in embedders.values())
@@ -240,10 +242,11 @@ def robustness(cells: str | os.PathLike, models: Sequence | Mapping, *,
         for cond in conditions:
             xp = x if cond[0] == "clean" else perturb(x, cond[0], cond[1], scale=std, seed=seed, offset=start)
             for m, embedder in embedders.items():
+                extra = {} if scales.get(m) is None else {"scale": torch.from_numpy(scales[m][idx])}
                 if getattr(embedder, "needs_masks", False):
-                    z = embedder(xp, perturb_masks(mask, cond[0], cond[1], seed=seed, offset=start))
+                    z = embedder(xp, perturb_masks(mask, cond[0], cond[1], seed=seed, offset=start), **extra)
                 else:
-                    z = embedder(xp)
+                    z = embedder(xp, **extra)
                 out[m][cond].append(np.asarray(z, dtype=np.float32))
         done += len(idx)
         if progress:
