@@ -326,6 +326,7 @@ def test_norm_by_plate_removes_a_plate_gain(store, tmp_path):
     cell of it embeds exactly like its twin; without, it does not."""
     from cellkit.io.cells import read_cells
     from cellkit.models.data import group_scale
+    from cellkit.models.embed import ModelEmbedder
 
     images, masks, obs = read_cells(store)
     images = np.asarray(images, dtype=np.uint16)
@@ -336,10 +337,16 @@ def test_norm_by_plate_removes_a_plate_gain(store, tmp_path):
     scale, reference = group_scale(two, "plate")
     assert scale.shape == (2 * len(obs), 3) and len(reference) == 3
     np.testing.assert_allclose(scale[len(obs)] * [2, 4, 1], scale[0], rtol=1e-6)
+    raw = torch.from_numpy(np.concatenate([images, images * gains]).astype(np.float32))
     for norm_by, same in (("plate", True), (None, False)):
         train(two, tmp_path / str(norm_by), method="simclr", config={**TINY, "epochs": 1, "norm_by": norm_by})
         z, config = embed_cells(two, tmp_path / str(norm_by))
         assert np.array_equal(z[:len(obs)], z[len(obs):]) is same
+        embedder = ModelEmbedder(tmp_path / str(norm_by), CHANNELS)  # crops one by one, as robustness does
+        factors = embedder.store_scale(two)
+        assert (factors is None) is (norm_by is None)
+        extra = {} if factors is None else {"scale": torch.from_numpy(factors)}
+        np.testing.assert_allclose(embedder(raw, **extra), z, rtol=1e-4, atol=1e-5)
     assert config.get("norm_reference") is None
     saved = json.loads((tmp_path / "plate" / "config.json").read_text())
     assert saved["norm_by"] == ["plate"] and saved["norm_reference"] == reference
