@@ -56,10 +56,7 @@ def train(
                                       width=width, max_cells=max_cells, seed=seed, num_workers=workers,
                                       patch_size=patch_size, mask_ratio=mask_ratio, preset=preset,
                                       weak_loss=weak_loss, weak_adversary=weak_adversary,
-                                      weak_group=(weak_group.split(",") if weak_group and weak_group not in
-                                                  ("auto", "none") else weak_group),
-                                      norm_by=(norm_by.split(",") if norm_by and norm_by not in ("auto", "none")
-                                               else norm_by))
+                                      weak_group=weak_group, norm_by=norm_by)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("training", total=None)

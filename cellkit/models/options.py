@@ -148,16 +148,11 @@ def default_config(method: str, preset: str | None = None, **overrides) -> dict:
     config.update(overrides)
     config["augment"] = AugmentConfig.from_dict(aug).to_dict()
     config["method"] = method
-    group = config["weak_group"]
-    if isinstance(group, str):  # "auto", "none" (the CLI's way to say None) or one column
-        config["weak_group"] = group = None if group == "none" else group if group == "auto" else [group]
+    config["weak_group"] = group = _columns(config["weak_group"])
+    config["norm_by"] = _columns(config["norm_by"])
     if method == "weak" and "moa" in [str(c).lower() for c in config["weak_label"] + list(
             group if isinstance(group, list) else [])]:
         raise ValueError("weak_label and weak_group must not use the MOA: it is what the profiles are scored on")
-    if isinstance(config["norm_by"], str) and config["norm_by"] not in ("auto", "none"):
-        config["norm_by"] = [config["norm_by"]]
-    elif config["norm_by"] == "none":
-        config["norm_by"] = None
     check_weak_loss(config["weak_loss"])
     if method in ("autoencoder", "mae", "pixel_pca"):  # no ResNet stages: their embedding is their own
         config["embed_pool"] = "last"
@@ -166,6 +161,14 @@ def default_config(method: str, preset: str | None = None, **overrides) -> dict:
     if config["embed_pool"] not in EMBED_POOLS:
         raise ValueError(f"unknown embed_pool {config['embed_pool']!r}; choose one of {', '.join(EMBED_POOLS)}")
     return config
+
+
+def _columns(value):
+    """An option naming obs columns: ``"a,b"`` -> ``["a", "b"]``; ``"none"`` (the CLI's way to say None) -> None;
+    ``"auto"``, None and lists as they are."""
+    if not isinstance(value, str) or value == "auto":
+        return value
+    return None if value == "none" else value.split(",")
 
 
 def read_config_file(path) -> dict:
