@@ -34,7 +34,7 @@ def train(
                                          "reversed gradient, pushing the embedding to forget the batch (0: none)."),
     norm_by: str = typer.Option(None, help="obs column(s), comma-separated (e.g. plate): bring each one's mean "
                                 "intensity per channel (of its DMSO cells) to one level before the encoder; none: "
-                                "the store's global statistics; auto (simclr, random): plate when the store has it."),
+                                "the store's global statistics; auto (simclr, byol, random): plate when the store has it."),
     max_cells: int = typer.Option(None, help="Train on about this many cells (whole chunks spread over the store)."),
     seed: int = typer.Option(None, help="Random seed (default 0)."),
     workers: int = typer.Option(None, help="DataLoader workers reading chunks (default 2)."),
