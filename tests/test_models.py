@@ -186,9 +186,9 @@ def test_resume_takes_the_same_partial_augment_and_refuses_a_changed_one(store, 
         train(store, tmp_path / "m", method="simclr", config=config, progress=stop_in_epoch_2)
     with pytest.raises(ValueError, match=r"\['augment'\] differ"):
         train(store, tmp_path / "m", resume=True, config={**config, "augment": {**partial, "brightness": 0.3}})
-    train(store, tmp_path / "m", resume=True, config=config)
+    train(store, tmp_path / "m", resume=True, config={**config, "norm_by": "plate"})  # as the CLI gives it
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert saved["complete"] and saved["augment"]["brightness"] == 0.2
+    assert saved["complete"] and saved["augment"]["brightness"] == 0.2 and saved["norm_by"] == ["plate"]
 
 
 def test_model_round_trip_and_safe_loading(store, tmp_path):

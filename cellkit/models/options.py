@@ -204,6 +204,8 @@ def changed_options(saved: dict, config: dict) -> dict:
         if key not in saved:
             continue
         old = saved[key]
+        if key in ("weak_group", "norm_by"):  # "plate" as the CLI gives it = ["plate"] as saved
+            value = _columns(value)
         if key == "augment" and isinstance(value, dict):
             old = AugmentConfig.from_dict(old).to_dict()
             value = AugmentConfig.from_dict({**old, **value}).to_dict()
