@@ -156,6 +156,14 @@ def group_scale(path, by: str | Sequence[str], *, control: str | None = "compoun
     return scale, [float(v) for v in ref]
 
 
+def model_scale(path, config: dict) -> np.ndarray | None:
+    """`group_scale` factors ``(N, C)`` of the store at ``path`` for a model's saved ``config`` (its ``norm_by``,
+    ``norm_control`` and ``norm_reference``); None for a model trained without ``norm_by``."""
+    if not config.get("norm_by"):
+        return None
+    return group_scale(path, config["norm_by"], control=config["norm_control"], reference=config["norm_reference"])[0]
+
+
 def iter_batches(data: CellChunks, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
                  num_workers: int = 0, buffer_cells: int = 1024, drop_last: bool = False) -> Iterator[tuple]:
     """Yield ``(crops, rows)`` batches: float32 ``(B, C, S, S)`` and int64 ``(B,)`` (``(crops, masks, rows)``

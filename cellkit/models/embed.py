@@ -12,7 +12,7 @@ from .. import __version__
 from .augment import AugmentConfig, view
 from .checkpoint import check_channels, load_model
 from ..io.cells import obs_adata
-from .data import CellChunks, group_scale
+from .data import CellChunks, model_scale
 from .inference import embed_store, store_embedding
 
 
@@ -62,10 +62,7 @@ class ModelEmbedder:
     def store_scale(self, cells) -> np.ndarray | None:
         """The factors ``(N, C)`` float32 that bring the crops of ``cells`` to the model's level (`group_scale`);
         None for a model trained without ``norm_by``."""
-        if not self.config.get("norm_by"):
-            return None
-        return group_scale(cells, self.config["norm_by"], control=self.config["norm_control"],
-                           reference=self.config["norm_reference"])[0]
+        return model_scale(cells, self.config)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, masks: torch.Tensor | None = None, scale: torch.Tensor | None = None
@@ -95,10 +92,7 @@ def embed_cells(cells, model_dir, *, batch_size: int = 256, num_workers: int = 0
     aug = AugmentConfig.from_dict(config.get("augment"))
     offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"])
     check_channels(config["channels"], CellChunks(cells).channels, where=f"the cells store {cells}")
-    scale = None
-    if config.get("norm_by"):  # each plate brought to the level the model was trained at
-        scale = group_scale(cells, config["norm_by"], control=config["norm_control"],
-                            reference=config["norm_reference"])[0]
+    scale = model_scale(cells, config)  # each plate brought to the level the model was trained at (norm_by)
     data = CellChunks(cells, mean=config["norm_mean"], std=config["norm_std"], masks=aug.needs_masks, scale=scale)
     amp = config.get("amp", False) and device.type == "cuda"
     embed_fn = embedding_function(model, config, pool)

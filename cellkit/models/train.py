@@ -21,7 +21,7 @@ from .._logging import get_logger
 from .augment import AugmentConfig, augment
 from .checkpoint import (CONFIG, check_channels, load_checkpoint, model_files_exist, read_config, remove_model_files,
                          save_checkpoint, save_weights, write_json)
-from .data import CellChunks, cell_view_size, channel_stats, group_scale, iter_batches
+from .data import CellChunks, cell_view_size, channel_stats, group_scale, iter_batches, model_scale
 from .encoders import build_model
 from .options import METHOD_ALIASES, RECORDED_KEYS, changed_options, default_config
 
@@ -133,14 +133,11 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
 
     data = CellChunks(cells)
-    scale = None
     if resume:
         check_channels(config["channels"], data.channels, where=f"the cells store {cells}")
-        if config.get("norm_by"):
-            scale = group_scale(cells, config["norm_by"], control=config["norm_control"],
-                                reference=config["norm_reference"])[0]
+        scale = model_scale(cells, config)
     else:
-        config["norm_by"] = _norm_by(cells, config["norm_by"])
+        config["norm_by"], scale = _norm_by(cells, config["norm_by"]), None
         if config["norm_by"]:
             scale, config["norm_reference"] = group_scale(cells, config["norm_by"], control=config["norm_control"])
         mean, std = channel_stats(cells, max_cells=config["stats_cells"], scale=scale)
