@@ -35,6 +35,12 @@ def train(
     norm_by: str = typer.Option(None, help="obs column(s), comma-separated (e.g. plate): bring each one's mean "
                                 "intensity per channel (of its DMSO cells) to one level before the encoder; none: "
                                 "the store's global statistics; auto (simclr, byol, random): plate when the store has it."),
+    positive_by: str = typer.Option(None, help="simclr: obs column(s), comma-separated (e.g. plate,well): cells "
+                                    "sharing them are each other's positives, beside the two views of a cell; none: "
+                                    "the two views alone; auto (default): plate,well when the store has them."),
+    contrast_within: str = typer.Option(None, help="simclr with positive-by: obs column(s) (e.g. plate): contrast "
+                                        "each cell only with its own group's cells; none: with all; auto (default): "
+                                        "plate when the store has it."),
     max_cells: int = typer.Option(None, help="Train on about this many cells (whole chunks spread over the store)."),
     seed: int = typer.Option(None, help="Random seed (default 0)."),
     workers: int = typer.Option(None, help="DataLoader workers reading chunks (default 2)."),
@@ -56,7 +62,8 @@ def train(
                                       width=width, max_cells=max_cells, seed=seed, num_workers=workers,
                                       patch_size=patch_size, mask_ratio=mask_ratio, preset=preset,
                                       weak_loss=weak_loss, weak_adversary=weak_adversary,
-                                      weak_group=weak_group, norm_by=norm_by)
+                                      weak_group=weak_group, norm_by=norm_by, positive_by=positive_by,
+                                      contrast_within=contrast_within)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("training", total=None)

@@ -89,7 +89,11 @@ def build_encoder(in_channels: int, config: dict) -> ResNetEncoder:
 
 
 class SimCLR(nn.Module):
-    """Encoder + projection head trained with NT-Xent (Chen et al. 2020). Embedding = encoder output."""
+    """Encoder + projection head trained with NT-Xent (Chen et al. 2020). Embedding = encoder output.
+
+    With ``labels`` (the cells' classes of ``config["positive_by"]``, e.g. their well), `loss` is the supervised
+    contrastive loss on them (`supcon`): every cell of the class is a positive, beside the cell's other view;
+    with ``groups`` (``contrast_within``, e.g. the plate) a cell is contrasted only with its own group's cells."""
 
     def __init__(self, in_channels: int, config: dict):
         super().__init__()
@@ -100,10 +104,14 @@ class SimCLR(nn.Module):
     def embed(self, x):
         return self.encoder(x)
 
-    def loss(self, view1, view2):
+    def loss(self, view1, view2, labels=None, groups=None, allowed=None):
+        """Loss of two views (B, C, S, S); optional class ``labels`` and ``groups`` (B,) int64 (``allowed`` is
+        weak supervision's and unused here)."""
         z = self.projector(self.encoder(torch.cat([view1, view2])))
-        z1, z2 = z.chunk(2)
-        return nt_xent(z1, z2, self.temperature)
+        if labels is None:
+            return nt_xent(*z.chunk(2), self.temperature)
+        g = None if groups is None else torch.cat([groups, groups])
+        return supcon(z, torch.cat([labels, labels]), self.temperature, groups=g)
 
 
 class BYOL(nn.Module):

@@ -44,15 +44,15 @@ def weak_labels(cells, columns) -> tuple[np.ndarray, list[str]]:
     return names.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64), classes
 
 
-def _norm_by(cells, norm_by):
-    """The obs columns to normalize crop intensities by: ``"auto"`` -> ``["plate"]`` when the store's obs has it."""
-    if norm_by != "auto":
-        return norm_by
+def _auto_columns(cells, value, columns: list[str], what: str):
+    """``value`` as it is, or for ``"auto"``: ``columns`` when the store's obs has them all, else None (logged)."""
+    if value != "auto":
+        return value
     from ..io.cells import open_cells, read_obs
 
-    if "plate" in read_obs(open_cells(cells)):
-        return ["plate"]
-    logger.info("norm_by auto: the store's obs has no 'plate'; crops keep the store's global statistics")
+    if set(columns) <= set(read_obs(open_cells(cells))):
+        return columns
+    logger.info(f"{what} auto: the store's obs has no {columns}; {what} is off")
     return None
 
 
@@ -137,7 +137,7 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
         check_channels(config["channels"], data.channels, where=f"the cells store {cells}")
         scale = model_scale(cells, config)
     else:
-        config["norm_by"], scale = _norm_by(cells, config["norm_by"]), None
+        config["norm_by"], scale = _auto_columns(cells, config["norm_by"], ["plate"], "norm_by"), None
         if config["norm_by"]:
             scale, config["norm_reference"] = group_scale(cells, config["norm_by"], control=config["norm_control"])
         mean, std = channel_stats(cells, max_cells=config["stats_cells"], scale=scale)
@@ -147,6 +147,10 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
         if config["augment"]["view_size"] == "auto":
             size = cell_view_size(cells, max_cells=config["stats_cells"], center=config["augment"]["center"])
             config["augment"]["view_size"] = config["view_size_measured"] = size
+        if method == "simclr":
+            config["positive_by"] = _auto_columns(cells, config["positive_by"], ["plate", "well"], "positive_by")
+            within = config["contrast_within"] if config["positive_by"] else None
+            config["contrast_within"] = _auto_columns(cells, within, ["plate"], "contrast_within")
         if method == "weak":
             config["weak_classes"] = weak_labels(cells, config["weak_label"])[1]
             config["weak_group"] = _weak_group(cells, config["weak_group"])
@@ -232,6 +236,17 @@ def _spread_of(model, views: torch.Tensor) -> tuple[float, float]:
         model.train()
 
 
+def _contrast_columns(config: dict) -> tuple[list | None, list | None]:
+    """The obs columns whose values make each cell's class (its positives) and group (its negatives): weak's
+    ``weak_label`` / ``weak_group``, SimCLR's ``positive_by`` / ``contrast_within``; None for the others (and for
+    models saved before the options)."""
+    if config["method"] == "weak":
+        return config["weak_label"], config.get("weak_group")
+    if config["method"] == "simclr":
+        return config.get("positive_by"), config.get("contrast_within")
+    return None, None
+
+
 def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int, steps: int, device, progress
                  ) -> tuple[list[float], torch.Tensor]:
     """One pass over ``data`` (``steps`` full batches, each seen as two augmented views); returns the losses and
@@ -240,13 +255,14 @@ def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int
     aug = AugmentConfig.from_dict(config["augment"])
     offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"])
     labels = groups = allowed = None
-    if method == "weak":
-        index, classes = weak_labels(data.path, config["weak_label"])
-        if classes != list(config["weak_classes"]):
+    label_by, group_by = _contrast_columns(config)
+    if label_by:
+        index, classes = weak_labels(data.path, label_by)
+        if method == "weak" and classes != list(config["weak_classes"]):
             raise ValueError("the store's treatment classes differ from the model's weak_classes")
         labels = torch.from_numpy(index)
-        if config.get("weak_group"):  # models saved before the option have none
-            group_index = weak_labels(data.path, config["weak_group"])[0]
+        if group_by:
+            group_index = weak_labels(data.path, group_by)[0]
             groups = torch.from_numpy(group_index)
             allowed = np.zeros((group_index.max() + 1, len(classes)), dtype=bool)
             allowed[group_index, index] = True  # the classes present in each group
