@@ -53,7 +53,7 @@ from cellkit.models import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssl_bbbc021 import REAL, cell_knn_lopo  # noqa: E402
-from ssl_moa import embed_model, embedded_weights, train_within  # noqa: E402
+from ssl_moa import embed_model, embedded_weights, row_method, train_within  # noqa: E402
 
 # The SSL recipe (chosen on synthetic plates, seed 3 of the demo's layout; see docs/models.md).
 RECIPE = {"preset": "cpu-small", "seed": 0, "num_workers": 0}
@@ -139,21 +139,23 @@ def main():
     n_cells = ad.read_h5ad(h5ad, backed="r").n_obs
     timings, reps_keys = {}, {}
     present = embedded_weights(h5ad)  # an embedding is reused only when it came from the same weights
-    for method in dict.fromkeys(["random", "pixel_pca", *args.methods.split(",")]):
-        model_dir = out / method
+    for row in dict.fromkeys(["random", "pixel_pca", *args.methods.split(",")]):
+        model_dir = out / row
         config_file = model_dir / "config.json"
+        method, extra_options, _ = row_method(row)
         if method != "pixel_pca" and args.budget_minutes is not None:
-            timing = train_within(cells, model_dir, method, 60 * args.budget_minutes, n_cells, options)
-            print(f"{method}: {timing}", flush=True)
+            timing = train_within(cells, model_dir, method, 60 * args.budget_minutes, n_cells,
+                                  {**options, **extra_options})
+            print(f"{row}: {timing}", flush=True)
         elif not (config_file.exists() and json.loads(config_file.read_text()).get("complete")):
             start = time.perf_counter()
-            config = options if method not in ("pixel_pca",) else {"seed": 0, "n_components": 50}
+            config = {**options, **extra_options} if method != "pixel_pca" else {"seed": 0, "n_components": 50}
             train(cells, model_dir, method=method, config=config, overwrite=True)
-            print(f"{method}: trained in {time.perf_counter() - start:.0f}s", flush=True)
+            print(f"{row}: trained in {time.perf_counter() - start:.0f}s", flush=True)
         history = json.loads(config_file.read_text())["history"]
         trained = {"train_s": float(sum(h["seconds"] for h in history)), "epochs": len(history),
                    "train_cpu_s": float(sum(h.get("cpu_seconds", 0.0) for h in history))}
-        for name, (key, pool) in embed_model(cells, model_dir, h5ad, method, present, args.both_pools).items():
+        for name, (key, pool) in embed_model(cells, model_dir, h5ad, row, present, args.both_pools).items():
             reps_keys[name] = key
             timings[name] = {**trained, "pool": pool}
     adata = ad.read_h5ad(h5ad)

@@ -62,6 +62,8 @@ CELLS_PER_FIELD = 21.0  # about, at 512 x 640 (seed 7: 6,755 cells from 312 fiel
 COMBINED = {"X": 1.0, "X_weak": 0.5}
 RESNET_METHODS = ("random", "simclr", "byol", "weak")  # encoders with ResNet stages (embed_pool "last" or "stages")
 OTHER_POOL = {"last": "stages", "stages": "last"}
+# Rows that train a method with other options: row name -> (method, options); obsm key X_<name, '-' as '_'>.
+VARIANTS = {"simclr-instance": ("simclr", {"positive_by": None, "contrast_within": None})}  # the two views alone
 
 
 def plate_config(seed: int, cells: int) -> SyntheticConfig:
@@ -95,6 +97,14 @@ def build_cells(out: Path, config: SyntheticConfig, size: int) -> tuple[Path, Pa
 TIMING_KEYS = ("budget_s", "train_cpu_s", "train_s", "probe_s", "crops_per_s", "epochs")
 
 
+def row_method(name: str) -> tuple[str, dict, str]:
+    """The method, its extra training options and the obsm key of the benchmark row ``name`` (a method or one
+    of `VARIANTS`)."""
+    if name in VARIANTS:
+        return (*VARIANTS[name], "X_" + name.replace("-", "_"))
+    return name, {}, EMBEDDING_KEYS[name]
+
+
 def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_cells: int, options: dict,
                  log=print) -> dict:
     """Train ``method`` for at most about ``budget_s`` seconds of this process's CPU time (the issue's
@@ -112,7 +122,7 @@ def train_within(cells: Path, model_dir: Path, method: str, budget_s: float, n_c
     plan = {"epochs": 1}
     replan = None
     if method not in ("pca", "random"):
-        probe = model_dir.parent / f".probe_{method}"
+        probe = model_dir.parent / f".probe_{model_dir.name}"
         batch = options.get("batch_size", 128)
         # 16 batches (a few seconds): 4 were too few to average out a shared machine's load (session 5)
         train(cells, probe, method=method, overwrite=True,
@@ -161,17 +171,18 @@ def embedded_weights(h5ad: Path) -> dict:
     return {key: embedding_source(info.get("weights_sha256"), info.get("norm_by")) for key, info in recorded.items()}
 
 
-def embed_model(cells: Path, model_dir: Path, h5ad: Path, method: str, present: dict, both_pools: bool) -> dict:
-    """Embed the model in ``model_dir`` into ``h5ad``: with its own ``embed_pool`` as ``EMBEDDING_KEYS[method]``
-    and, for a ResNet encoder with ``both_pools``, with the other pooling as ``<key>_<other pool>``. An embedding
-    that ``present`` (`embedded_weights`, updated here) shows was made from the same weights is not made again.
-    Returns ``{row name: (obsm key, pool)}``: ``method`` and, with the other pooling, ``<method>-<other pool>``."""
+def embed_model(cells: Path, model_dir: Path, h5ad: Path, name: str, present: dict, both_pools: bool) -> dict:
+    """Embed the model of row ``name`` (`row_method`) in ``model_dir`` into ``h5ad``: with its own ``embed_pool``
+    as the row's obsm key and, for a ResNet encoder with ``both_pools``, with the other pooling as
+    ``<key>_<other pool>``. An embedding that ``present`` (`embedded_weights`, updated here) shows was made from
+    the same weights is not made again. Returns ``{row name: (obsm key, pool)}``: ``name`` and, with the other
+    pooling, ``<name>-<other pool>``."""
     saved = json.loads((model_dir / "config.json").read_text())
-    pool = saved.get("embed_pool", "last")
-    rows = {method: (EMBEDDING_KEYS[method], pool)}
-    if method in RESNET_METHODS and both_pools:
+    pool, key = saved.get("embed_pool", "last"), row_method(name)[2]
+    rows = {name: (key, pool)}
+    if saved["method"] in RESNET_METHODS and both_pools:
         other = OTHER_POOL[pool]
-        rows[f"{method}-{other}"] = (f"{EMBEDDING_KEYS[method]}_{other}", other)
+        rows[f"{name}-{other}"] = (f"{key}_{other}", other)
     source = embedding_source(saved["weights_sha256"], saved.get("norm_by"))
     for key, row_pool in rows.values():
         if present.get(key) != source:  # absent, or another model's embedding
@@ -236,18 +247,20 @@ def main():
     options = {"preset": args.preset, "seed": 0, "num_workers": 0}
     timings, pools, extra = {}, {}, {}
     present = embedded_weights(h5ad)
-    for method in args.methods.split(","):
-        model_dir = out / "models" / method
-        timings[method] = train_within(cells, model_dir, method, 60 * args.budget_minutes, n_cells, options)
-        print(f"{method}: {timings[method]}", flush=True)
-        for name, (key, pool) in embed_model(cells, model_dir, h5ad, method, present, args.both_pools).items():
-            if name == method:
-                pools[method] = pool
+    for row in args.methods.split(","):
+        model_dir = out / "models" / row
+        method, extra_options, _ = row_method(row)
+        timings[row] = train_within(cells, model_dir, method, 60 * args.budget_minutes, n_cells,
+                                    {**options, **extra_options})
+        print(f"{row}: {timings[row]}", flush=True)
+        for name, (key, pool) in embed_model(cells, model_dir, h5ad, row, present, args.both_pools).items():
+            if name == row:
+                pools[row] = pool
             else:  # the other embedding of the same encoder, as its own row
                 extra[key] = (name, method, pool)
     if args.train_only:
         return
-    names = {"X": "morphology", **{EMBEDDING_KEYS[m]: m for m in args.methods.split(",")},
+    names = {"X": "morphology", **{row_method(m)[2]: m for m in args.methods.split(",")},
              **{key: name for key, (name, _, _) in extra.items()}}
     trained = {name: (method, pool) for key, (name, method, pool) in extra.items()}
     trained.update({m: (m, pools[m]) for m in args.methods.split(",")})
