@@ -356,6 +356,31 @@ def test_norm_by_plate_removes_a_plate_gain(store, tmp_path):
     assert result.exit_code != 0 and "normalize by" in result.output
 
 
+def test_simclr_positive_by_well(store, tmp_path):
+    """With every cell its own class, SimCLR's loss is NT-Xent; by default (positive_by "auto") the other cells
+    of a cell's well are its positives too, contrasted within the plate; "none" gives the two views alone."""
+    from cellkit.models.encoders import SimCLR
+
+    model = SimCLR(3, default_config("simclr", **TINY))
+    x1, x2 = torch.randn(2, 8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    wells, one_plate = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2]), torch.zeros(8, dtype=torch.int64)
+    assert torch.allclose(model.loss(x1, x2, torch.arange(8)), model.loss(x1, x2), atol=1e-5)
+    assert not torch.allclose(model.loss(x1, x2, wells), model.loss(x1, x2), atol=1e-3)
+    assert torch.allclose(model.loss(x1, x2, wells, one_plate), model.loss(x1, x2, wells), atol=1e-5)
+    assert not torch.allclose(model.loss(x1, x2, wells, wells % 2), model.loss(x1, x2, wells), atol=1e-3)
+    for name, positive_by in (("wells", "auto"), ("views", "none")):
+        train(store, tmp_path / name, method="simclr", config={**TINY, "epochs": 1, "positive_by": positive_by})
+    wells_config, views_config = (json.loads((tmp_path / n / "config.json").read_text()) for n in ("wells", "views"))
+    assert wells_config["positive_by"] == ["plate", "well"] and wells_config["contrast_within"] == ["plate"]
+    assert views_config["positive_by"] is None and views_config["contrast_within"] is None
+    assert wells_config["weights_sha256"] != views_config["weights_sha256"]
+    with pytest.raises(ValueError, match="MOA"):
+        default_config("simclr", positive_by=["moa"])
+    result = CliRunner().invoke(app, ["train", str(store), "--out", str(tmp_path / "cli"), "--positive-by", "site",
+                                        "--batch-size", "16"])
+    assert result.exit_code != 0 and "no column(s) ['site']" in result.output
+
+
 def _store_from(path, images, obs):
     write_cells(path, images, np.ones((len(images), 2) + images.shape[-2:], bool), obs, channels=CHANNELS,
                 chunk_cells=32)

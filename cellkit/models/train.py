@@ -32,13 +32,14 @@ COLLAPSE_SPREAD = 0.05
 
 
 def weak_labels(cells, columns) -> tuple[np.ndarray, list[str]]:
-    """Class index per cell (int64, store order) and the class names: the distinct values of the obs ``columns``."""
+    """Class index per cell (int64, store order) and the class names: the distinct values of the obs ``columns``
+    (weak supervision's treatments, SimCLR's ``positive_by`` and the groups of both)."""
     from ..io.cells import open_cells, read_obs
 
     obs = read_obs(open_cells(cells))
     missing = [c for c in columns if c not in obs]
     if missing:
-        raise KeyError(f"the cells store has no obs column(s) {missing} for weak labels; it has {list(obs)}")
+        raise ValueError(f"the cells store's obs has no column(s) {missing}; it has {list(obs)}")
     names = obs[list(columns)].astype(str).agg("@".join, axis=1)
     classes = sorted(names.unique())
     return names.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64), classes
@@ -148,9 +149,11 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
             size = cell_view_size(cells, max_cells=config["stats_cells"], center=config["augment"]["center"])
             config["augment"]["view_size"] = config["view_size_measured"] = size
         if method == "simclr":
-            config["positive_by"] = _auto_columns(cells, config["positive_by"], ["plate", "well"], "positive_by")
-            within = config["contrast_within"] if config["positive_by"] else None
-            config["contrast_within"] = _auto_columns(cells, within, ["plate"], "contrast_within")
+            positive_by = _auto_columns(cells, config["positive_by"], ["plate", "well"], "positive_by")
+            within = positive_by and _auto_columns(cells, config["contrast_within"], ["plate"], "contrast_within")
+            config.update(positive_by=positive_by, contrast_within=within)
+            if positive_by:
+                weak_labels(cells, positive_by + (within or []))  # the columns exist (a clear error now, not later)
         if method == "weak":
             config["weak_classes"] = weak_labels(cells, config["weak_label"])[1]
             config["weak_group"] = _weak_group(cells, config["weak_group"])
