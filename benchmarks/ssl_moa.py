@@ -17,7 +17,9 @@ profile pipelines on every representation:
   per-plate normalization vs DMSO, clip 8, ZCA-cor sphering on the DMSO wells (TVN), unit-length
   wells) - the same functions, for embeddings as for morphology.
 
-Rows: morphology (X), pca, random (untrained encoder), simclr, byol, mae, weak (treatment labels: the
+Rows: morphology (X), pca, random (untrained encoder), simclr (since session 10 the cells of a well are each
+other's positives, contrasted within the plate), simclr-instance (only when asked for in ``--methods``: SimCLR
+with the two views of a cell alone, `VARIANTS`), byol, mae, weak (treatment labels: the
 compound, never the MOA; `--method weak`'s defaults), combined (morphology + weak-supervision well profiles,
 each prepared by the whole pipeline, morphology's kept as they are, the embedding's scaled to morphology's well
 length times its weight in ``COMBINED``, chosen on the tuning seeds; ``--combined``
