@@ -376,6 +376,8 @@ def test_simclr_positive_by_well(store, tmp_path):
     assert wells_config["weights_sha256"] != views_config["weights_sha256"]
     with pytest.raises(ValueError, match="MOA"):
         default_config("simclr", positive_by=["moa"])
+    with pytest.raises(ValueError, match="needs positive_by"):
+        train(store, tmp_path / "g", method="simclr", config={**TINY, "positive_by": None, "contrast_within": "plate"})
     result = CliRunner().invoke(app, ["train", str(store), "--out", str(tmp_path / "cli"), "--positive-by", "site",
                                         "--batch-size", "16"])
     assert result.exit_code != 0 and "no column(s) ['site']" in result.output

@@ -142,6 +142,7 @@ PRESETS = {
 # seed, under the 0.011 tie width) broken by NSCB).
 PRESET_METHOD_OPTIONS = {("cpu-small", "weak"): {"input_size": 64}}
 
+
 def default_config(method: str, preset: str | None = None, **overrides) -> dict:
     """The training config of ``method`` (from ``preset`` when given) with ``overrides`` applied
     (unknown keys are refused).

@@ -150,6 +150,8 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
             config["augment"]["view_size"] = config["view_size_measured"] = size
         if method == "simclr":
             positive_by = _auto_columns(cells, config["positive_by"], ["plate", "well"], "positive_by")
+            if not positive_by and config["contrast_within"] not in (None, "auto"):
+                raise ValueError("contrast_within needs positive_by (the cells' classes); this run has none")
             within = positive_by and _auto_columns(cells, config["contrast_within"], ["plate"], "contrast_within")
             config.update(positive_by=positive_by, contrast_within=within)
             if positive_by:
