@@ -259,7 +259,7 @@ def main():
             if name == row:
                 pools[row] = pool
             else:  # the other embedding of the same encoder, as its own row
-                extra[key] = (name, method, pool)
+                extra[key] = (name, row, pool)  # timings are by row
     if args.train_only:
         return
     names = {"X": "morphology", **{row_method(m)[2]: m for m in args.methods.split(",")},
