@@ -195,10 +195,11 @@ def train(cells, out_dir, *, method: str = "simclr", config: dict | None = None,
     if steps < 1:
         raise ValueError(f"{train_data.n_rows()} cells is fewer than one batch of {config['batch_size']}; "
                          "lower batch_size")
+    targets = _contrast_targets(cells, config, device)
     for epoch in range(first_epoch, config["epochs"]):
         start, start_cpu = time.perf_counter(), time.process_time()
         losses, last = _train_epoch(model, optimizer, train_data, config, epoch=epoch, steps=steps, device=device,
-                                    progress=progress)
+                                    progress=progress, targets=targets)
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
         n_seen = len(losses) * config["batch_size"]
         spread, dims = _spread_of(model, last)
@@ -252,26 +253,34 @@ def _contrast_columns(config: dict) -> tuple[list | None, list | None]:
     return None, None
 
 
-def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int, steps: int, device, progress
-                 ) -> tuple[list[float], torch.Tensor]:
-    """One pass over ``data`` (``steps`` full batches, each seen as two augmented views); returns the losses and
-    the first view of the last batch."""
-    method, total = config["method"], steps * config["epochs"]
-    aug = AugmentConfig.from_dict(config["augment"])
-    offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"])
+def _contrast_targets(cells, config: dict, device) -> tuple:
+    """``(labels, groups, allowed)`` of the store's cells for the loss (`_contrast_columns`; read once per run):
+    int64 class and group per cell (store order) and bool ``(n_groups, n_classes)``, the classes in each group;
+    None where the method has none."""
     labels = groups = allowed = None
     label_by, group_by = _contrast_columns(config)
     if label_by:
-        index, classes = weak_labels(data.path, label_by)
-        if method == "weak" and classes != list(config["weak_classes"]):
+        index, classes = weak_labels(cells, label_by)
+        if config["method"] == "weak" and classes != list(config["weak_classes"]):
             raise ValueError("the store's treatment classes differ from the model's weak_classes")
         labels = torch.from_numpy(index)
         if group_by:
-            group_index = weak_labels(data.path, group_by)[0]
+            group_index = weak_labels(cells, group_by)[0]
             groups = torch.from_numpy(group_index)
             allowed = np.zeros((group_index.max() + 1, len(classes)), dtype=bool)
             allowed[group_index, index] = True  # the classes present in each group
             allowed = torch.from_numpy(allowed).to(device)
+    return labels, groups, allowed
+
+
+def _train_epoch(model, optimizer, data: CellChunks, config: dict, *, epoch: int, steps: int, device, progress,
+                 targets: tuple) -> tuple[list[float], torch.Tensor]:
+    """One pass over ``data`` (``steps`` full batches, each seen as two augmented views; ``targets`` from
+    `_contrast_targets`); returns the losses and the first view of the last batch."""
+    method, total = config["method"], steps * config["epochs"]
+    aug = AugmentConfig.from_dict(config["augment"])
+    offset = np.asarray(config["norm_mean"]) / np.asarray(config["norm_std"])
+    labels, groups, allowed = targets
     amp = config["amp"] and device.type == "cuda"
     model.train()
     # Everything random in an epoch derives from (seed, epoch): resuming needs no RNG state.
