@@ -128,3 +128,7 @@ def test_batch_effects_scale_and_spare_controls():
     dose = min(1.0, 0.7 * on[0]["sensitivity"])
     assert np.log(treated["actin"]) == pytest.approx(dose * on[0]["response"]["actin"])
     assert dmso[0]["actin"] == 1.0
+    # each batch scales every compound's effect on a parameter by its own gain (a batch x compound interaction)
+    assert on[0]["gain"]["tubulin"] != on[1]["gain"]["tubulin"]
+    plain = {**on[0], "sensitivity": 1.0, "response": {}, "state": {}}
+    assert batch_phenotype(effect, 0.7, plain) == phenotype({k: v * on[0]["gain"][k] for k, v in effect.items()}, 0.7)

@@ -17,9 +17,10 @@ only ones NSCB allows), so NSCB is harder than NSC, as in BBBC021. Every plate h
 Batch effects (scaled by ``batch_effect``; 0 turns them off), drawn per batch from the seed, with
 smaller plate-to-plate jitter within a batch: per-channel stain gain and background level;
 illumination (a vignetting pattern shared by a batch's plates); focus (optical blur); and a cell
-state (cell and nucleus size, shape, density, texture, mitotic fraction, and sensitivity to the
-compounds), so that, as in real screens, per-plate normalization against DMSO does not remove
-them all and same-batch neighbours look more alike than same-MOA ones (NSCB < NSC).
+state (cell and nucleus size, shape, density, texture, mitotic fraction, sensitivity to the
+compounds, and a gain per parameter on every compound's effect, which same-batch compounds of an MOA
+share), so that, as in real screens, per-plate normalization against DMSO does not remove them all
+and same-batch neighbours look more alike than same-MOA ones (NSCB < NSC).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ import tifffile
 from .. import __version__
 from .._parallel import Runner
 from .._atomic import atomic_path
-from .phenotypes import CONTROL, MAX_COMPOUNDS_PER_MOA, MOAS, compound_signature, compounds_for, dose_fraction, phenotype
+from .phenotypes import (BASELINE, CONTROL, MAX_COMPOUNDS_PER_MOA, MOAS, compound_signature, compounds_for,
+                         dose_fraction, phenotype)
 from .render import illumination_field, render_field
 
 CHANNEL_CODES = {"DAPI": "w1", "Tubulin": "w2", "Actin": "w4"}
@@ -131,12 +133,17 @@ BATCH_STATE = {"cell_radius": 0.08, "nucleus_radius": 0.08, "elongation": 0.10, 
                "dna_texture": 0.20, "tubulin_fibre": 0.20, "actin_cortex": 0.20, "mitotic": 0.015}
 BATCH_RESPONSE = {"cell_radius": 0.06, "nucleus_radius": 0.06, "elongation": 0.1, "dna": 0.08, "tubulin": 0.1,
                   "actin": 0.1, "density": 0.1, "mitotic": 0.02}
+# A batch's cells respond to compounds with their own strength per parameter: each compound's effect on a
+# parameter is multiplied by the batch's gain exp(N(0, BATCH_GAIN_SD)) at batch_effect 1 (the batch x compound
+# interaction of real screens: same-batch compounds of an MOA share it, other batches' do not).
+BATCH_GAIN_SD = 0.4
 
 
 def _plate_effects(config: SyntheticConfig, batch_index: int, plate: str) -> dict:
     """Batch and plate effects of one plate (see the module docstring): a dict with ``gains``,
     ``background`` (3,), ``illumination`` (3, H, W), ``focus`` (px), ``state`` (parameter -> shift),
-    ``sensitivity`` (factor on the dose response) and ``response`` (parameter -> shift at full dose, for any compound)."""
+    ``sensitivity`` (factor on the dose response), ``gain`` (parameter -> factor on every compound's effect) and
+    ``response`` (parameter -> shift at full dose, for any compound)."""
     s = float(config.batch_effect)
     batch_rng = _field_rng(config, "batch", batch_index)
     plate_rng = _field_rng(config, "plate", plate)
@@ -149,6 +156,7 @@ def _plate_effects(config: SyntheticConfig, batch_index: int, plate: str) -> dic
         "state": {k: float(batch_rng.normal(0, sd * s)) for k, sd in BATCH_STATE.items()},
         "sensitivity": float(np.exp(batch_rng.normal(0, 0.15 * s))),
         "response": {k: float(batch_rng.normal(0, sd * s)) for k, sd in BATCH_RESPONSE.items()},
+        "gain": {k: float(np.exp(batch_rng.normal(0, BATCH_GAIN_SD * s))) for k in sorted(BASELINE)},
     }
     effects["illumination"] = np.stack([batch_illum * illumination_field(shape, plate_rng, strength=s *
                                                                           plate_rng.uniform(0.05, 0.15))
@@ -158,9 +166,10 @@ def _plate_effects(config: SyntheticConfig, batch_index: int, plate: str) -> dic
 
 def batch_phenotype(effect: dict, fraction: float, effects: dict) -> dict:
     """The phenotype of a treatment (``effect`` at dose ``fraction``) in the cell state of a batch: the batch's
-    sensitivity scales the dose, its shared response to any compound is added, then its cell state."""
+    sensitivity scales the dose, its gains scale each parameter's effect, its shared response to any compound is
+    added, then its cell state."""
     fraction = min(1.0, fraction * effects["sensitivity"])
-    effect = dict(effect or {})
+    effect = {key: value * effects["gain"][key] for key, value in (effect or {}).items()}
     if fraction > 0:
         for key, shift in effects["response"].items():
             effect[key] = effect.get(key, 0.0) + shift
