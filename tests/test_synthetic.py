@@ -132,3 +132,7 @@ def test_batch_effects_scale_and_spare_controls():
     assert on[0]["gain"]["tubulin"] != on[1]["gain"]["tubulin"]
     plain = {**on[0], "sensitivity": 1.0, "response": {}, "state": {}}
     assert batch_phenotype(effect, 0.7, plain) == phenotype({k: v * on[0]["gain"][k] for k, v in effect.items()}, 0.7)
+    no_gain = _plate_effects(SyntheticConfig(batch_gain=0, height=64, width=64), 0, "P0")
+    assert set(no_gain["gain"].values()) == {1.0} and no_gain["sensitivity"] == on[0]["sensitivity"]
+    with pytest.raises(ValueError, match="batch_gain must be in 0..1"):
+        SyntheticConfig(batch_gain=2).validate()

@@ -22,7 +22,9 @@ def synth(
     width: int = typer.Option(640, help="Field width in pixels."),
     seed: int = typer.Option(0, help="Random seed."),
     batch_effect: float = typer.Option(1.0, help="Strength of the batch effects (stain, background, illumination, "
-                                       "focus, cell state), 0-3; 0 = none."),
+                                       "focus, cell state, gain), 0-3; 0 = none."),
+    batch_gain: float = typer.Option(0.4, help="Sd of each batch's log gain on every parameter of a compound's "
+                                     "effect (a batch x compound interaction), 0-1; 0 = none."),
     workers: int = typer.Option(2, help=WORKERS_HELP + " Threads."),
 ):
     """Write a synthetic BBBC021-like plate set with ground-truth labels."""
@@ -32,7 +34,7 @@ def synth(
         config = SyntheticConfig(n_batches=batches, plates_per_batch=plates_per_batch,
                                  compounds_per_moa=compounds_per_moa, n_moas=moas, n_concentrations=concentrations,
                                  dmso_wells=dmso_wells, sites=sites, height=height, width=width, seed=seed,
-                                 batch_effect=batch_effect).validate()
+                                 batch_effect=batch_effect, batch_gain=batch_gain).validate()
         with progress_bar("rendering fields") as update:
             write_synthetic_plate(out, config, workers=workers, progress=update)
     except (ValueError, FileExistsError) as err:

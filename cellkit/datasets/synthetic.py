@@ -19,8 +19,8 @@ smaller plate-to-plate jitter within a batch: per-channel stain gain and backgro
 illumination (a vignetting pattern shared by a batch's plates); focus (optical blur); and a cell
 state (cell and nucleus size, shape, density, texture, mitotic fraction, sensitivity to the
 compounds, and a gain per parameter on every compound's effect, which same-batch compounds of an MOA
-share), so that, as in real screens, per-plate normalization against DMSO does not remove them all
-and same-batch neighbours look more alike than same-MOA ones (NSCB < NSC).
+share: ``batch_gain``), so that, as in real screens, per-plate normalization against DMSO does not
+remove them all and same-batch neighbours look more alike than same-MOA ones (NSCB < NSC).
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ class SyntheticConfig:
     width: int = 640
     seed: int = 0
     batch_effect: float = 1.0
+    # sd of a batch's log gain on each parameter of every compound's effect, at batch_effect 1 (the batch x compound
+    # interaction of real screens; 0.4 chosen in session 11 so that NSCB < NSC for morphology, docs/models.md)
+    batch_gain: float = 0.4
 
     def validate(self):
         problems = []
@@ -75,6 +78,8 @@ class SyntheticConfig:
             problems.append(f"compounds_per_moa must be <= {MAX_COMPOUNDS_PER_MOA}")
         if not 0 <= self.batch_effect <= 3:
             problems.append("batch_effect must be in 0..3")
+        if not 0 <= self.batch_gain <= 1:
+            problems.append("batch_gain must be in 0..1")
         if self.height < 64 or self.width < 64:
             problems.append("fields must be at least 64x64")
         if problems:
@@ -133,10 +138,6 @@ BATCH_STATE = {"cell_radius": 0.08, "nucleus_radius": 0.08, "elongation": 0.10, 
                "dna_texture": 0.20, "tubulin_fibre": 0.20, "actin_cortex": 0.20, "mitotic": 0.015}
 BATCH_RESPONSE = {"cell_radius": 0.06, "nucleus_radius": 0.06, "elongation": 0.1, "dna": 0.08, "tubulin": 0.1,
                   "actin": 0.1, "density": 0.1, "mitotic": 0.02}
-# A batch's cells respond to compounds with their own strength per parameter: each compound's effect on a
-# parameter is multiplied by the batch's gain exp(N(0, BATCH_GAIN_SD)) at batch_effect 1 (the batch x compound
-# interaction of real screens: same-batch compounds of an MOA share it, other batches' do not).
-BATCH_GAIN_SD = 0.4
 
 
 def _plate_effects(config: SyntheticConfig, batch_index: int, plate: str) -> dict:
@@ -156,7 +157,7 @@ def _plate_effects(config: SyntheticConfig, batch_index: int, plate: str) -> dic
         "state": {k: float(batch_rng.normal(0, sd * s)) for k, sd in BATCH_STATE.items()},
         "sensitivity": float(np.exp(batch_rng.normal(0, 0.15 * s))),
         "response": {k: float(batch_rng.normal(0, sd * s)) for k, sd in BATCH_RESPONSE.items()},
-        "gain": {k: float(np.exp(batch_rng.normal(0, BATCH_GAIN_SD * s))) for k in sorted(BASELINE)},
+        "gain": {k: float(np.exp(batch_rng.normal(0, config.batch_gain * s))) for k in sorted(BASELINE)},
     }
     effects["illumination"] = np.stack([batch_illum * illumination_field(shape, plate_rng, strength=s *
                                                                           plate_rng.uniform(0.05, 0.15))
