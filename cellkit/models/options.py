@@ -139,7 +139,8 @@ PRESETS = {
 # A preset's options that differ for one method. Session 10: weak supervision sees 64 px views under cpu-small
 # (seeds 3 and 5, 5 CPU-minutes, stage pooling, plain NSC / NSCB: 0.969 / 0.854 and 0.896 / 0.635, mean 0.932 /
 # 0.745, against 0.979 / 0.885 and 0.906 / 0.573, mean 0.943 / 0.729, at 48 px: a tie on NSC (one treatment per
-# seed, under the 0.011 tie width) broken by NSCB).
+# seed, under the 0.011 tie width) broken by NSCB). Session 11, paired on the batch-gain generator's seeds 3 and 5:
+# 64 px 0.865 / 0.635 against 48 px 0.870 / 0.604, a tie again, broken by NSCB the same way.
 PRESET_METHOD_OPTIONS = {("cpu-small", "weak"): {"input_size": 64}}
 
 
