@@ -31,20 +31,22 @@ def main():
     parser.add_argument("--json", type=Path,
                         default=Path(__file__).resolve().parent / "results" / "synthetic_batch.json")
     args = parser.parse_args()
+    seeds, gains = [int(s) for s in args.seeds.split(",")], [float(g) for g in args.gains.split(",")]
     rows = []
-    for seed in map(int, args.seeds.split(",")):
-        for gain in map(float, args.gains.split(",")):
+    for seed in seeds:
+        for gain in gains:
             config = dataclasses.replace(ssl_moa.plate_config(seed, args.cells), batch_gain=gain)
             _, h5ad = ssl_moa.build_cells(args.out / f"seed{seed}_gain{gain}", config, 96)
             scores = compare_representations(h5ad, **DEFAULT).loc["X"]
-            rows.append({"seed": seed, "batch_gain": gain, **{k: float(scores[k]) for k in ("NSC", "NSCB", "mAP")},
-                         "gap": float(scores["NSC"] - scores["NSCB"]), "n_treatments": int(scores["n_treatments"])})
-            print(f"seed {seed:>4} gain {gain:<4} NSC {rows[-1]['NSC']:.3f} NSCB {rows[-1]['NSCB']:.3f} "
-                  f"mAP {rows[-1]['mAP']:.3f} gap {rows[-1]['gap']:+.3f}", flush=True)
-    for gain in map(float, args.gains.split(",")):
-        mine = [r for r in rows if r["batch_gain"] == gain]
-        print(f"gain {gain}: mean gap {sum(r['gap'] for r in mine) / len(mine):+.3f}, "
-              f"NSCB < NSC on {sum(r['gap'] > 0 for r in mine)} of {len(mine)} seeds")
+            row = {"seed": seed, "batch_gain": gain, **{k: float(scores[k]) for k in ("NSC", "NSCB", "mAP")},
+                   "gap": float(scores["NSC"] - scores["NSCB"]), "n_treatments": int(scores["n_treatments"])}
+            rows.append(row)
+            print(f"seed {seed:>4} gain {gain:<4} NSC {row['NSC']:.3f} NSCB {row['NSCB']:.3f} mAP {row['mAP']:.3f} "
+                  f"gap {row['gap']:+.3f}", flush=True)
+    for gain in gains:
+        gaps = [r["gap"] for r in rows if r["batch_gain"] == gain]
+        print(f"gain {gain}: mean gap {sum(gaps) / len(gaps):+.3f}, NSCB < NSC on {sum(g > 0 for g in gaps)} of "
+              f"{len(gaps)} seeds")
     args.json.parent.mkdir(exist_ok=True)
     args.json.write_text(json.dumps({"rows": rows, "cells": args.cells, "pipeline": DEFAULT}, indent=2, default=str))
     print(f"written {args.json}")
