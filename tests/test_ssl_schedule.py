@@ -100,7 +100,8 @@ def test_ssl_defaults_are_the_measured_recipe():
     assert default_config("random", "cpu-small")["embed_pool"] == "stages"
     assert default_config("weak", "cpu-small")["embed_pool"] == "stages"
     assert default_config("weak", "cpu-small")["weak_label"] == ["compound"]
-    assert default_config("weak", "cpu-small")["augment"]["crop_scale"] == (0.5, 1.0)
+    assert default_config("weak", "cpu-small")["augment"]["crop_scale"] == (0.25, 1.0)  # SSL_AUGMENT (session 12)
+    assert default_config("weak", "cpu-small")["norm_by"] == "auto"
 
 
 def test_ssl_default_augmentation_keeps_channel_ratios():
