@@ -18,16 +18,18 @@ profile pipelines on every representation:
   wells) - the same functions, for embeddings as for morphology.
 
 Rows: morphology (X), pca, random (untrained encoder), simclr (since session 10 the cells of a well are each
-other's positives, contrasted within the plate), simclr-instance (only when asked for in ``--methods``: SimCLR
-with the two views of a cell alone, `VARIANTS`), byol, mae, weak (treatment labels: the
-compound, never the MOA; `--method weak`'s defaults), combined (morphology + weak-supervision well profiles,
+other's positives, contrasted within the plate), simclr-instance (only when asked for in ``--methods``: SimCLR with
+the two views of a cell alone, `VARIANTS`), byol, mae, weak (treatment labels: the compound, never the MOA;
+`--method weak`'s defaults), weak-jitter (only when asked for: weak supervision with the base augmentation and the
+store's global statistics, its default up to session 11), combined (morphology + weak-supervision well profiles,
 each prepared by the whole pipeline, morphology's kept as they are, the embedding's scaled to morphology's well
-length times its weight in ``COMBINED``, chosen on the tuning seeds; ``--combined``
-changes them, e.g. ``X:1,X_simclr:0.5``, the earlier choice on seed 1), and its
-control morphology-std (morphology alone through that same combination: equal to morphology by construction). Scores: treatment NSC, NSCB (cosine 1-NN, not-same-compound / -batch), mAP.
+length times its weight in ``COMBINED``, chosen on the tuning seeds; ``--combined`` changes them, e.g.
+``X:1,X_simclr:0.5``, the earlier choice on seed 1), and its control morphology-std (morphology alone through that
+same combination: equal to morphology by construction). Scores: treatment NSC, NSCB (cosine 1-NN, not-same-compound
+/ -batch), mAP.
 Training settings: the ``cpu-small`` preset (views sized from the cells) with each method's defaults
-(SimCLR / BYOL: ``SSL_AUGMENT``, whose one intensity factor for all channels was chosen on seeds 3 and 5 in
-session 7, and stage pooling, chosen on seed 3 in session 6; docs/models.md).
+(SimCLR / BYOL, and weak since session 12: ``SSL_AUGMENT``, whose one intensity factor for all channels was chosen
+on seeds 3 and 5 in session 7, and stage pooling, chosen on seed 3 in session 6; docs/models.md).
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/ssl_moa.py --seed S --budget-minutes M [--cells N] [--threads 1]
 Writes ``benchmarks/results/ssl_moa_seed<S>.json`` (or ``--json``). Finished steps in ``--out`` are reused.
@@ -65,7 +67,11 @@ COMBINED = {"X": 1.0, "X_weak": 0.5}
 RESNET_METHODS = ("random", "simclr", "byol", "weak")  # encoders with ResNet stages (embed_pool "last" or "stages")
 OTHER_POOL = {"last": "stages", "stages": "last"}
 # Rows that train a method with other options: row name -> (method, options); obsm key X_<name, '-' as '_'>.
-VARIANTS = {"simclr-instance": ("simclr", {"positive_by": None, "contrast_within": None})}  # the two views alone
+VARIANTS = {"simclr-instance": ("simclr", {"positive_by": None, "contrast_within": None}),  # the two views alone
+            # weak supervision on the base augmentation (per-channel jitter) and the store's global statistics:
+            # its default up to session 11
+            "weak-jitter": ("weak", {"augment": {"crop_scale": (0.5, 1.0), "brightness": 0.2, "contrast": 0.2,
+                                                 "intensity_scale": 0.0}, "norm_by": None})}
 
 
 def plate_config(seed: int, cells: int) -> SyntheticConfig:
