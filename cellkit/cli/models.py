@@ -34,7 +34,8 @@ def train(
                                          "reversed gradient, pushing the embedding to forget the batch (0: none)."),
     norm_by: str = typer.Option(None, help="obs column(s), comma-separated (e.g. plate): bring each one's mean "
                                 "intensity per channel (of its DMSO cells) to one level before the encoder; none: "
-                                "the store's global statistics; auto (simclr, byol, random, weak): plate when the store has it."),
+                                "the store's global statistics; auto (simclr, byol, random, weak): plate when the "
+                                "store has it."),
     positive_by: str = typer.Option(None, help="simclr: obs column(s), comma-separated (e.g. plate,well): cells "
                                     "sharing them are each other's positives, beside the two views of a cell; none: "
                                     "the two views alone; auto (default): plate,well when the store has them."),
